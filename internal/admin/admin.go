@@ -1,0 +1,194 @@
+// Package admin serves holdfast's loopback admin endpoint: /healthz (the
+// process is up), /readyz (the agent is started and can accept messages),
+// /api/status (the JSON that `holdfast status` renders) and /metrics (the
+// Prometheus text exposition format, version 0.0.4).
+//
+// The package knows nothing of queues or brokers: the agent hands it a Source.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Source is what the endpoint reports on; the agent implements it.
+type Source interface {
+	// Ready reports whether the agent accepts messages, and if not, why.
+	Ready() (bool, string)
+	// Status returns a JSON-marshalable snapshot for /api/status.
+	Status() any
+	// Metrics writes the current metric families.
+	Metrics(w *MetricsWriter)
+}
+
+// Handler returns the endpoint's HTTP handler.
+func Handler(src Source) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if ok, why := src.Ready(); !ok {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(src.Status()); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		}
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		mw := &MetricsWriter{w: w}
+		src.Metrics(mw)
+	})
+	return mux
+}
+
+// Server is a running admin endpoint.
+type Server struct {
+	ln  net.Listener
+	srv *http.Server
+}
+
+// Listen binds the endpoint to addr (host:port) so that a port conflict is an
+// error before anything else starts; Serve then answers requests.
+func Listen(addr string, src Source) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin: listen %s: %w", addr, err)
+	}
+	return &Server{ln: ln, srv: &http.Server{
+		Handler:           Handler(src),
+		ReadHeaderTimeout: 5 * time.Second,
+	}}, nil
+}
+
+// Addr is the address the endpoint listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Serve answers requests until ctx is cancelled, then shuts the server down,
+// waiting at most two seconds for requests in progress.
+func (s *Server) Serve(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.Serve(s.ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("admin: %w", err)
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		s.srv.Shutdown(sctx)
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("admin: %w", err)
+		}
+		return nil
+	}
+}
+
+// MetricsWriter writes metric families in the Prometheus text format. Names
+// must be valid metric names; label pairs are given as name, value, name, value.
+type MetricsWriter struct {
+	w   io.Writer
+	err error
+}
+
+// Counter writes a counter family with one unlabelled sample.
+func (m *MetricsWriter) Counter(name, help string, v float64) {
+	m.family(name, help, "counter")
+	m.Sample(name, v)
+}
+
+// Gauge writes a gauge family with one unlabelled sample.
+func (m *MetricsWriter) Gauge(name, help string, v float64) {
+	m.family(name, help, "gauge")
+	m.Sample(name, v)
+}
+
+// CounterVec writes a counter family with one sample per label value, in
+// sorted order of the label value.
+func (m *MetricsWriter) CounterVec(name, help, label string, values map[string]uint64) {
+	m.family(name, help, "counter")
+	keys := make([]string, 0, len(values))
+	for k := range values {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		m.Sample(name, float64(values[k]), label, k)
+	}
+}
+
+// Family starts a family of the given type ("counter", "gauge") whose samples
+// the caller then writes with Sample.
+func (m *MetricsWriter) Family(name, help, typ string) { m.family(name, help, typ) }
+
+func (m *MetricsWriter) family(name, help, typ string) {
+	m.printf("# HELP %s %s\n# TYPE %s %s\n", name, escapeHelp(help), name, typ)
+}
+
+// Sample writes one sample line.
+func (m *MetricsWriter) Sample(name string, v float64, labels ...string) {
+	var b strings.Builder
+	b.WriteString(name)
+	if len(labels) > 0 {
+		b.WriteByte('{')
+		for i := 0; i+1 < len(labels); i += 2 {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(labels[i])
+			b.WriteString(`="`)
+			b.WriteString(escapeLabel(labels[i+1]))
+			b.WriteByte('"')
+		}
+		b.WriteByte('}')
+	}
+	b.WriteByte(' ')
+	b.WriteString(formatFloat(v))
+	b.WriteByte('\n')
+	m.printf("%s", b.String())
+}
+
+// Err is the first write error, if any.
+func (m *MetricsWriter) Err() error { return m.err }
+
+func (m *MetricsWriter) printf(format string, args ...any) {
+	if m.err != nil {
+		return
+	}
+	_, m.err = fmt.Fprintf(m.w, format, args...)
+}
+
+func formatFloat(v float64) string {
+	switch {
+	case math.IsInf(v, 1):
+		return "+Inf"
+	case math.IsInf(v, -1):
+		return "-Inf"
+	case math.IsNaN(v):
+		return "NaN"
+	}
+	return strconv.FormatFloat(v, 'g', -1, 64)
+}
+
+var helpEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`)
+var labelEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
+
+func escapeHelp(s string) string  { return helpEscaper.Replace(s) }
+func escapeLabel(s string) string { return labelEscaper.Replace(s) }
