@@ -1,0 +1,68 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// gcDiscardRatio is the share of a value-log file that must be garbage
+// before GC rewrites it (Badger's recommendation).
+const gcDiscardRatio = 0.5
+
+// maintain runs value-log GC every GCInterval, and GC plus a full
+// compaction when the queue drained after being large, so the data
+// directory shrinks again. Close waits for it.
+func (q *Queue) maintain() {
+	defer q.wg.Done()
+	var tick <-chan time.Time
+	if q.opts.GCInterval > 0 {
+		t := time.NewTicker(q.opts.GCInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-q.closed:
+			return
+		case <-tick:
+			q.reclaim(false)
+		case <-q.gcKick:
+			q.reclaim(true)
+		}
+	}
+}
+
+// reclaim, when full is set and the queue is empty, has the commit
+// goroutine drop every record key from disk; then it rewrites value-log
+// files until none is worth it.
+func (q *Queue) reclaim(full bool) {
+	start := time.Now()
+	if full {
+		err := q.wait(context.Background(), &request{kind: reqDrain})
+		if err != nil && !errors.Is(err, ErrClosed) {
+			q.opts.Logger.Warn("queue: reclaiming space after drain failed", "err", err)
+		}
+	}
+	n := 0
+	for {
+		select {
+		case <-q.closed:
+			return
+		default:
+		}
+		err := q.db.RunValueLogGC(gcDiscardRatio)
+		if err != nil {
+			if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
+				q.opts.Logger.Warn("queue: value log gc failed", "err", err)
+			}
+			break
+		}
+		n++
+	}
+	lsm, vlog := q.db.Size()
+	q.opts.Logger.Debug("queue: space reclaimed", "full", full, "vlog_rewrites", n,
+		"lsm_bytes", lsm, "vlog_bytes", vlog, "took", time.Since(start))
+}

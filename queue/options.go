@@ -1,0 +1,223 @@
+package queue
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Policy says what the queue does when MaxMessages or MaxBytes is reached.
+type Policy int
+
+const (
+	// RejectNew refuses the new messages with ErrFull; nothing stored is
+	// touched. Right for messages that must not be lost: the device keeps
+	// them (MQTT 5 reason code 0x97, or a 3.1.1 connection closed unacked).
+	RejectNew Policy = iota
+	// DropOldest evicts records from the head until the new ones fit, and
+	// counts them. Right for telemetry where fresh data matters most. An
+	// evicted record that was leased stays with its consumer; its later
+	// Ack is a harmless no-op.
+	DropOldest
+)
+
+// String returns the policy's configuration name.
+func (p Policy) String() string {
+	switch p {
+	case RejectNew:
+		return "reject_new"
+	case DropOldest:
+		return "drop_oldest"
+	}
+	return fmt.Sprintf("Policy(%d)", int(p))
+}
+
+// ParsePolicy turns a configuration name ("reject_new", "drop_oldest")
+// into a Policy.
+func ParsePolicy(s string) (Policy, error) {
+	switch s {
+	case "reject_new":
+		return RejectNew, nil
+	case "drop_oldest":
+		return DropOldest, nil
+	}
+	return 0, fmt.Errorf("queue: policy %q: want reject_new or drop_oldest", s)
+}
+
+// Defaults of Options. The Badger sizes form the low-memory profile
+// described in docs/queue.md.
+const (
+	DefaultCommitWait        = 0
+	DefaultDiskCheckInterval = 100 * time.Millisecond
+	DefaultGCInterval        = 5 * time.Minute
+	DefaultGCAfterDrainBytes = 16 << 20
+	DefaultMemTableSize      = 8 << 20
+	DefaultNumMemtables      = 2
+	DefaultBaseTableSize     = 2 << 20
+	DefaultValueLogFileSize  = 32 << 20
+	DefaultValueThreshold    = 64 << 10
+	DefaultBlockCacheSize    = 4 << 20
+	DefaultIndexCacheSize    = 4 << 20
+	// DefaultMinDiskReserve is the floor of the computed disk reserve.
+	DefaultMinDiskReserve = 64 << 20
+)
+
+// Options configures a Queue. Only Dir is required; every other field has
+// a default applied by Open when it is zero.
+type Options struct {
+	// Required.
+
+	// Dir is the data directory (created if missing). One Queue per Dir.
+	Dir string
+
+	// Usually modified.
+
+	// MaxMessages caps the number of stored records; 0 means no cap.
+	MaxMessages int64
+	// MaxBytes caps the sum of encoded record sizes; 0 means no cap.
+	MaxBytes int64
+	// Policy applies when MaxMessages or MaxBytes is reached.
+	// Default RejectNew.
+	Policy Policy
+	// TTL drops records older than this (by receive time) at the head,
+	// whether or not they carry an MQTT expiry; 0 disables it.
+	TTL time.Duration
+	// DiskReserve is the free space (bytes) below which writes carrying
+	// messages are refused with ErrDiskFull. 0 means the computed default:
+	// the larger of DefaultMinDiskReserve and what Badger may allocate at
+	// once (two value-log files, all memtable WAL files, a round of
+	// compaction output). Set it below that only on a dedicated
+	// filesystem you can afford to lose to SIGBUS.
+	DiskReserve int64
+
+	// Fine tuning.
+
+	// CommitWait is the longest a commit waits to gather more writes
+	// after the first one arrives. 0 (default) commits whatever is pending
+	// at once: concurrent writers still share a commit because they queue
+	// up while the previous sync runs. A small value (1ms) trades latency
+	// for fewer, larger syncs under light concurrency.
+	CommitWait time.Duration
+	// DiskCheckInterval is how often free space is measured (statfs);
+	// default 100ms. Checks happen on the commit path, at most this often.
+	DiskCheckInterval time.Duration
+	// GCInterval is how often value-log GC runs in the background;
+	// default 5 minutes; negative disables the periodic run.
+	GCInterval time.Duration
+	// GCAfterDrainBytes: when the queue becomes empty after holding at
+	// least this many bytes, GC and a full compaction run at once so the
+	// directory shrinks. Default 16 MiB; negative disables it.
+	GCAfterDrainBytes int64
+	// MemTableSize is Badger's memtable size; NumMemtables of them live
+	// in RAM. Default 8 MiB. Larger: fewer L0 flushes, more RAM.
+	MemTableSize int64
+	// NumMemtables is how many memtables Badger keeps (active plus
+	// waiting to flush). Default 2.
+	NumMemtables int
+	// BaseTableSize is the size of Badger's level-1 tables. Default 2 MiB.
+	BaseTableSize int64
+	// ValueLogFileSize is the size of one value-log file. Default 32 MiB.
+	ValueLogFileSize int64
+	// ValueThreshold: encoded records below this size live inside the LSM
+	// tree (exact byte accounting, reclaimed by compaction), larger ones
+	// in the value log (reclaimed by value-log GC). Default 64 KiB,
+	// capped at 15% of MemTableSize.
+	ValueThreshold int64
+	// BlockCacheSize is Badger's block cache (bytes). Default 4 MiB.
+	BlockCacheSize int64
+	// IndexCacheSize bounds the memory for table indexes and bloom
+	// filters (bytes). Default 4 MiB; without a bound they grow with the
+	// backlog.
+	IndexCacheSize int64
+	// Logger receives Badger's warnings and errors and the queue's own
+	// state changes. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.DiskCheckInterval <= 0 {
+		o.DiskCheckInterval = DefaultDiskCheckInterval
+	}
+	if o.GCInterval == 0 {
+		o.GCInterval = DefaultGCInterval
+	}
+	if o.GCAfterDrainBytes == 0 {
+		o.GCAfterDrainBytes = DefaultGCAfterDrainBytes
+	}
+	if o.MemTableSize <= 0 {
+		o.MemTableSize = DefaultMemTableSize
+	}
+	if o.NumMemtables <= 0 {
+		o.NumMemtables = DefaultNumMemtables
+	}
+	if o.BaseTableSize <= 0 {
+		o.BaseTableSize = DefaultBaseTableSize
+	}
+	if o.ValueLogFileSize <= 0 {
+		o.ValueLogFileSize = DefaultValueLogFileSize
+	}
+	if o.ValueThreshold <= 0 {
+		o.ValueThreshold = DefaultValueThreshold
+	}
+	// Badger requires the threshold below its largest transaction.
+	o.ValueThreshold = min(o.ValueThreshold, o.MemTableSize*15/100-1024)
+	if o.BlockCacheSize <= 0 {
+		o.BlockCacheSize = DefaultBlockCacheSize
+	}
+	if o.IndexCacheSize <= 0 {
+		o.IndexCacheSize = DefaultIndexCacheSize
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.DiskReserve <= 0 {
+		o.DiskReserve = max(int64(DefaultMinDiskReserve), o.badgerBurst())
+	}
+}
+
+// badgerBurst estimates the disk Badger may claim at once: a new value-log
+// file (preallocated at twice its size and memory-mapped), the memtable
+// WAL files (mapped at twice the memtable size each) and the output of a
+// compaction round.
+func (o *Options) badgerBurst() int64 {
+	return 2*o.ValueLogFileSize + int64(o.NumMemtables+1)*2*o.MemTableSize + 10*o.BaseTableSize
+}
+
+func (o *Options) badgerOptions() badger.Options {
+	return badger.DefaultOptions(o.Dir).
+		WithSyncWrites(false).
+		WithDetectConflicts(false).
+		WithMetricsEnabled(false).
+		WithNumVersionsToKeep(1).
+		WithMemTableSize(o.MemTableSize).
+		WithNumMemtables(o.NumMemtables).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithBaseTableSize(o.BaseTableSize).
+		WithBaseLevelSize(4 * o.BaseTableSize).
+		WithValueLogFileSize(o.ValueLogFileSize).
+		WithValueThreshold(o.ValueThreshold).
+		WithBlockCacheSize(o.BlockCacheSize).
+		WithIndexCacheSize(o.IndexCacheSize).
+		WithNumCompactors(2).
+		WithNumGoroutines(1).
+		WithCompactL0OnClose(false).
+		WithLogger(slogBadger{o.Logger})
+}
+
+// slogBadger routes Badger's log to slog at warning level and above.
+type slogBadger struct{ l *slog.Logger }
+
+func (s slogBadger) Errorf(f string, a ...any) {
+	s.l.Error(fmt.Sprintf(f, a...), "component", "badger")
+}
+
+func (s slogBadger) Warningf(f string, a ...any) {
+	s.l.Warn(fmt.Sprintf(f, a...), "component", "badger")
+}
+
+func (s slogBadger) Infof(string, ...any) {}
+
+func (s slogBadger) Debugf(string, ...any) {}

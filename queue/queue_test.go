@@ -1,0 +1,625 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func open(t testing.TB, o Options) *Queue {
+	t.Helper()
+	if o.Dir == "" {
+		o.Dir = t.TempDir()
+	}
+	if o.Logger == nil {
+		o.Logger = quiet
+	}
+	q, err := Open(o)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() { q.Close() })
+	return q
+}
+
+func msg(i int) Message {
+	return Message{Topic: fmt.Sprintf("t/%d", i), Payload: []byte(fmt.Sprintf("payload %d", i)), QoS: 1, Source: "dev"}
+}
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func appendN(t testing.TB, q *Queue, from, n int) {
+	t.Helper()
+	for i := from; i < from+n; i++ {
+		if err := q.Append(ctxT(t), msg(i)); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+	}
+}
+
+// leaseAll leases until want records came back or fails.
+func leaseN(t testing.TB, q *Queue, want int) []Record {
+	t.Helper()
+	var out []Record
+	for len(out) < want {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		recs, err := q.Lease(ctx, want-len(out))
+		cancel()
+		if err != nil {
+			t.Fatalf("lease after %d of %d: %v", len(out), want, err)
+		}
+		out = append(out, recs...)
+	}
+	return out
+}
+
+func topics(recs []Record) []string {
+	var s []string
+	for _, r := range recs {
+		s = append(s, r.Topic)
+	}
+	return s
+}
+
+func wantTopics(from, to int) []string {
+	var s []string
+	for i := from; i < to; i++ {
+		s = append(s, fmt.Sprintf("t/%d", i))
+	}
+	return s
+}
+
+func seqs(recs []Record) []uint64 {
+	var s []uint64
+	for _, r := range recs {
+		s = append(s, r.Seq)
+	}
+	return s
+}
+
+// leaseNone asserts that nothing is available right now.
+func leaseNone(t testing.TB, q *Queue) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	recs, err := q.Lease(ctx, 10)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("lease: got %v, %v; want nothing available", topics(recs), err)
+	}
+}
+
+func TestFIFOOrderAndFields(t *testing.T) {
+	q := open(t, Options{})
+	full := Message{
+		Topic: "a/b", Payload: []byte{0, 1, 2}, QoS: 2, Retain: true, PayloadFormat: 1,
+		ContentType: "application/json", ResponseTopic: "r/t", CorrelationData: []byte("cd"),
+		UserProperties: []UserProperty{{"k", "v"}, {"k", "v2"}, {"", ""}},
+		Expiry:         time.Hour, ReceivedAt: time.Unix(time.Now().Unix(), 5), Source: "adapter-1",
+	}
+	if err := q.Append(ctxT(t), full); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, q, 0, 20)
+	recs := leaseN(t, q, 21)
+	if !recordEqual(&recs[0].Message, &full) {
+		t.Fatalf("first record %+v, want %+v", recs[0].Message, full)
+	}
+	if got, want := topics(recs[1:]), wantTopics(0, 20); !slices.Equal(got, want) {
+		t.Fatalf("order %v, want %v", got, want)
+	}
+	for i := 1; i < len(recs); i++ {
+		if recs[i].Seq != recs[i-1].Seq+1 {
+			t.Fatalf("seqs not consecutive: %v", seqs(recs))
+		}
+		if recs[i].ReceivedAt.IsZero() {
+			t.Fatalf("record %d has no receive time", i)
+		}
+	}
+}
+
+func TestLeaseInvisibleAndReleaseOrder(t *testing.T) {
+	q := open(t, Options{})
+	appendN(t, q, 0, 10)
+	a := leaseN(t, q, 4)
+	b := leaseN(t, q, 4)
+	if got := topics(append(a, b...)); !slices.Equal(got, wantTopics(0, 8)) {
+		t.Fatalf("two leases gave %v", got)
+	}
+	if st := q.Stats(); st.Leased != 8 {
+		t.Fatalf("leased %d, want 8", st.Leased)
+	}
+	// Release out of order; they come back first, in queue order.
+	q.Release(b[2].Seq, a[1].Seq, a[3].Seq)
+	c := leaseN(t, q, 5)
+	if got, want := topics(c), []string{"t/1", "t/3", "t/6", "t/8", "t/9"}; !slices.Equal(got, want) {
+		t.Fatalf("after release got %v, want %v", got, want)
+	}
+	leaseNone(t, q)
+	if err := q.Ack(seqs(a)...); err != nil {
+		t.Fatal(err)
+	}
+	q.Release(a[1].Seq) // acked: ignored
+	leaseNone(t, q)
+	if st := q.Stats(); st.Messages != 6 || st.Acked != 4 || st.Leased != 6 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestLeaseWakesOnAppend(t *testing.T) {
+	q := open(t, Options{})
+	got := make(chan []Record, 1)
+	go func() {
+		recs, err := q.Lease(context.Background(), 5)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- recs
+	}()
+	appendN(t, q, 0, 1)
+	select {
+	case recs := <-got:
+		if !slices.Equal(topics(recs), wantTopics(0, 1)) {
+			t.Fatalf("got %v", topics(recs))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("blocked Lease did not wake on Append")
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := q.Lease(context.Background(), 1)
+		done <- err
+	}()
+	q.Close()
+	if err := <-done; !errors.Is(err, ErrClosed) {
+		t.Fatalf("lease during close: %v, want ErrClosed", err)
+	}
+	if err := q.Append(ctxT(t), msg(1)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("append after close: %v", err)
+	}
+}
+
+func TestRestartLeasesMarksCounters(t *testing.T) {
+	dir := t.TempDir()
+	q := open(t, Options{Dir: dir})
+	appendN(t, q, 0, 10)
+	recs := leaseN(t, q, 6)
+	if err := q.Ack(recs[0].Seq, recs[2].Seq); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Mark(ctxT(t), recs[3].Seq, []byte("pubrec")); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Mark(ctxT(t), recs[0].Seq, []byte("x")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("mark of acked record: %v, want ErrNotFound", err)
+	}
+	before := q.Stats()
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	q = open(t, Options{Dir: dir})
+	after := q.Stats()
+	if after.Messages != 8 || after.Messages != before.Messages || after.Bytes != before.Bytes ||
+		after.Appended != 10 || after.Acked != 2 || after.NextSeq != before.NextSeq || after.Leased != 0 {
+		t.Fatalf("after reopen %+v, before %+v", after, before)
+	}
+	all := leaseN(t, q, 8)
+	want := append(wantTopics(1, 2), wantTopics(3, 10)...)
+	if got := topics(all); !slices.Equal(got, want) {
+		t.Fatalf("after restart got %v, want %v", got, want)
+	}
+	for _, r := range all {
+		wantMark := ""
+		if r.Seq == recs[3].Seq {
+			wantMark = "pubrec"
+		}
+		if string(r.Mark) != wantMark {
+			t.Fatalf("seq %d mark %q, want %q", r.Seq, r.Mark, wantMark)
+		}
+	}
+	// Marks also come back through Release.
+	q.Release(recs[3].Seq)
+	again := leaseN(t, q, 1)
+	if again[0].Seq != recs[3].Seq || string(again[0].Mark) != "pubrec" {
+		t.Fatalf("released marked record came back as %d %q", again[0].Seq, again[0].Mark)
+	}
+	if err := q.Ack(seqs(all)...); err != nil {
+		t.Fatal(err)
+	}
+	if st := q.Stats(); st.Messages != 0 || st.Bytes != 0 || st.Acked != 10 {
+		t.Fatalf("after draining %+v", st)
+	}
+	// The queue keeps working and numbering continues.
+	appendN(t, q, 100, 1)
+	r := leaseN(t, q, 1)
+	if r[0].Seq != after.NextSeq || r[0].Topic != "t/100" {
+		t.Fatalf("new record %d %s, want seq %d", r[0].Seq, r[0].Topic, after.NextSeq)
+	}
+}
+
+func TestStateAtomicWithMessages(t *testing.T) {
+	dir := t.TempDir()
+	q := open(t, Options{Dir: dir, MaxMessages: 2})
+	err := q.Commit(ctxT(t), Write{
+		Messages: []Message{msg(0)},
+		State:    []StateOp{{Key: "lb/inflight/c1/7", Value: []byte("1")}, {Key: "lb/inflight/c1/8", Value: []byte("2")}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Refused write: its state must not appear.
+	err = q.Commit(ctxT(t), Write{
+		Messages: []Message{msg(1), msg(2)},
+		State:    []StateOp{{Key: "lb/inflight/c1/9", Value: []byte("3")}},
+	})
+	if !errors.Is(err, ErrFull) {
+		t.Fatalf("over-limit commit: %v, want ErrFull", err)
+	}
+	if _, err := q.GetState("lb/inflight/c1/9"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("state of refused write: %v, want ErrNotFound", err)
+	}
+	if err := q.DeleteState(ctxT(t), "lb/inflight/c1/8"); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.PutState(ctxT(t), StateOp{Key: "up/q2/5", Value: []byte("rec")}, StateOp{Key: "lb/other", Value: []byte{}}); err != nil {
+		t.Fatal(err)
+	}
+	q.Close()
+	q = open(t, Options{Dir: dir})
+	var keys []string
+	err = q.ScanState("lb/", func(k string, v []byte) error {
+		keys = append(keys, k+"="+string(v))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"lb/inflight/c1/7=1", "lb/other="}; !slices.Equal(keys, want) {
+		t.Fatalf("state after reopen %v, want %v", keys, want)
+	}
+	v, err := q.GetState("up/q2/5")
+	if err != nil || string(v) != "rec" {
+		t.Fatalf("get state: %q %v", v, err)
+	}
+	if got := topics(leaseN(t, q, 1)); !slices.Equal(got, wantTopics(0, 1)) {
+		t.Fatalf("records %v", got)
+	}
+}
+
+func TestRejectNew(t *testing.T) {
+	q := open(t, Options{MaxMessages: 3, Policy: RejectNew})
+	appendN(t, q, 0, 3)
+	if err := q.Append(ctxT(t), msg(3)); !errors.Is(err, ErrFull) {
+		t.Fatalf("append to full queue: %v, want ErrFull", err)
+	}
+	st := q.Stats()
+	if st.Messages != 3 || st.RefusedFull != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	recs := leaseN(t, q, 1)
+	if err := q.Ack(recs[0].Seq); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, q, 3, 1)
+	if got := topics(leaseN(t, q, 3)); !slices.Equal(got, wantTopics(1, 4)) {
+		t.Fatalf("got %v", got)
+	}
+
+	// Byte limit.
+	size := uint64(len(mustEncode(t, msg(0))))
+	qb := open(t, Options{MaxBytes: int64(2 * size), Policy: RejectNew})
+	appendN(t, qb, 0, 2)
+	if err := qb.Append(ctxT(t), msg(2)); !errors.Is(err, ErrFull) {
+		t.Fatalf("append over byte limit: %v, want ErrFull", err)
+	}
+	if st := qb.Stats(); st.Bytes != 2*size {
+		t.Fatalf("bytes %d, want %d", st.Bytes, 2*size)
+	}
+}
+
+func mustEncode(t testing.TB, m Message) []byte {
+	m.ReceivedAt = time.Now() // same varint length as any current time
+	b, err := EncodeRecord(nil, &m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestDropOldest(t *testing.T) {
+	q := open(t, Options{MaxMessages: 5, Policy: DropOldest})
+	appendN(t, q, 0, 5)
+	leased := leaseN(t, q, 2) // t/0, t/1 leased, then evicted
+	appendN(t, q, 5, 3)
+	st := q.Stats()
+	if st.Messages != 5 || st.Evicted != 3 || st.Leased != 0 {
+		t.Fatalf("stats after eviction %+v", st)
+	}
+	if err := q.Ack(seqs(leased)...); err != nil {
+		t.Fatalf("ack of evicted leased records: %v", err)
+	}
+	if st2 := q.Stats(); st2.Acked != 0 || st2.Messages != 5 {
+		t.Fatalf("ack of evicted records changed counters: %+v", st2)
+	}
+	if got := topics(leaseN(t, q, 5)); !slices.Equal(got, wantTopics(3, 8)) {
+		t.Fatalf("after eviction got %v", got)
+	}
+	// One write larger than the limit is refused even under drop_oldest.
+	batch := []Message{msg(10), msg(11), msg(12), msg(13), msg(14), msg(15)}
+	if err := q.Append(ctxT(t), batch...); !errors.Is(err, ErrFull) {
+		t.Fatalf("oversized write: %v, want ErrFull", err)
+	}
+	// A batch that evicts part of itself (many writes in one commit).
+	var wg sync.WaitGroup
+	for i := 20; i < 40; i++ {
+		wg.Add(1)
+		q.AppendAsync([]Message{msg(i)}, func(err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	st = q.Stats()
+	if st.Messages != 5 || st.Evicted != 3+5+15 {
+		t.Fatalf("stats after burst %+v", st)
+	}
+}
+
+func TestDropOldestBytes(t *testing.T) {
+	size := uint64(len(mustEncode(t, msg(0))))
+	q := open(t, Options{MaxBytes: int64(3 * size), Policy: DropOldest})
+	appendN(t, q, 0, 6)
+	st := q.Stats()
+	if st.Messages != 3 || st.Bytes != 3*size || st.Evicted != 3 {
+		t.Fatalf("stats %+v (record size %d)", st, size)
+	}
+	if got := topics(leaseN(t, q, 3)); !slices.Equal(got, wantTopics(3, 6)) {
+		t.Fatalf("got %v", got)
+	}
+}
+
+func TestExpiry(t *testing.T) {
+	q := open(t, Options{TTL: time.Hour})
+	old := msg(0)
+	old.Expiry = time.Second
+	old.ReceivedAt = time.Now().Add(-2 * time.Second)
+	ttlOld := msg(1)
+	ttlOld.ReceivedAt = time.Now().Add(-2 * time.Hour)
+	fresh := msg(2)
+	fresh.Expiry = time.Hour
+	if err := q.Append(ctxT(t), old, ttlOld, fresh, msg(3)); err != nil {
+		t.Fatal(err)
+	}
+	recs := leaseN(t, q, 2)
+	if got := topics(recs); !slices.Equal(got, wantTopics(2, 4)) {
+		t.Fatalf("got %v, want the unexpired ones", got)
+	}
+	waitFor(t, "expired records deleted", func() bool {
+		st := q.Stats()
+		return st.Expired == 2 && st.Messages == 2
+	})
+}
+
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestDeadLetter(t *testing.T) {
+	dir := t.TempDir()
+	q := open(t, Options{Dir: dir})
+	appendN(t, q, 0, 3)
+	recs := leaseN(t, q, 3)
+	if err := q.Mark(ctxT(t), recs[1].Seq, []byte("m")); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.DeadLetter(ctxT(t), recs[1].Seq, "upstream 0x87 not authorized"); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.DeadLetter(ctxT(t), recs[1].Seq, "again"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second dead letter: %v, want ErrNotFound", err)
+	}
+	q.Release(seqs(recs)...)
+	if got := topics(leaseN(t, q, 2)); !slices.Equal(got, []string{"t/0", "t/2"}) {
+		t.Fatalf("queue after dead letter %v", got)
+	}
+	q.Close()
+	q = open(t, Options{Dir: dir})
+	st := q.Stats()
+	if st.Messages != 2 || st.DeadLettered != 1 || st.DeadLetters != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	var dls []DeadLetter
+	if err := q.DeadLetters(func(d DeadLetter) error { dls = append(dls, d); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(dls) != 1 || dls[0].Seq != recs[1].Seq || dls[0].Topic != "t/1" || dls[0].Reason != "upstream 0x87 not authorized" ||
+		string(dls[0].Mark) != "m" || time.Since(dls[0].At) > time.Minute {
+		t.Fatalf("dead letters %+v", dls)
+	}
+}
+
+func TestAsyncCallbacksInOrder(t *testing.T) {
+	q := open(t, Options{})
+	const n = 500
+	var mu sync.Mutex
+	var order []int
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		q.AppendAsync([]Message{msg(i)}, func(err error) {
+			if err != nil {
+				t.Errorf("append %d: %v", i, err)
+			}
+			mu.Lock()
+			order = append(order, i)
+			mu.Unlock()
+			wg.Done()
+		})
+	}
+	// A write that fails before the commit keeps its place too.
+	wg.Add(1)
+	q.AppendAsync([]Message{{Topic: "bad", QoS: 3}}, func(err error) {
+		if err == nil {
+			t.Error("qos 3 accepted")
+		}
+		mu.Lock()
+		order = append(order, n)
+		mu.Unlock()
+		wg.Done()
+	})
+	wg.Wait()
+	for i, v := range order {
+		if v != i {
+			t.Fatalf("callback %d ran at position %d", v, i)
+		}
+	}
+	if got := topics(leaseN(t, q, n)); !slices.Equal(got, wantTopics(0, n)) {
+		t.Fatal("records not in submission order")
+	}
+	q.Close()
+	errc := make(chan error, 1)
+	q.AppendAsync([]Message{msg(0)}, func(err error) { errc <- err })
+	if err := <-errc; !errors.Is(err, ErrClosed) {
+		t.Fatalf("async append after close: %v", err)
+	}
+}
+
+func TestGroupCommit(t *testing.T) {
+	q := open(t, Options{CommitWait: 2 * time.Millisecond})
+	const producers, each = 16, 20
+	var wg sync.WaitGroup
+	for p := 0; p < producers; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				if err := q.Append(context.Background(), msg(p*1000+i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	st := q.Stats()
+	if st.Appended != producers*each || st.Messages != producers*each {
+		t.Fatalf("stats %+v", st)
+	}
+	if st.Commits >= producers*each/2 {
+		t.Fatalf("%d appends took %d commits: not coalesced", producers*each, st.Commits)
+	}
+	if st.AvgBatch <= 1 || st.AvgCommitLatency <= 0 {
+		t.Fatalf("batch stats %+v", st)
+	}
+	t.Logf("%d appends in %d commits, avg batch %.1f, avg latency %v", st.Appended, st.Commits, st.AvgBatch, st.AvgCommitLatency)
+}
+
+func TestBytesExactForLargeValues(t *testing.T) {
+	dir := t.TempDir()
+	q := open(t, Options{Dir: dir, ValueThreshold: 512})
+	var want uint64
+	for i, n := range []int{10, 500, 600, 5000, 20000, 300000} {
+		m := msg(i)
+		m.Payload = make([]byte, n)
+		m.ReceivedAt = time.Unix(1, 0)
+		b, _ := EncodeRecord(nil, &m)
+		want += uint64(len(b))
+		if err := q.Append(ctxT(t), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := q.Stats(); st.Bytes != want {
+		t.Fatalf("bytes %d, want %d", st.Bytes, want)
+	}
+	q.Close()
+	q = open(t, Options{Dir: dir, ValueThreshold: 512})
+	recs := leaseN(t, q, 6)
+	if err := q.Ack(recs[1].Seq, recs[3].Seq, recs[5].Seq); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Ack(recs[0].Seq, recs[2].Seq, recs[4].Seq); err != nil {
+		t.Fatal(err)
+	}
+	if st := q.Stats(); st.Bytes != 0 || st.Messages != 0 {
+		t.Fatalf("after acking all: %+v", st)
+	}
+}
+
+func dirSize(t testing.TB, dir string) int64 {
+	var n int64
+	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // removed by compaction meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			n += fi.Sys().(*syscallStat).Blocks * 512
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestDirShrinksAfterDrain(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{Dir: dir, GCAfterDrainBytes: 4 << 20, MemTableSize: 2 << 20, BaseTableSize: 512 << 10, ValueLogFileSize: 4 << 20}
+	q := open(t, o)
+	empty := dirSize(t, dir)
+	payload := make([]byte, 2000)
+	for i := range payload {
+		payload[i] = byte(i * 7919 >> 3)
+	}
+	var wg sync.WaitGroup
+	const n = 8000
+	for i := 0; i < n; i++ {
+		m := msg(i)
+		m.Payload = payload
+		wg.Add(1)
+		q.AppendAsync([]Message{m}, func(err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	full := dirSize(t, dir)
+	for left := n; left > 0; {
+		recs := leaseN(t, q, min(left, 500))
+		if err := q.Ack(seqs(recs)...); err != nil {
+			t.Fatal(err)
+		}
+		left -= len(recs)
+	}
+	waitFor(t, "data dir to shrink", func() bool {
+		return dirSize(t, dir) < full/3
+	})
+	t.Logf("dir: empty %d KiB, full %d KiB, drained %d KiB", empty>>10, full>>10, dirSize(t, dir)>>10)
+}
