@@ -23,13 +23,17 @@ func BenchmarkMatch(b *testing.B) {
 	}
 }
 
-// benchTree builds a tree shaped like a gateway's broker: n subscriptions, most of them
-// exact device topics, some per-site and per-device wildcards, some shared
-// subscriptions and a few catch-alls.
+// benchTree builds a tree shaped like a gateway's broker: n subscriptions over 50 sites
+// and n/10 devices, 2000 clients; 60% exact device topics, 10% each per-device "+",
+// per-site "#", shared per-site subscriptions in 5 groups and per-device "#" across
+// sites; plus one "#" and one "$SYS/#". Clients repeat (key i%2000), so some of
+// these collapse into one subscription; the benchmarks report how many each name
+// visits as subs/op.
 func benchTree(n int) *Tree[int] {
 	var tr Tree[int]
 	for i := 0; tr.Len() < n; i++ {
-		site, dev := i%50, i
+		dev := i / 10
+		site := dev % 50
 		var filter string
 		switch i % 10 {
 		case 0:
@@ -37,7 +41,7 @@ func benchTree(n int) *Tree[int] {
 		case 1:
 			filter = fmt.Sprintf("site/%d/#", site)
 		case 2:
-			filter = fmt.Sprintf("$share/g%d/site/%d/device/+/temp", i%5, site)
+			filter = fmt.Sprintf("$share/g%d/site/%d/device/+/temp", (dev/50)%5, site)
 		case 3:
 			filter = fmt.Sprintf("site/+/device/%d/#", dev)
 		default:
