@@ -23,6 +23,10 @@ func TestMain(m *testing.M) {
 		crashChild(spec)
 		return
 	}
+	if spec := os.Getenv(envRSSChild); spec != "" {
+		rssChild(spec)
+		return
+	}
 	os.Exit(m.Run())
 }
 

@@ -186,7 +186,11 @@ func (o *Options) badgerBurst() int64 {
 }
 
 func (o *Options) badgerOptions() badger.Options {
-	return badger.DefaultOptions(o.Dir).
+	bo := badger.DefaultOptions(o.Dir)
+	// Tables are built in memory before they are written; keep them all
+	// at BaseTableSize instead of doubling per level (64 MiB at L6).
+	bo.TableSizeMultiplier = 1
+	return bo.
 		WithSyncWrites(false).
 		WithDetectConflicts(false).
 		WithMetricsEnabled(false).
