@@ -119,6 +119,16 @@ func TestPasswdKeepsOtherLines(t *testing.T) {
 	}
 	checkMode(t, path) // was 0644
 
+	// Updating a line that ends in CRLF keeps its line ending.
+	mustPasswd(t, "", "-b", path, "bob", "b1")
+	got, err = os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(got), "\n\nbob:$2a$04$") || !strings.Contains(string(got), "\r\n# the old sensor\n") || strings.Contains(string(got), bob) {
+		t.Errorf("after updating bob (a CRLF line):\n%q", got)
+	}
+
 	// Adding to a file without a final newline starts a new line.
 	mustPasswd(t, "", "-b", path, "erin", "e1")
 	p := load(t, path)
