@@ -183,6 +183,7 @@ func EncodeRecord(b []byte, m *Message) ([]byte, error) {
 type decoder struct {
 	b   []byte
 	err error
+	tmp [binary.MaxVarintLen64]byte
 }
 
 func (d *decoder) fail(what string) {
@@ -196,7 +197,7 @@ func (d *decoder) uvarint(what string) uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
+	if n <= 0 || n != len(binary.AppendUvarint(d.tmp[:0], v)) {
 		d.fail(what + ": bad varint")
 		return 0
 	}
@@ -209,7 +210,7 @@ func (d *decoder) varint(what string) int64 {
 		return 0
 	}
 	v, n := binary.Varint(d.b)
-	if n <= 0 {
+	if n <= 0 || n != len(binary.AppendVarint(d.tmp[:0], v)) {
 		d.fail(what + ": bad varint")
 		return 0
 	}
@@ -249,7 +250,8 @@ func (d *decoder) str(what string, required bool) string {
 
 // DecodeRecord decodes a record written by EncodeRecord into m. It
 // validates the version, flags, every length and the UTF-8 of every
-// string, and rejects trailing bytes and non-canonical encodings; errors
+// string, and rejects trailing bytes and non-canonical encodings (overlong
+// varints, optional fields flagged present but empty); errors
 // wrap ErrCorrupt. Payload and CorrelationData alias b.
 func DecodeRecord(b []byte, m *Message) error {
 	if len(b) < 2 {
