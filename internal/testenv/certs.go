@@ -23,7 +23,9 @@ const ClientCommonName = "holdfast-test-client"
 // Certs are PEM files of a throwaway PKI in a test's temporary directory: a
 // CA, a server certificate for 127.0.0.1, ::1 and localhost, and a client
 // certificate (common name ClientCommonName), all signed by the CA. Keys are
-// unencrypted ECDSA P-256, which mosquitto and Go both accept.
+// unencrypted ECDSA P-256, which mosquitto and Go both accept. The directory
+// and files are readable by every user, because mosquitto started as root
+// reads them after dropping to its own user; these keys protect nothing.
 type Certs struct {
 	Dir            string
 	CAFile         string
@@ -41,7 +43,15 @@ type Certs struct {
 // how a test makes a certificate that must not verify.
 func GenerateCerts(t testing.TB) *Certs {
 	t.Helper()
-	c := &Certs{Dir: t.TempDir()}
+	dir, err := os.MkdirTemp("", "holdfast-certs-")
+	if err != nil {
+		t.Fatalf("testenv: certificate directory: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatalf("testenv: certificate directory: %v", err)
+	}
+	c := &Certs{Dir: dir}
 	caKey := newKey(t)
 	now := time.Now()
 	tmpl := &x509.Certificate{
@@ -128,7 +138,7 @@ func serial(t testing.TB) *big.Int {
 func writePEM(t testing.TB, file, typ string, der []byte) {
 	t.Helper()
 	data := pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
-	if err := os.WriteFile(file, data, 0o600); err != nil {
+	if err := os.WriteFile(file, data, 0o644); err != nil {
 		t.Fatalf("testenv: write %s: %v", file, err)
 	}
 }

@@ -38,6 +38,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -135,6 +136,14 @@ func parseTarget(rawURL string) (target, error) {
 	host := u.Hostname()
 	if host == "" {
 		return target{}, errors.New("no host")
+	}
+	if strings.ContainsAny(host, "[]/\\@?# \t\r\n") {
+		return target{}, fmt.Errorf("bad host %q", host)
+	}
+	if strings.Contains(host, ":") {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return target{}, fmt.Errorf("bad host %q", host)
+		}
 	}
 	if p := u.Port(); p != "" {
 		n, err := strconv.Atoi(p)

@@ -457,6 +457,13 @@ func TestUnsupportedScheme(t *testing.T) {
 	}
 }
 
+func TestDialErrorHidesPassword(t *testing.T) {
+	_, err := Dial(context.Background(), "mqtt://user:s3cret@broker/x", DialOptions{})
+	if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "user") {
+		t.Errorf("error %v shows the password or hides the URL", err)
+	}
+}
+
 func TestParseTarget(t *testing.T) {
 	tests := []struct {
 		url, addr, wsURL, err string
@@ -475,6 +482,9 @@ func TestParseTarget(t *testing.T) {
 		{url: "mqtt://broker/topic", err: "path"},
 		{url: "ftp://broker", err: "unsupported scheme"},
 		{url: "mqtt://bro ker", err: "invalid"},
+		{url: "ws://]", err: "bad host"},
+		{url: "ws://::", err: "bad host"},
+		{url: "127.0.0.1:1883", err: "no scheme"},
 	}
 	for _, tt := range tests {
 		got, err := parseTarget(tt.url)
