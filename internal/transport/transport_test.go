@@ -641,3 +641,23 @@ func TestDialTimeout(t *testing.T) {
 		}
 	}
 }
+
+// TestReadDeadline checks that a read deadline ends a blocked Read with an
+// error that says it is a timeout, on every transport, as MQTT keep alive
+// needs.
+func TestReadDeadline(t *testing.T) {
+	c := testenv.GenerateCerts(t)
+	for _, typ := range types {
+		t.Run(typ, func(t *testing.T) {
+			ln, url := listen(t, c, typ, nil)
+			client, server := connect(t, ln, url, DialOptions{TLS: clientTLS(t, c, ClientTLSOptions{})})
+			exchange(t, client, server, 16, 9)
+			server.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			_, err := server.Read(make([]byte, 1))
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				t.Errorf("read past the deadline: %v, want a net.Error timeout", err)
+			}
+		})
+	}
+}

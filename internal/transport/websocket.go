@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -27,8 +29,66 @@ type wsConn struct {
 	raw      net.Conn             // the connection the upgrade went over
 	tls      *tls.ConnectionState // nil for ws
 
+	readDeadline  atomic.Int64 // unix nanoseconds, 0 for none
+	writeDeadline atomic.Int64
+
 	closeOnce sync.Once
 	closeErr  error
+}
+
+// Read reads the byte stream. A read stopped by the read deadline returns a
+// *net.OpError wrapping os.ErrDeadlineExceeded, as a TCP conn's would
+// (though the WebSocket connection is closed by then).
+func (c *wsConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil && passed(&c.readDeadline) {
+		err = &net.OpError{Op: "read", Net: "websocket", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.ErrDeadlineExceeded}
+	}
+	return n, err
+}
+
+// Write sends p as one binary message. A write stopped by the write
+// deadline returns a *net.OpError wrapping os.ErrDeadlineExceeded.
+func (c *wsConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil && passed(&c.writeDeadline) {
+		err = &net.OpError{Op: "write", Net: "websocket", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.ErrDeadlineExceeded}
+	}
+	return n, err
+}
+
+// SetDeadline sets both deadlines; see SetReadDeadline.
+func (c *wsConn) SetDeadline(t time.Time) error {
+	c.SetReadDeadline(t)
+	return c.SetWriteDeadline(t)
+}
+
+// SetReadDeadline sets the read deadline. Unlike on a TCP conn, a deadline
+// that expires while a Read is blocked closes the WebSocket connection.
+func (c *wsConn) SetReadDeadline(t time.Time) error {
+	c.readDeadline.Store(unixNano(t))
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetWriteDeadline sets the write deadline. Unlike on a TCP conn, a
+// deadline that expires while a Write is blocked closes the WebSocket
+// connection.
+func (c *wsConn) SetWriteDeadline(t time.Time) error {
+	c.writeDeadline.Store(unixNano(t))
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// passed reports whether the deadline in d is set and has passed.
+func passed(d *atomic.Int64) bool {
+	v := d.Load()
+	return v != 0 && time.Now().UnixNano() >= v
 }
 
 func (c *wsConn) LocalAddr() net.Addr  { return c.raw.LocalAddr() }
