@@ -1,0 +1,428 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// source remembers where each key came from, so that Validate can name the
+// line (or flag) of a bad value.
+type source struct {
+	file  string
+	lines map[string]int    // key path -> line of the key
+	flags map[string]string // key path -> flag that set it
+}
+
+func (c *Config) source() *source {
+	if c.src == nil {
+		c.src = &source{lines: map[string]int{}, flags: map[string]string{}}
+	}
+	return c.src
+}
+
+// errAt builds an *Error for path, with the line of path or of its nearest
+// parent that appears in the file, or the flag that set it.
+func (c *Config) errAt(path string, kind error, format string, args ...any) *Error {
+	e := &Error{Path: path, Msg: fmt.Sprintf(format, args...), Err: kind}
+	if c.src == nil {
+		return e
+	}
+	e.File = c.src.file
+	if f, ok := c.src.flags[path]; ok {
+		e.Flag = f
+		return e
+	}
+	for p := path; p != ""; p = parentPath(p) {
+		if l, ok := c.src.lines[p]; ok {
+			e.Line = l
+			break
+		}
+	}
+	return e
+}
+
+// parentPath strips the last ".key" or "[n]" from a key path.
+func parentPath(p string) string {
+	i := strings.LastIndexAny(p, ".[")
+	if i < 0 {
+		return ""
+	}
+	return p[:i]
+}
+
+// Load reads and parses the file at path and validates it. An empty path
+// means no file: the defaults. Errors name the file, key path and line.
+func Load(path string) (*Config, error) {
+	if path == "" {
+		return Default(), nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return parse(data, path)
+}
+
+// Parse parses a YAML document into a configuration, starting from the
+// defaults, and validates it. Empty input (or only comments) gives Default().
+func Parse(data []byte) (*Config, error) {
+	return parse(data, "")
+}
+
+func parse(data []byte, file string) (*Config, error) {
+	c := Default()
+	src := c.source()
+	src.file = file
+	c.Upstream.ClientID = "" // derived from gateway_id unless set
+
+	fail := func(errs []*Error) (*Config, error) {
+		for _, e := range errs {
+			e.File = file
+		}
+		return nil, joinErrors(errs)
+	}
+
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	err := dec.Decode(&doc)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fail([]*Error{{Msg: strings.TrimPrefix(err.Error(), "yaml: "), Err: ErrSyntax}})
+	}
+	if err == nil {
+		var extra yaml.Node
+		if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+			line := extra.Line
+			if err != nil {
+				return fail([]*Error{{Msg: strings.TrimPrefix(err.Error(), "yaml: "), Err: ErrSyntax}})
+			}
+			return fail([]*Error{{Msg: "more than one YAML document", Line: line, Err: ErrSyntax}})
+		}
+		root := &doc
+		if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+			root = root.Content[0]
+		}
+		d := &decoder{src: src}
+		d.value(root, reflect.ValueOf(c).Elem(), "")
+		if len(d.errs) > 0 {
+			return fail(d.errs)
+		}
+	}
+	c.resolve()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// resolve fills the values that default to other values.
+func (c *Config) resolve() {
+	if c.GatewayID == "" {
+		c.GatewayID = Hostname()
+	}
+	if c.Upstream.ClientID == "" {
+		c.Upstream.ClientID = DefaultClientIDPrefix + c.GatewayID
+	}
+}
+
+type decoder struct {
+	src  *source
+	errs []*Error
+}
+
+func (d *decoder) fail(n *yaml.Node, path string, kind error, format string, args ...any) {
+	d.errs = append(d.errs, &Error{Path: path, Line: n.Line, Msg: fmt.Sprintf(format, args...), Err: kind})
+}
+
+// scalarDecoder is implemented by types decoded from one scalar.
+type scalarDecoder interface {
+	decodeScalar(n *yaml.Node) error
+}
+
+var (
+	durationType = reflect.TypeFor[time.Duration]()
+	structField  = reflect.TypeFor[scalarDecoder]()
+)
+
+// kindName names a node's kind for "expected X, got Y" messages.
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		switch n.ShortTag() {
+		case "!!int":
+			return "integer " + n.Value
+		case "!!float":
+			return "number " + n.Value
+		case "!!bool":
+			return "boolean " + n.Value
+		case "!!null":
+			return "nothing"
+		}
+		return strconv.Quote(n.Value)
+	}
+	return "an unsupported node"
+}
+
+// value decodes n into v (addressable). A null keeps v's default.
+func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind == yaml.AliasNode {
+		if n.Alias == nil {
+			d.fail(n, path, ErrSyntax, "unresolved alias")
+			return
+		}
+		n = n.Alias
+	}
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+		return
+	}
+	if n.Kind == 0 { // empty document
+		return
+	}
+	if v.CanAddr() && v.Addr().Type().Implements(structField) {
+		if n.Kind != yaml.ScalarNode {
+			d.fail(n, path, ErrType, "expected a string, got %s", kindName(n))
+			return
+		}
+		if err := v.Addr().Interface().(scalarDecoder).decodeScalar(n); err != nil {
+			d.fail(n, path, errKind(err), "%s", err.Error())
+		}
+		return
+	}
+	if v.Type() == durationType {
+		dur, err := decodeDuration(n)
+		if err != nil {
+			d.fail(n, path, errKind(err), "%s", err.Error())
+			return
+		}
+		v.SetInt(int64(dur))
+		return
+	}
+	switch v.Kind() {
+	case reflect.Struct:
+		d.mapping(n, v, path)
+	case reflect.Slice:
+		d.sequence(n, v, path)
+	case reflect.Pointer: // *bool
+		p := reflect.New(v.Type().Elem())
+		before := len(d.errs)
+		d.scalar(n, p.Elem(), path)
+		if len(d.errs) == before {
+			v.Set(p)
+		}
+	default:
+		d.scalar(n, v, path)
+	}
+}
+
+func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		d.fail(n, path, ErrType, "expected a mapping, got %s", kindName(n))
+		return
+	}
+	t := v.Type()
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			d.fail(k, path, ErrType, "expected a key, got %s", kindName(k))
+			continue
+		}
+		name := k.Value
+		kp := name
+		if path != "" {
+			kp = path + "." + name
+		}
+		if k.ShortTag() == "!!merge" {
+			d.fail(k, kp, ErrUnknownKey, "merge keys are not supported")
+			continue
+		}
+		if prev, ok := seen[name]; ok {
+			d.fail(k, kp, ErrValue, "duplicate key (first at line %d)", prev)
+			continue
+		}
+		seen[name] = k.Line
+		f, ok := fieldByKey(t, name)
+		if !ok {
+			d.fail(k, kp, ErrUnknownKey, "unknown key")
+			continue
+		}
+		d.src.lines[kp] = k.Line
+		d.value(val, v.FieldByIndex(f.Index), kp)
+	}
+}
+
+// fieldByKey finds the exported field whose yaml tag is key.
+func fieldByKey(t reflect.Type, key string) (reflect.StructField, bool) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if f.IsExported() && f.Tag.Get("yaml") == key {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+// elementDefaults gives list elements their defaults before decoding.
+var elementDefaults = map[reflect.Type]func() any{
+	reflect.TypeFor[Listener]():     func() any { return DefaultListener() },
+	reflect.TypeFor[ForwardRule]():  func() any { return DefaultForwardRule() },
+	reflect.TypeFor[DownlinkRule](): func() any { return DefaultDownlinkRule() },
+}
+
+func (d *decoder) sequence(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.SequenceNode {
+		d.fail(n, path, ErrType, "expected a list, got %s", kindName(n))
+		return
+	}
+	s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+	def := elementDefaults[v.Type().Elem()]
+	for i, el := range n.Content {
+		ep := path + "[" + strconv.Itoa(i) + "]"
+		d.src.lines[ep] = el.Line
+		if def != nil {
+			s.Index(i).Set(reflect.ValueOf(def()))
+		}
+		if el.Kind == yaml.ScalarNode && el.ShortTag() == "!!null" && def == nil {
+			d.fail(el, ep, ErrType, "expected a string, got nothing")
+			continue
+		}
+		d.value(el, s.Index(i), ep)
+	}
+	v.Set(s)
+}
+
+func (d *decoder) scalar(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.ScalarNode {
+		want := "a value"
+		switch v.Kind() {
+		case reflect.String:
+			want = "a string"
+		case reflect.Bool:
+			want = "true or false"
+		case reflect.Int, reflect.Int64:
+			want = "an integer"
+		case reflect.Float64:
+			want = "a number"
+		}
+		d.fail(n, path, ErrType, "expected %s, got %s", want, kindName(n))
+		return
+	}
+	tag := n.ShortTag()
+	switch v.Kind() {
+	case reflect.String:
+		// Any scalar is a string: client_id: 1234 means "1234".
+		v.SetString(n.Value)
+	case reflect.Bool:
+		if tag != "!!bool" {
+			d.fail(n, path, ErrType, "expected true or false, got %s", kindName(n))
+			return
+		}
+		var b bool
+		if err := n.Decode(&b); err != nil {
+			d.fail(n, path, ErrType, "expected true or false, got %s", kindName(n))
+			return
+		}
+		v.SetBool(b)
+	case reflect.Int, reflect.Int64:
+		if tag != "!!int" {
+			d.fail(n, path, ErrType, "expected an integer, got %s", kindName(n))
+			return
+		}
+		var i int64
+		if err := n.Decode(&i); err != nil || v.OverflowInt(i) {
+			d.fail(n, path, ErrValue, "integer %s out of range", n.Value)
+			return
+		}
+		v.SetInt(i)
+	case reflect.Float64:
+		if tag != "!!int" && tag != "!!float" {
+			d.fail(n, path, ErrType, "expected a number, got %s", kindName(n))
+			return
+		}
+		var f float64
+		if err := n.Decode(&f); err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			d.fail(n, path, ErrValue, "expected a finite number, got %s", n.Value)
+			return
+		}
+		v.SetFloat(f)
+	default:
+		d.fail(n, path, ErrType, "unsupported type %s", v.Type())
+	}
+}
+
+// kindError carries a sentinel through scalar decoders.
+type kindError struct {
+	kind error
+	msg  string
+}
+
+func (e *kindError) Error() string { return e.msg }
+
+func errKind(err error) error {
+	var ke *kindError
+	if errors.As(err, &ke) {
+		return ke.kind
+	}
+	return ErrValue
+}
+
+func decodeDuration(n *yaml.Node) (time.Duration, error) {
+	if n.Kind != yaml.ScalarNode {
+		return 0, &kindError{ErrType, "expected a duration such as \"90s\" or \"7d\", got " + kindName(n)}
+	}
+	switch n.ShortTag() {
+	case "!!int":
+		if n.Value == "0" {
+			return 0, nil
+		}
+		return 0, &kindError{ErrValue, "duration " + n.Value + " needs a unit, e.g. \"" + n.Value + "s\""}
+	case "!!str":
+		return ParseDuration(n.Value)
+	}
+	return 0, &kindError{ErrType, "expected a duration such as \"90s\" or \"7d\", got " + kindName(n)}
+}
+
+func (s *Size) decodeScalar(n *yaml.Node) error {
+	switch n.ShortTag() {
+	case "!!int":
+		var i int64
+		if err := n.Decode(&i); err != nil {
+			return fmt.Errorf("size %s out of range", n.Value)
+		}
+		if i < 0 {
+			return fmt.Errorf("negative size %s", n.Value)
+		}
+		*s = Size(i)
+		return nil
+	case "!!str":
+		v, err := ParseSize(n.Value)
+		if err != nil {
+			return err
+		}
+		*s = v
+		return nil
+	}
+	return &kindError{ErrType, "expected a size such as 1048576 or \"64MiB\", got " + kindName(n)}
+}
+
+func (t *Template) decodeScalar(n *yaml.Node) error {
+	v, err := ParseTemplate(n.Value)
+	if err != nil {
+		return err
+	}
+	*t = v
+	return nil
+}

@@ -1,0 +1,90 @@
+package config
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+)
+
+// Sentinel errors; every *Error wraps one of them, so callers can tell the
+// kinds apart with errors.Is.
+var (
+	// ErrSyntax: the file is not valid YAML.
+	ErrSyntax = errors.New("invalid YAML")
+	// ErrUnknownKey: a key that is not part of the schema (often a typo).
+	ErrUnknownKey = errors.New("unknown key")
+	// ErrType: a value of the wrong kind, e.g. a list where a number belongs.
+	ErrType = errors.New("wrong type")
+	// ErrValue: a value of the right kind that is not allowed.
+	ErrValue = errors.New("invalid value")
+)
+
+// Error is one problem with the configuration, naming where it is. Parse,
+// Load, Validate and Apply return one *Error, or several joined with
+// errors.Join (one per line of the message).
+type Error struct {
+	// File is the configuration file, when loaded from one.
+	File string
+	// Path is the key path, e.g. "upstream.url" or "listeners[1].address";
+	// empty for the document as a whole.
+	Path string
+	// Line is the 1-based line of the key (0 when the value is a default or
+	// came from a flag).
+	Line int
+	// Flag is the command-line flag the value came from, e.g. "--upstream".
+	Flag string
+	// Msg says what is wrong.
+	Msg string
+	// Err is the sentinel: ErrSyntax, ErrUnknownKey, ErrType or ErrValue.
+	Err error
+}
+
+// Error formats the problem as
+// "config: [file: ]path: message (line N)", or "config: --flag: message" for
+// a value that came from a flag.
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("config: ")
+	if e.File != "" {
+		b.WriteString(e.File)
+		b.WriteString(": ")
+	}
+	switch {
+	case e.Flag != "":
+		b.WriteString(e.Flag)
+		b.WriteString(": ")
+	case e.Path != "":
+		b.WriteString(e.Path)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	if e.Line > 0 && e.Flag == "" {
+		b.WriteString(" (line ")
+		b.WriteString(strconv.Itoa(e.Line))
+		b.WriteString(")")
+	}
+	return b.String()
+}
+
+// Unwrap returns the sentinel.
+func (e *Error) Unwrap() error { return e.Err }
+
+// maxErrors caps how many problems one call reports.
+const maxErrors = 20
+
+func joinErrors(errs []*Error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	if len(errs) > maxErrors {
+		errs = errs[:maxErrors]
+	}
+	es := make([]error, len(errs))
+	for i, e := range errs {
+		es[i] = e
+	}
+	return errors.Join(es...)
+}

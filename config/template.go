@@ -1,0 +1,189 @@
+package config
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Template placeholders. Which ones a template may use depends on its key;
+// see the key's documentation.
+const (
+	VarTopic     = "topic"      // the message's topic, after strip_prefix
+	VarClientID  = "client_id"  // a client id (see the key)
+	VarGatewayID = "gateway_id" // the gateway id
+)
+
+type varID uint8
+
+const (
+	varNone varID = iota
+	varTopic
+	varClientID
+	varGatewayID
+)
+
+var varNames = [...]string{varTopic: VarTopic, varClientID: VarClientID, varGatewayID: VarGatewayID}
+
+type part struct {
+	lit string
+	v   varID // varNone: a literal
+}
+
+// Template is a topic or filter with placeholders such as {topic},
+// {client_id} and {gateway_id}, parsed once so that expanding it does not
+// parse or search. A "{" must open a known placeholder; "}" alone is a
+// literal. The zero Template is empty and expands to "".
+type Template struct {
+	raw   string
+	parts []part
+}
+
+// ParseTemplate parses s, failing on an unterminated or unknown placeholder.
+func ParseTemplate(s string) (Template, error) {
+	t := Template{raw: s}
+	rest := s
+	for rest != "" {
+		i := strings.IndexByte(rest, '{')
+		if i < 0 {
+			t.parts = append(t.parts, part{lit: rest})
+			break
+		}
+		if i > 0 {
+			t.parts = append(t.parts, part{lit: rest[:i]})
+		}
+		j := strings.IndexByte(rest[i:], '}')
+		if j < 0 {
+			return Template{}, fmt.Errorf("unterminated placeholder in %q", s)
+		}
+		name := rest[i+1 : i+j]
+		v := varNone
+		for id, n := range varNames {
+			if n != "" && n == name {
+				v = varID(id)
+			}
+		}
+		if v == varNone {
+			return Template{}, fmt.Errorf("unknown placeholder {%s} in %q (use {topic}, {client_id} or {gateway_id})", name, s)
+		}
+		t.parts = append(t.parts, part{v: v})
+		rest = rest[i+j+1:]
+	}
+	return t, nil
+}
+
+func mustTemplate(s string) Template {
+	t, err := ParseTemplate(s)
+	if err != nil {
+		panic(err)
+	}
+	return t
+}
+
+// String returns the template as written.
+func (t Template) String() string { return t.raw }
+
+// IsZero reports whether the template is empty.
+func (t Template) IsZero() bool { return t.raw == "" }
+
+// Uses reports whether the template contains the placeholder name ("topic",
+// "client_id" or "gateway_id").
+func (t Template) Uses(name string) bool {
+	for _, p := range t.parts {
+		if p.v != varNone && varNames[p.v] == name {
+			return true
+		}
+	}
+	return false
+}
+
+// literal reports the template's text with placeholders removed, for
+// validating the characters it contributes.
+func (t Template) literal() string {
+	var b strings.Builder
+	for _, p := range t.parts {
+		b.WriteString(p.lit)
+	}
+	return b.String()
+}
+
+// Expand returns the template with its placeholders replaced. A template
+// that is exactly "{topic}" returns topic itself without allocating; any
+// other costs one allocation (see AppendExpand for none).
+func (t Template) Expand(topic, clientID, gatewayID string) string {
+	if len(t.parts) == 1 {
+		switch t.parts[0].v {
+		case varNone:
+			return t.parts[0].lit
+		case varTopic:
+			return topic
+		case varClientID:
+			return clientID
+		case varGatewayID:
+			return gatewayID
+		}
+	}
+	n := 0
+	for _, p := range t.parts {
+		n += len(p.value(topic, clientID, gatewayID))
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, p := range t.parts {
+		b.WriteString(p.value(topic, clientID, gatewayID))
+	}
+	return b.String()
+}
+
+// AppendExpand appends the expanded template to dst and returns it, for
+// callers that reuse a buffer.
+func (t Template) AppendExpand(dst []byte, topic, clientID, gatewayID string) []byte {
+	for _, p := range t.parts {
+		dst = append(dst, p.value(topic, clientID, gatewayID)...)
+	}
+	return dst
+}
+
+func (p part) value(topic, clientID, gatewayID string) string {
+	switch p.v {
+	case varTopic:
+		return topic
+	case varClientID:
+		return clientID
+	case varGatewayID:
+		return gatewayID
+	}
+	return p.lit
+}
+
+// stripPrefix removes prefix from topic when topic starts with it and is
+// longer, so a topic never becomes empty.
+func stripPrefix(topic, prefix string) string {
+	if len(topic) > len(prefix) && strings.HasPrefix(topic, prefix) {
+		return topic[len(prefix):]
+	}
+	return topic
+}
+
+// UpstreamTopic returns the upstream topic for a message published locally
+// on topic by clientID: StripPrefix removed, then Topic expanded.
+func (r ForwardRule) UpstreamTopic(topic, clientID, gatewayID string) string {
+	return r.Topic.Expand(stripPrefix(topic, r.StripPrefix), clientID, gatewayID)
+}
+
+// UpstreamQoS returns the QoS a message published locally at qos is
+// forwarded with: qos raised to MinQoS and lowered to MaxQoS.
+func (r ForwardRule) UpstreamQoS(qos int) int {
+	return min(max(qos, r.MinQoS), r.MaxQoS)
+}
+
+// Subscription returns the upstream filter to subscribe to: Filter with
+// {gateway_id} and {client_id} (the upstream client id) expanded.
+func (r DownlinkRule) Subscription(clientID, gatewayID string) string {
+	return r.Filter.Expand("", clientID, gatewayID)
+}
+
+// LocalTopicFor returns the local topic for a message that arrived from
+// upstream on topic: StripPrefix removed, then LocalTopic expanded.
+func (r DownlinkRule) LocalTopicFor(topic, gatewayID string) string {
+	return r.LocalTopic.Expand(stripPrefix(topic, r.StripPrefix), "", gatewayID)
+}
