@@ -10,7 +10,7 @@
 // Parsing goes through yaml.Node, so every problem names the key path and the
 // line it was found on:
 //
-//	config: upstream.url: unsupported scheme "tcp" (line 12)
+//	config: line 12: upstream.url: unsupported scheme "tcp" (use mqtt, mqtts, ws or wss)
 //
 // Unknown keys, wrong types and impossible values are all errors; none is
 // silently ignored. A key whose value is empty (YAML null, as in "auth:" with
@@ -74,6 +74,10 @@ type Config struct {
 
 	// Log sets the log level and format.
 	Log Log `yaml:"log"`
+
+	// Serial adapter ports (key "serial", a list) go here, with their type
+	// from package adapters/serial. Until then "serial" is an unknown key.
+
 
 	src *source // where each key came from, for error messages
 }
@@ -445,9 +449,10 @@ type ForwardRule struct {
 	// and {gateway_id}. Default: "{topic}".
 	Topic Template `yaml:"topic"`
 	// StripPrefix is removed from the start of the local topic before it is
-	// put into {topic}, when the topic starts with it and is longer.
-	// Default: empty.
-	StripPrefix string `yaml:"strip_prefix"`
+	// put into {topic}, when the topic starts with it and is longer. It is a
+	// template with {client_id} (the publishing device's client id) and
+	// {gateway_id}, e.g. "devices/{client_id}/". Default: empty.
+	StripPrefix Template `yaml:"strip_prefix"`
 	// MinQoS raises the upstream QoS to at least this. Default: 1, so QoS 0
 	// telemetry is stored and forwarded reliably too.
 	MinQoS int `yaml:"min_qos"`
@@ -477,8 +482,10 @@ type DownlinkRule struct {
 	// topic after StripPrefix) and {gateway_id}. Default: "{topic}".
 	LocalTopic Template `yaml:"local_topic"`
 	// StripPrefix is removed from the start of the upstream topic before it
-	// is put into {topic}. Default: empty.
-	StripPrefix string `yaml:"strip_prefix"`
+	// is put into {topic}, when the topic starts with it and is longer. It
+	// is a template with {gateway_id}, so that a rule subscribed to
+	// "cmd/{gateway_id}/#" can strip "cmd/{gateway_id}/". Default: empty.
+	StripPrefix Template `yaml:"strip_prefix"`
 }
 
 // Admin defaults.

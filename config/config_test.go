@@ -57,7 +57,7 @@ func TestDefaultsMatchDesign(t *testing.T) {
 		t.Fatalf("default forward rules: %d, want 1", len(c.Forward))
 	}
 	f := c.Forward[0]
-	if f.Filter != "#" || f.Topic.String() != "{topic}" || f.MinQoS != 1 || f.MaxQoS != 2 || !f.Retain || f.StripPrefix != "" {
+	if f.Filter != "#" || f.Topic.String() != "{topic}" || f.MinQoS != 1 || f.MaxQoS != 2 || !f.Retain || !f.StripPrefix.IsZero() {
 		t.Errorf("default forward rule %+v, want every topic as-is at QoS 1 at least", f)
 	}
 	for _, q := range []int{0, 1, 2} {

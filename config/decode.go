@@ -96,14 +96,14 @@ func parse(data []byte, file string) (*Config, error) {
 	var doc yaml.Node
 	err := dec.Decode(&doc)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return fail([]*Error{{Msg: strings.TrimPrefix(err.Error(), "yaml: "), Err: ErrSyntax}})
+		return fail([]*Error{syntaxError(err)})
 	}
 	if err == nil {
 		var extra yaml.Node
 		if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 			line := extra.Line
 			if err != nil {
-				return fail([]*Error{{Msg: strings.TrimPrefix(err.Error(), "yaml: "), Err: ErrSyntax}})
+				return fail([]*Error{syntaxError(err)})
 			}
 			return fail([]*Error{{Msg: "more than one YAML document", Line: line, Err: ErrSyntax}})
 		}
@@ -122,6 +122,21 @@ func parse(data []byte, file string) (*Config, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// syntaxError turns a YAML parser error ("yaml: line 3: did not find
+// expected key") into an *Error with the line in its field.
+func syntaxError(err error) *Error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	e := &Error{Msg: msg, Err: ErrSyntax}
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if i := strings.Index(rest, ": "); i > 0 {
+			if n, err := strconv.Atoi(rest[:i]); err == nil && n > 0 {
+				e.Line, e.Msg = n, rest[i+2:]
+			}
+		}
+	}
+	return e
 }
 
 // resolve fills the values that default to other values.

@@ -39,14 +39,19 @@ type Error struct {
 	Err error
 }
 
-// Error formats the problem as
-// "config: [file: ]path: message (line N)", or "config: --flag: message" for
-// a value that came from a flag.
+// Error formats the problem as "config: [file: ][line N: ]path: message",
+// e.g. "config: line 12: upstream.tls.cafile: unknown key", or as
+// "config: --flag: message" for a value that came from a flag.
 func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString("config: ")
 	if e.File != "" {
 		b.WriteString(e.File)
+		b.WriteString(": ")
+	}
+	if e.Line > 0 && e.Flag == "" {
+		b.WriteString("line ")
+		b.WriteString(strconv.Itoa(e.Line))
 		b.WriteString(": ")
 	}
 	switch {
@@ -58,11 +63,6 @@ func (e *Error) Error() string {
 		b.WriteString(": ")
 	}
 	b.WriteString(e.Msg)
-	if e.Line > 0 && e.Flag == "" {
-		b.WriteString(" (line ")
-		b.WriteString(strconv.Itoa(e.Line))
-		b.WriteString(")")
-	}
 	return b.String()
 }
 

@@ -155,19 +155,28 @@ func (p part) value(topic, clientID, gatewayID string) string {
 	return p.lit
 }
 
-// stripPrefix removes prefix from topic when topic starts with it and is
-// longer, so a topic never becomes empty.
-func stripPrefix(topic, prefix string) string {
-	if len(topic) > len(prefix) && strings.HasPrefix(topic, prefix) {
-		return topic[len(prefix):]
+// stripPrefix removes the expanded prefix template from topic when topic
+// starts with it and is longer, so a topic never becomes empty. It compares
+// part by part and does not allocate.
+func stripPrefix(topic string, prefix Template, clientID, gatewayID string) string {
+	rest := topic
+	for _, p := range prefix.parts {
+		v := p.value("", clientID, gatewayID)
+		if !strings.HasPrefix(rest, v) {
+			return topic
+		}
+		rest = rest[len(v):]
 	}
-	return topic
+	if rest == "" {
+		return topic
+	}
+	return rest
 }
 
 // UpstreamTopic returns the upstream topic for a message published locally
-// on topic by clientID: StripPrefix removed, then Topic expanded.
+// on topic by clientID: StripPrefix (expanded) removed, then Topic expanded.
 func (r ForwardRule) UpstreamTopic(topic, clientID, gatewayID string) string {
-	return r.Topic.Expand(stripPrefix(topic, r.StripPrefix), clientID, gatewayID)
+	return r.Topic.Expand(stripPrefix(topic, r.StripPrefix, clientID, gatewayID), clientID, gatewayID)
 }
 
 // UpstreamQoS returns the QoS a message published locally at qos is
@@ -185,5 +194,5 @@ func (r DownlinkRule) Subscription(clientID, gatewayID string) string {
 // LocalTopicFor returns the local topic for a message that arrived from
 // upstream on topic: StripPrefix removed, then LocalTopic expanded.
 func (r DownlinkRule) LocalTopicFor(topic, gatewayID string) string {
-	return r.LocalTopic.Expand(stripPrefix(topic, r.StripPrefix), "", gatewayID)
+	return r.LocalTopic.Expand(stripPrefix(topic, r.StripPrefix, "", gatewayID), "", gatewayID)
 }

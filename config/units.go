@@ -44,6 +44,9 @@ func ParseSize(s string) (Size, error) {
 		i++
 	}
 	if i == 0 {
+		if strings.HasPrefix(t, "-") {
+			return 0, fmt.Errorf("invalid size %q: must not be negative", s)
+		}
 		return 0, fmt.Errorf("invalid size %q: want a number of bytes or e.g. \"64MiB\"", s)
 	}
 	n, err := strconv.ParseInt(t[:i], 10, 64)

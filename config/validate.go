@@ -120,7 +120,11 @@ func (v *validator) listeners() {
 			}
 		}
 		if !l.AnonymousAllowed() && c.Auth.PasswordFile == "" && !(secure && t.RequireClientCert) {
-			v.bad(p+".allow_anonymous", "false (the default off loopback) and auth.password_file is empty: no client could connect")
+			if l.AllowAnonymous == nil {
+				v.bad(p+".allow_anonymous", "not set, so false on the non-loopback address %q, and auth.password_file is empty: no client could connect (set auth.password_file, or allow_anonymous: true)", l.Address)
+			} else {
+				v.bad(p+".allow_anonymous", "false and auth.password_file is empty: no client could connect")
+			}
 		}
 	}
 }
@@ -307,12 +311,12 @@ func (v *validator) forward() {
 		p := "forward[" + strconv.Itoa(i) + "]"
 		if err := checkFilter(r.Filter); err != nil {
 			v.bad(p+".filter", "%v", err)
+		} else if strings.HasPrefix(r.Filter, "$share/") {
+			v.bad(p+".filter", "%q: a shared subscription does not select local messages; use the plain filter", r.Filter)
 		}
 		v.topicLiteral(p+".topic", r.Topic)
 		v.template(p+".topic", r.Topic, VarTopic, VarClientID, VarGatewayID)
-		if strings.ContainsAny(r.StripPrefix, "+#") {
-			v.bad(p+".strip_prefix", "%q must not contain wildcards", r.StripPrefix)
-		}
+		v.prefix(p+".strip_prefix", r.StripPrefix, VarClientID, VarGatewayID)
 		v.qos(p+".min_qos", r.MinQoS)
 		v.qos(p+".max_qos", r.MaxQoS)
 		if r.MinQoS > r.MaxQoS {
@@ -339,9 +343,16 @@ func (v *validator) downlink() {
 		v.qos(p+".qos", r.QoS)
 		v.topicLiteral(p+".local_topic", r.LocalTopic)
 		v.template(p+".local_topic", r.LocalTopic, VarTopic, VarGatewayID)
-		if strings.ContainsAny(r.StripPrefix, "+#") {
-			v.bad(p+".strip_prefix", "%q must not contain wildcards", r.StripPrefix)
-		}
+		v.prefix(p+".strip_prefix", r.StripPrefix, VarGatewayID)
+	}
+}
+
+// prefix checks a strip_prefix template: allowed placeholders, no
+// wildcards.
+func (v *validator) prefix(path string, t Template, allowed ...string) {
+	v.template(path, t, allowed...)
+	if lit := t.literal(); strings.ContainsAny(lit, "+#\x00") || !utf8.ValidString(lit) {
+		v.bad(path, "%q must not contain +, # or NUL", t.String())
 	}
 }
 
