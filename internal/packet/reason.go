@@ -9,6 +9,8 @@ type ReasonCode byte
 // MQTT 5.0 reason codes (section 2.4).
 const (
 	Success                             ReasonCode = 0x00 // also Normal Disconnection, Granted QoS 0
+	NormalDisconnection                 ReasonCode = 0x00
+	GrantedQoS0                         ReasonCode = 0x00
 	GrantedQoS1                         ReasonCode = 0x01
 	GrantedQoS2                         ReasonCode = 0x02
 	DisconnectWithWill                  ReasonCode = 0x04
@@ -93,3 +95,62 @@ func (c ReasonCode) String() string {
 
 // IsError reports whether the code is a failure (0x80 or above).
 func (c ReasonCode) IsError() bool { return c >= 0x80 }
+
+// reasonSet lists the reason codes a 5.0 packet type may carry (MQTT 5.0
+// sections 3.2.2.2, 3.4.2.1, 3.5.2.1, 3.6.2.1, 3.7.2.1, 3.9.3, 3.11.3,
+// 3.14.2.1 and 3.15.2.1).
+var reasonSet = map[Type][]ReasonCode{
+	CONNACK: {Success, UnspecifiedError, MalformedPacket, ProtocolError, ImplementationSpecificError,
+		UnsupportedProtocolVersion, ClientIdentifierNotValid, BadUserNameOrPassword, NotAuthorized,
+		ServerUnavailable, ServerBusy, Banned, BadAuthenticationMethod, TopicNameInvalid, PacketTooLarge,
+		QuotaExceeded, PayloadFormatInvalid, RetainNotSupported, QoSNotSupported, UseAnotherServer,
+		ServerMoved, ConnectionRateExceeded},
+	PUBACK: {Success, NoMatchingSubscribers, UnspecifiedError, ImplementationSpecificError, NotAuthorized,
+		TopicNameInvalid, PacketIdentifierInUse, QuotaExceeded, PayloadFormatInvalid},
+	PUBREC: {Success, NoMatchingSubscribers, UnspecifiedError, ImplementationSpecificError, NotAuthorized,
+		TopicNameInvalid, PacketIdentifierInUse, QuotaExceeded, PayloadFormatInvalid},
+	PUBREL:  {Success, PacketIdentifierNotFound},
+	PUBCOMP: {Success, PacketIdentifierNotFound},
+	SUBACK: {GrantedQoS0, GrantedQoS1, GrantedQoS2, UnspecifiedError, ImplementationSpecificError,
+		NotAuthorized, TopicFilterInvalid, PacketIdentifierInUse, QuotaExceeded,
+		SharedSubscriptionsNotSupported, SubscriptionIdentifiersNotSupported,
+		WildcardSubscriptionsNotSupported},
+	UNSUBACK: {Success, NoSubscriptionExisted, UnspecifiedError, ImplementationSpecificError,
+		NotAuthorized, TopicFilterInvalid, PacketIdentifierInUse},
+	DISCONNECT: {NormalDisconnection, DisconnectWithWill, UnspecifiedError, MalformedPacket, ProtocolError,
+		ImplementationSpecificError, NotAuthorized, ServerBusy, ServerShuttingDown, KeepAliveTimeout,
+		SessionTakenOver, TopicFilterInvalid, TopicNameInvalid, ReceiveMaximumExceeded, TopicAliasInvalid,
+		PacketTooLarge, MessageRateTooHigh, QuotaExceeded, AdministrativeAction, PayloadFormatInvalid,
+		RetainNotSupported, QoSNotSupported, UseAnotherServer, ServerMoved,
+		SharedSubscriptionsNotSupported, ConnectionRateExceeded, MaximumConnectTime,
+		SubscriptionIdentifiersNotSupported, WildcardSubscriptionsNotSupported},
+	AUTH: {Success, ContinueAuthentication, ReAuthenticate},
+}
+
+// validReason reports whether rc is a reason code packets of type t may carry in 5.0.
+func validReason(t Type, rc ReasonCode) bool {
+	for _, c := range reasonSet[t] {
+		if c == rc {
+			return true
+		}
+	}
+	return false
+}
+
+// ConnectReturnCode maps a 5.0 CONNACK reason code to the MQTT 3.1.1 connect
+// return code with the nearest meaning, for a server answering a 3.1.1 client.
+func ConnectReturnCode(rc ReasonCode) ReasonCode {
+	switch rc {
+	case Success:
+		return ConnAccepted
+	case UnsupportedProtocolVersion:
+		return ConnRefusedProtocolVersion
+	case ClientIdentifierNotValid:
+		return ConnRefusedIdentifierRejected
+	case BadUserNameOrPassword, BadAuthenticationMethod:
+		return ConnRefusedBadUsernameOrPass
+	case NotAuthorized, Banned:
+		return ConnRefusedNotAuthorized
+	}
+	return ConnRefusedServerUnavailable
+}
