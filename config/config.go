@@ -78,7 +78,6 @@ type Config struct {
 	// Serial adapter ports (key "serial", a list) go here, with their type
 	// from package adapters/serial. Until then "serial" is an unknown key.
 
-
 	src *source // where each key came from, for error messages
 }
 
