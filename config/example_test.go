@@ -1,0 +1,247 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// examplePath is the annotated example configuration shipped in the package.
+const examplePath = "../packaging/holdfast.yaml"
+
+// packagedDataDir is the one documented difference between the example and
+// the built-in defaults: the package keeps its queue in /var/lib/holdfast.
+const packagedDataDir = "/var/lib/holdfast"
+
+func readExample(t *testing.T) []byte {
+	t.Helper()
+	b, err := os.ReadFile(examplePath)
+	if err != nil {
+		t.Fatalf("the annotated example: %v", err)
+	}
+	return b
+}
+
+// normalize makes nil and empty slices compare equal where they mean the
+// same (upstream.tls.alpn: [] and no ALPN).
+func normalize(c Config) Config {
+	c.src = nil
+	if len(c.Upstream.TLS.ALPN) == 0 {
+		c.Upstream.TLS.ALPN = nil
+	}
+	return c
+}
+
+// TestExampleIsTheDefaults: the shipped example, loaded, equals the built-in
+// defaults except for queue.dir.
+func TestExampleIsTheDefaults(t *testing.T) {
+	c, err := Load(examplePath)
+	if err != nil {
+		t.Fatalf("the annotated example does not load: %v", err)
+	}
+	if c.Queue.Dir != packagedDataDir {
+		t.Errorf("example queue.dir %q, want %q", c.Queue.Dir, packagedDataDir)
+	}
+	got := normalize(*c)
+	got.Queue.Dir = DefaultQueueDir
+	want := normalize(*Default())
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("the example differs from the built-in defaults: %s", strings.Join(diff(reflect.ValueOf(got), reflect.ValueOf(want), ""), "; "))
+	}
+	for _, l := range c.Listeners {
+		if !isLoopback(l.Address) {
+			t.Errorf("the example listens on %q: a fresh install must listen on loopback only", l.Address)
+		}
+	}
+	if !isLoopback(c.Admin.Address) {
+		t.Errorf("the example's admin endpoint is on %q, want loopback", c.Admin.Address)
+	}
+}
+
+// commentedBlock finds a commented-out top-level key in the example: a line
+// "#key:" followed by lines "#  ...". Prose comments start with "# ".
+var commentedBlock = regexp.MustCompile(`(?m)^#([a-z_]+):[ \t]*\n(?:#  .*\n)+`)
+
+// exampleDocs returns the example as it is and, for each commented-out
+// block, the example with that block uncommented in place of the active key.
+func exampleDocs(t *testing.T) map[string][]byte {
+	t.Helper()
+	b := readExample(t)
+	docs := map[string][]byte{"as shipped": b}
+	for _, m := range commentedBlock.FindAllSubmatchIndex(b, -1) {
+		key := string(b[m[2]:m[3]])
+		block := string(b[m[0]:m[1]])
+		var un strings.Builder
+		for _, line := range strings.SplitAfter(block, "\n") {
+			un.WriteString(strings.TrimPrefix(line, "#"))
+		}
+		active := regexp.MustCompile(`(?m)^` + key + `:.*\n`)
+		if !active.Match(b) {
+			t.Fatalf("commented-out %q has no active %q key above it", key, key)
+		}
+		doc := active.ReplaceAllLiteralString(string(b), "")
+		doc = strings.Replace(doc, block, un.String(), 1)
+		docs["with "+key+" uncommented"] = []byte(doc)
+	}
+	return docs
+}
+
+// TestCommentedExamplesAreValid: every commented-out block of the example,
+// uncommented, is a valid configuration.
+func TestCommentedExamplesAreValid(t *testing.T) {
+	docs := exampleDocs(t)
+	if len(docs) < 2 {
+		t.Fatal("the example has no commented-out downlink rule")
+	}
+	for name, doc := range docs {
+		if _, err := Parse(doc); err != nil {
+			t.Errorf("example %s: %v", name, err)
+		}
+	}
+	c, err := Parse(docs["with downlink uncommented"])
+	if err != nil || len(c.Downlink) != 1 {
+		t.Fatalf("example with the downlink rule: %v", err)
+	}
+	if got := c.Downlink[0].LocalTopicFor("commands/"+c.GatewayID+"/valve/open", c.GatewayID); got != "devices/valve/open" {
+		t.Errorf("the example downlink rule maps a command to %q", got)
+	}
+}
+
+// schemaKeys walks t by reflection and returns every key path it accepts,
+// with "[]" for list elements.
+func schemaKeys(t reflect.Type, prefix string, out map[string]bool) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := f.Tag.Get("yaml")
+		if !f.IsExported() || tag == "" || tag == "-" {
+			continue
+		}
+		p := tag
+		if prefix != "" {
+			p = prefix + "." + tag
+		}
+		out[p] = true
+		ft := f.Type
+		switch {
+		case ft == reflect.TypeFor[Template]() || ft == reflect.TypeFor[time.Duration]():
+		case ft.Kind() == reflect.Struct:
+			schemaKeys(ft, p, out)
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+			schemaKeys(ft.Elem(), p+"[]", out)
+		}
+	}
+}
+
+// nodeKeys returns every key path present in a YAML node tree, with "[]"
+// for list elements, and the keys that carry no comment.
+func nodeKeys(n *yaml.Node, prefix string, out map[string]bool, bare *[]string) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			nodeKeys(c, prefix, out, bare)
+		}
+	case yaml.SequenceNode:
+		for _, c := range n.Content {
+			nodeKeys(c, prefix+"[]", out, bare)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			p := k.Value
+			if prefix != "" {
+				p = prefix + "." + k.Value
+			}
+			out[p] = true
+			v := n.Content[i+1]
+			leaf := v.Kind == yaml.ScalarNode || (v.Kind == yaml.SequenceNode && len(v.Content) == 0)
+			if c := k.HeadComment + k.LineComment; c == "" || (leaf && !strings.Contains(c, "Default") && !strings.Contains(c, "Required")) {
+				*bare = append(*bare, p)
+			}
+			nodeKeys(n.Content[i+1], p, out, bare)
+		}
+	}
+}
+
+// TestExampleHasEveryKey: every key of the Config struct appears in the
+// example (active, or in a commented-out block), each with a comment that
+// states the default for values, so the example cannot fall behind the code.
+func TestExampleHasEveryKey(t *testing.T) {
+	want := map[string]bool{}
+	schemaKeys(reflect.TypeFor[Config](), "", want)
+	if len(want) < 80 {
+		t.Fatalf("schema walk found only %d keys", len(want))
+	}
+	got := map[string]bool{}
+	var bare []string
+	for name, doc := range exampleDocs(t) {
+		var n yaml.Node
+		if err := yaml.Unmarshal(doc, &n); err != nil {
+			t.Fatalf("example %s: %v", name, err)
+		}
+		nodeKeys(&n, "", got, &bare)
+	}
+	var missing, extra []string
+	for k := range want {
+		if !got[k] {
+			missing = append(missing, k)
+		}
+	}
+	for k := range got {
+		if !want[k] {
+			extra = append(extra, k)
+		}
+	}
+	sort.Strings(missing)
+	sort.Strings(extra)
+	if len(missing) > 0 {
+		t.Errorf("keys missing from %s: %s", examplePath, strings.Join(missing, ", "))
+	}
+	if len(extra) > 0 {
+		t.Errorf("keys in %s that the code does not know: %s", examplePath, strings.Join(extra, ", "))
+	}
+	sort.Strings(bare)
+	bare = slices.Compact(bare)
+	if len(bare) > 0 {
+		t.Errorf("keys without a comment (saying the default, for values) in %s: %s", examplePath, strings.Join(bare, ", "))
+	}
+}
+
+// diff lists the exported fields where a and b differ, as "path: a != b".
+func diff(a, b reflect.Value, path string) []string {
+	if reflect.DeepEqual(a.Interface(), b.Interface()) {
+		return nil
+	}
+	switch {
+	case a.Type() == reflect.TypeFor[Template]():
+	case a.Kind() == reflect.Struct:
+		var out []string
+		for i := 0; i < a.NumField(); i++ {
+			if f := a.Type().Field(i); f.IsExported() {
+				out = append(out, diff(a.Field(i), b.Field(i), path+"."+f.Name)...)
+			}
+		}
+		if len(out) > 0 {
+			return out
+		}
+	case a.Kind() == reflect.Slice && a.Len() == b.Len():
+		var out []string
+		for i := 0; i < a.Len(); i++ {
+			out = append(out, diff(a.Index(i), b.Index(i), path+"["+strconv.Itoa(i)+"]")...)
+		}
+		if len(out) > 0 {
+			return out
+		}
+	case a.Kind() == reflect.Pointer && !a.IsNil() && !b.IsNil():
+		return diff(a.Elem(), b.Elem(), path)
+	}
+	return []string{fmt.Sprintf("%s: %v != %v", path, a.Interface(), b.Interface())}
+}
