@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"io"
+	"strings"
 
 	"holdfast/internal/topic"
 )
@@ -397,6 +398,9 @@ func (d *decoder) subscribe(v Version) *Subscribe {
 			d.fail(ProtocolError, "retain handling 3 for %q", sub.Filter)
 		} else if sub.Filter == "" {
 			d.fail(ProtocolError, "empty topic filter")
+		} else if sub.NoLocal && strings.HasPrefix(sub.Filter, topic.SharePrefix) {
+			// MQTT-3.8.3-4: No Local on a Shared Subscription.
+			d.fail(ProtocolError, "no local set on shared subscription %q", sub.Filter)
 		}
 		s.Subscriptions = append(s.Subscriptions, sub)
 	}
