@@ -287,6 +287,10 @@ func (d *decoder) connack(v Version) *Connack {
 			return nil
 		}
 		d.properties(&c.Properties, connackProps, "")
+	} else if c.ReasonCode > ConnRefusedNotAuthorized {
+		// 3.1.1 section 3.2.2.3: return codes 6-255 are reserved.
+		d.fail(MalformedPacket, "connect return code %d is reserved", byte(c.ReasonCode))
+		return nil
 	}
 	if d.err == nil && c.SessionPresent && c.ReasonCode != Success {
 		d.fail(MalformedPacket, "session present with a refusal")
