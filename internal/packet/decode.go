@@ -57,7 +57,7 @@ func (r *Reader) SetMaxPacketSize(n uint32) {
 //
 // The size limit is checked on the fixed header, before the body is read or
 // any memory is allocated for it. Before a version is known (server side),
-// only CONNECT is accepted.
+// only CONNECT is accepted; after, CONNECT is refused as a Protocol Error.
 func (r *Reader) ReadPacket() (Packet, error) {
 	first, err := r.r.ReadByte()
 	if err != nil {
@@ -88,6 +88,11 @@ func (r *Reader) ReadPacket() (Packet, error) {
 	t := Type(first >> 4)
 	if r.version == 0 && t != CONNECT {
 		return nil, Errorf(ProtocolError, "first packet is %s, not CONNECT", t)
+	}
+	if r.version != 0 && t == CONNECT {
+		// MQTT-3.1.0-2: a second CONNECT is a Protocol Error; a client
+		// never receives one.
+		return nil, Errorf(ProtocolError, "CONNECT after the connection's version is known")
 	}
 	body := make([]byte, length)
 	if _, err := io.ReadFull(r.r, body); err != nil {
