@@ -245,3 +245,99 @@ func diff(a, b reflect.Value, path string) []string {
 	}
 	return []string{fmt.Sprintf("%s: %v != %v", path, a.Interface(), b.Interface())}
 }
+
+const docsPath = "../docs/configuration.md"
+
+// TestDocsHaveEveryKey: docs/configuration.md names every key: by its full
+// path, or by its own name for the keys of list elements.
+func TestDocsHaveEveryKey(t *testing.T) {
+	b, err := os.ReadFile(docsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	keys := map[string]bool{}
+	schemaKeys(reflect.TypeFor[Config](), "", keys)
+	var missing []string
+	for k := range keys {
+		name := k
+		if i := strings.LastIndex(k, "[]."); i >= 0 {
+			name = k[i+3:]
+		}
+		if !strings.Contains(doc, "`"+name+"`") && !strings.Contains(doc, "`"+name+".") {
+			missing = append(missing, k)
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) > 0 {
+		t.Errorf("keys missing from %s: %s", docsPath, strings.Join(missing, ", "))
+	}
+}
+
+// TestDocsExamplesAreValid: every YAML example in docs/configuration.md
+// parses and validates, and the rules do what the comments next to them
+// say.
+func TestDocsExamplesAreValid(t *testing.T) {
+	b, err := os.ReadFile(docsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllSubmatch(b, -1)
+	if len(blocks) < 4 {
+		t.Fatalf("found %d YAML examples in %s", len(blocks), docsPath)
+	}
+	arrow := regexp.MustCompile(`#\s*(?:upstream )?(\S+/\S+)(?:, published by client \S+)? -> (?:local )?(\S+)`)
+	checked := 0
+	for i, m := range blocks {
+		c, err := Parse(m[1])
+		if err != nil {
+			t.Errorf("example %d: %v\n%s", i+1, err, m[1])
+			continue
+		}
+		// A comment like "# sensors/boiler/temp -> site/plant-7/boiler/temp"
+		// above a rule states what that rule does.
+		section, pending := "", ""
+		for _, line := range strings.Split(string(m[1]), "\n") {
+			if k, _, ok := strings.Cut(line, ":"); ok && !strings.HasPrefix(line, " ") && !strings.HasPrefix(line, "#") {
+				section = k
+			}
+			if a := arrow.FindStringSubmatch(line); a != nil {
+				pending = line
+				continue
+			}
+			f, ok := strings.CutPrefix(strings.TrimSpace(line), "- filter: ")
+			if !ok || pending == "" {
+				continue
+			}
+			a := arrow.FindStringSubmatch(pending)
+			in, out := strings.TrimPrefix(a[1], "upstream "), a[2]
+			pending = ""
+			var got string
+			switch section {
+			case "forward":
+				client := ""
+				if cm := regexp.MustCompile(`by client (\S+)`).FindStringSubmatch(a[0]); cm != nil {
+					client = cm[1]
+				}
+				for _, r := range c.Forward {
+					if r.Filter == f {
+						got = r.UpstreamTopic(in, client, c.GatewayID)
+					}
+				}
+			case "downlink":
+				for _, r := range c.Downlink {
+					if r.Filter.String() == f {
+						got = r.LocalTopicFor(in, c.GatewayID)
+					}
+				}
+			}
+			if got != out {
+				t.Errorf("example %d: %s rule %q maps %q to %q, its comment says %q", i+1, section, f, in, got, out)
+			}
+			checked++
+		}
+	}
+	if checked < 3 {
+		t.Errorf("checked only %d rule comments", checked)
+	}
+}
