@@ -28,6 +28,14 @@ type Options struct {
 	Username      string
 	Password      string
 	Timeout       time.Duration // per operation, default 10s
+
+	// Properties are added to the CONNECT (5.0 only): Receive Maximum,
+	// Topic Alias Maximum, Maximum Packet Size, ... SessionExpiry above
+	// takes precedence over Properties.SessionExpiry.
+	Properties packet.Properties
+	// Will, when set, is the will message (Topic, Payload, QoS, Retain and,
+	// for 5.0, Properties with Will Delay and the message properties).
+	Will *packet.Publish
 }
 
 // Client is one MQTT connection.
@@ -64,6 +72,16 @@ func Dial(addr string, o Options) (*Client, error) {
 	cp := &packet.Connect{
 		ProtocolName: "MQTT", Version: o.Version, CleanStart: o.CleanStart,
 		KeepAlive: o.KeepAlive, ClientID: o.ClientID,
+	}
+	if o.Version == packet.V5 {
+		cp.Properties = o.Properties
+	}
+	if o.Will != nil {
+		cp.WillFlag, cp.WillQoS, cp.WillRetain = true, o.Will.QoS, o.Will.Retain
+		cp.WillTopic, cp.WillPayload = o.Will.Topic, o.Will.Payload
+		if o.Version == packet.V5 {
+			cp.WillProperties = o.Will.Properties
+		}
 	}
 	if o.Version == packet.V5 && o.SessionExpiry > 0 {
 		cp.Properties.SessionExpiry, cp.Properties.HasSessionExpiry = o.SessionExpiry, true
@@ -271,3 +289,33 @@ func (c *Client) ack(p *packet.Publish) error {
 	}
 	return nil
 }
+
+// Send writes one packet as it is, without waiting for anything: for
+// pipelining and for packets a well-behaved client would not send.
+func (c *Client) Send(p packet.Packet) error { return c.send(p) }
+
+// SendRaw writes bytes as they are (malformed packets).
+func (c *Client) SendRaw(b []byte) error {
+	c.conn.SetWriteDeadline(time.Now().Add(c.opts.Timeout))
+	_, err := c.conn.Write(b)
+	return err
+}
+
+// ReadPacket returns the next packet of any type, waiting at most timeout,
+// without acknowledging anything. Publishes kept by earlier calls come
+// first.
+func (c *Client) ReadPacket(timeout time.Duration) (packet.Packet, error) {
+	c.mu.Lock()
+	if len(c.pending) > 0 {
+		p := c.pending[0]
+		c.pending = c.pending[1:]
+		c.mu.Unlock()
+		return p, nil
+	}
+	c.mu.Unlock()
+	c.conn.SetReadDeadline(time.Now().Add(timeout))
+	return c.r.ReadPacket()
+}
+
+// Conn returns the underlying connection.
+func (c *Client) Conn() net.Conn { return c.conn }

@@ -1,0 +1,742 @@
+package localbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"holdfast/internal/auth"
+	"holdfast/internal/packet"
+	"holdfast/internal/topic"
+)
+
+// Message is a message as the broker routes it.
+type Message struct {
+	Topic           string
+	Payload         []byte
+	QoS             byte
+	Retain          bool
+	PayloadFormat   byte
+	ContentType     string
+	ResponseTopic   string
+	CorrelationData []byte
+	UserProperties  []packet.UserProperty
+	// Expiry is the MQTT 5 message expiry remaining; 0 means none.
+	Expiry time.Duration
+	// ClientID is the publisher's client id ("" for Broker.Publish).
+	ClientID string
+}
+
+// StateOp is one change of the broker's stored state: Value is stored under
+// Key, or Key is deleted when Value is nil.
+type StateOp struct {
+	Key   string
+	Value []byte
+}
+
+// Store is the broker's durable storage. The agent implements it on the
+// queue's group commit.
+type Store interface {
+	// Ingest is called for every inbound PUBLISH from a client (QoS 0, 1 and
+	// 2, and will messages), in order per connection, with the broker state
+	// changes that must be atomic with it (for example "QoS 2 packet id N of
+	// client C received, awaiting PUBREL" for a persistent session, or the
+	// copies held for offline persistent sessions). done is called exactly
+	// once when it is durable or failed; done calls come in Ingest call
+	// order. errors.Is(err, ErrRefused) means the store is full: an MQTT 5
+	// client gets PUBACK/PUBREC reason 0x97 Quota exceeded, a 3.1.1 client's
+	// connection is closed without the ack. Any other error: 5.0 reason 0x80,
+	// 3.1.1 close.
+	Ingest(m *Message, ops []StateOp, done func(error))
+	// Save durably applies state changes (sessions, subscriptions, retained
+	// messages, offline queues). done calls come in call order, interleaved
+	// with Ingest's in call order.
+	Save(ops []StateOp, done func(error))
+	// Load calls fn for every stored key with the prefix, in key order.
+	Load(prefix string, fn func(key string, value []byte) error) error
+}
+
+// ErrRefused is what a Store's done reports (wrapped or not) when it refuses
+// a message because it is full.
+var ErrRefused = errors.New("localbus: message refused by the store")
+
+// ErrClosed is returned by Broker.Publish, Broker.Subscribe and Broker.Serve
+// after Close.
+var ErrClosed = errors.New("localbus: broker closed")
+
+// Defaults for zero Options fields.
+const (
+	DefaultMaxPacketSize     = 1 << 20          // bytes, inbound and announced
+	DefaultReceiveMaximum    = 64               // inbound QoS 1/2 window per connection
+	DefaultConnectTimeout    = 10 * time.Second // accept to CONNECT received
+	DefaultMaxConnections    = 1024
+	DefaultMaxQueuedMessages = 1000               // per session, not yet sent
+	DefaultMaxSessionExpiry  = 7 * 24 * time.Hour // cap on a session's expiry interval
+	// TopicAliasMaximum is how many inbound topic aliases a 5.0 client may
+	// set up per connection (announced in CONNACK).
+	TopicAliasMaximum = 256
+	// maxSubscriptionID is the largest MQTT 5 subscription identifier.
+	maxSubscriptionID = 268435455
+)
+
+// Options configures a Broker. Zero values take the defaults above.
+type Options struct {
+	// MaxPacketSize is the largest packet accepted from a client (announced
+	// as Maximum Packet Size to 5.0 clients); larger ones close the
+	// connection (5.0: DISCONNECT 0x95). Default 1 MiB.
+	MaxPacketSize uint32
+	// ReceiveMaximum is how many QoS 1/2 publishes a client may have
+	// unacknowledged (announced to 5.0 clients; exceeding it is 0x93). It
+	// also bounds how many Ingest calls one connection has outstanding, and
+	// is the outbound window for 3.1.1 clients. Default 64.
+	ReceiveMaximum uint16
+	// ConnectTimeout is how long a new connection may take for the TLS
+	// handshake and CONNECT. Default 10s.
+	ConnectTimeout time.Duration
+	// MaxConnections caps concurrent client connections; a CONNECT beyond
+	// it is refused (5.0: CONNACK 0x97 Quota exceeded, 3.1.1: 0x03 Server
+	// unavailable). Default 1024.
+	MaxConnections int
+	// MaxQueuedMessages caps the messages waiting for one session (offline,
+	// or online behind its window); beyond it the oldest is dropped and
+	// counted. Default 1000; negative queues nothing for offline sessions.
+	MaxQueuedMessages int
+	// MaxSessionExpiry caps the session expiry interval a client may ask for;
+	// a 3.1.1 client with clean session 0 gets exactly this. Default 7 days;
+	// negative ends every session when its connection closes.
+	MaxSessionExpiry time.Duration
+	// MaxKeepAlive caps the keep alive of 5.0 clients (Server Keep Alive,
+	// also imposed on a client asking for 0). 0: no cap.
+	MaxKeepAlive time.Duration
+	// RetainAvailable enables retained messages. When false, a retained
+	// PUBLISH or will is refused (5.0: 0x9A). The agent's config defaults
+	// it to true.
+	RetainAvailable bool
+	// Logger receives connection and state changes. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// ListenerOptions configures one Serve call.
+type ListenerOptions struct {
+	// Name labels the listener in logs.
+	Name string
+	// AllowAnonymous admits clients without a username (or with one while
+	// Auth is nil). A client with a verified TLS client certificate and no
+	// username is authenticated as the certificate's common name.
+	AllowAnonymous bool
+	// Auth checks usernames and passwords; nil: no password file.
+	Auth *auth.Passwords
+	// ACL limits publish, subscribe and receive; nil allows everything.
+	ACL *auth.ACL
+}
+
+// Stats is a snapshot of the broker's counters.
+type Stats struct {
+	Connections   int // open client connections (CONNECT accepted)
+	Sessions      int // sessions, online and offline
+	Subscriptions int // client subscriptions (not in-process ones)
+	Retained      int // retained messages
+	Queued        int // messages waiting in sessions, in flight included
+
+	MessagesIn  uint64 // PUBLISH packets accepted from clients
+	MessagesOut uint64 // PUBLISH packets sent to clients
+	Refused     uint64 // inbound messages the store refused or failed
+	Malformed   uint64 // connections closed for a protocol violation
+
+	ConnectionsRefused uint64 // CONNECTs refused (auth, limits, ids)
+	DroppedQueueFull   uint64 // dropped by MaxQueuedMessages
+	DroppedExpired     uint64 // message expiry passed before delivery
+	DroppedTooLarge    uint64 // larger than the client's Maximum Packet Size
+	DroppedOffline     uint64 // QoS 0 for an offline session
+	DroppedDenied      uint64 // publishes or deliveries the ACL refused
+}
+
+// Broker is an MQTT 3.1.1 / 5.0 broker. Its methods are safe for concurrent
+// use.
+type Broker struct {
+	opts  Options
+	store Store
+	log   *slog.Logger
+
+	// mu guards everything below it and the state of every session and
+	// connection (not their sockets).
+	mu        sync.Mutex
+	closing   bool
+	sessions  map[string]*session
+	subs      topic.Tree[*subscription]
+	retained  map[string]*stored
+	locals    []*localSub
+	shareNext map[string]int
+	seq       uint64 // last used queued-message sequence number
+	conns     map[*conn]struct{}
+	listeners map[net.Listener]struct{}
+	nconns    int // accepted sockets
+
+	storeCalls sync.WaitGroup // outstanding Store calls
+	connWG     sync.WaitGroup // connection goroutines
+
+	evMu   sync.Mutex
+	events []func()
+	evSig  chan struct{}
+	evDone chan struct{}
+	evStop chan struct{}
+
+	stats struct {
+		in, out, refused, malformed, connRefused      atomic.Uint64
+		dropFull, dropExpired, dropLarge, dropOffline atomic.Uint64
+		dropDenied                                    atomic.Uint64
+	}
+	closeOnce sync.Once
+}
+
+// New returns a broker that keeps its state in store, loading what a previous
+// run persisted (sessions, their subscriptions and undelivered QoS 1/2
+// messages, retained messages) through store.Load("lb/", ...).
+func New(opts Options, store Store) (*Broker, error) {
+	if store == nil {
+		return nil, errors.New("localbus: nil store")
+	}
+	if opts.MaxPacketSize == 0 {
+		opts.MaxPacketSize = DefaultMaxPacketSize
+	}
+	if opts.ReceiveMaximum == 0 {
+		opts.ReceiveMaximum = DefaultReceiveMaximum
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = DefaultConnectTimeout
+	}
+	if opts.MaxConnections <= 0 {
+		opts.MaxConnections = DefaultMaxConnections
+	}
+	if opts.MaxQueuedMessages == 0 {
+		opts.MaxQueuedMessages = DefaultMaxQueuedMessages
+	}
+	if opts.MaxSessionExpiry == 0 {
+		opts.MaxSessionExpiry = DefaultMaxSessionExpiry
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	b := &Broker{
+		opts: opts, store: store, log: opts.Logger,
+		sessions:  make(map[string]*session),
+		retained:  make(map[string]*stored),
+		shareNext: make(map[string]int),
+		conns:     make(map[*conn]struct{}),
+		listeners: make(map[net.Listener]struct{}),
+		evSig:     make(chan struct{}, 1),
+		evDone:    make(chan struct{}),
+		evStop:    make(chan struct{}),
+	}
+	if err := b.load(); err != nil {
+		return nil, err
+	}
+	go b.runEvents()
+	return b, nil
+}
+
+// load restores the persisted state. Records that do not decode are logged,
+// deleted and skipped: one bad record must not keep the broker down.
+func (b *Broker) load() error {
+	var bad []StateOp
+	var queued []*outMsg
+	var qcids []string
+	var inbound []struct {
+		cid string
+		id  uint16
+	}
+	now := time.Now()
+	err := b.store.Load(keyPrefix, func(key string, value []byte) error {
+		var err error
+		switch {
+		case strings.HasPrefix(key, keySessionPrefix):
+			var cid []byte
+			cid, err = hexDecode(key[len(keySessionPrefix):])
+			if err == nil {
+				var s *session
+				s, err = decodeSession(string(cid), value)
+				if err == nil {
+					b.sessions[s.cid] = s
+				}
+			}
+		case strings.HasPrefix(key, keyQueuedPrefix):
+			var cid string
+			var seq uint64
+			cid, seq, err = parseClientKey(key[len(keyQueuedPrefix):])
+			if err == nil {
+				var o *outMsg
+				o, err = decodeQueued(value)
+				if err == nil {
+					o.seq = seq
+					queued = append(queued, o)
+					qcids = append(qcids, cid)
+					if seq > b.seq {
+						b.seq = seq
+					}
+				}
+			}
+		case strings.HasPrefix(key, keyInboundPrefix):
+			var cid string
+			var id uint64
+			cid, id, err = parseClientKey(key[len(keyInboundPrefix):])
+			if err == nil && (id == 0 || id > 0xFFFF) {
+				err = fmt.Errorf("%w: packet id %d", errCorrupt, id)
+			}
+			if err == nil {
+				inbound = append(inbound, struct {
+					cid string
+					id  uint16
+				}{cid, uint16(id)})
+			}
+		case strings.HasPrefix(key, keyRetainedPrefix):
+			var m *stored
+			m, err = decodeRetained(value)
+			if err == nil {
+				if m.expired(now) {
+					bad = append(bad, StateOp{Key: key})
+				} else {
+					m.Topic = key[len(keyRetainedPrefix):]
+					b.retained[m.Topic] = m
+				}
+			}
+		default:
+			err = fmt.Errorf("%w: unknown key", errCorrupt)
+		}
+		if err != nil {
+			b.log.Warn("dropping unreadable stored state", "key", key, "err", err)
+			bad = append(bad, StateOp{Key: key})
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("localbus: load state: %w", err)
+	}
+	// Attach the queued messages (in key order: per client, by sequence) and
+	// inbound QoS 2 state to their sessions; orphans are deleted.
+	for i, o := range queued {
+		s := b.sessions[qcids[i]]
+		if s == nil {
+			bad = append(bad, StateOp{Key: queuedKey(qcids[i], o.seq)})
+			continue
+		}
+		o.s = s
+		if o.pid != 0 {
+			s.inflight = append(s.inflight, o)
+			s.pids[o.pid] = o
+		} else {
+			s.queue = append(s.queue, o)
+		}
+	}
+	for _, in := range inbound {
+		s := b.sessions[in.cid]
+		if s == nil {
+			bad = append(bad, StateOp{Key: inboundKey(in.cid, in.id)})
+			continue
+		}
+		s.inbound[in.id] = true
+	}
+	for _, s := range b.sessions {
+		for f, sub := range s.subs {
+			b.subs.Add(f, s.cid, sub)
+		}
+		// The time the previous run stopped is unknown: expiry counts from now.
+		b.startExpiry(s)
+	}
+	if len(bad) > 0 {
+		ch := make(chan error, 1)
+		b.store.Save(bad, func(err error) { ch <- err })
+		if err := <-ch; err != nil {
+			return fmt.Errorf("localbus: delete unreadable state: %w", err)
+		}
+	}
+	if n := len(b.sessions) + len(b.retained); n > 0 {
+		b.log.Info("restored broker state", "sessions", len(b.sessions),
+			"retained", len(b.retained), "queued", len(queued))
+	}
+	return nil
+}
+
+// runEvents runs store completions and timers one at a time, in the order
+// they were posted, under b.mu.
+func (b *Broker) runEvents() {
+	defer close(b.evDone)
+	for {
+		b.evMu.Lock()
+		evs := b.events
+		b.events = nil
+		b.evMu.Unlock()
+		for _, fn := range evs {
+			b.mu.Lock()
+			fn()
+			b.mu.Unlock()
+		}
+		if len(evs) > 0 {
+			continue
+		}
+		select {
+		case <-b.evSig:
+		case <-b.evStop:
+			b.evMu.Lock()
+			n := len(b.events)
+			b.evMu.Unlock()
+			if n == 0 {
+				return
+			}
+		}
+	}
+}
+
+// post queues fn to run under b.mu on the event goroutine. It never blocks,
+// so a Store may call done from any goroutine, Ingest's caller included.
+func (b *Broker) post(fn func()) {
+	b.evMu.Lock()
+	b.events = append(b.events, fn)
+	b.evMu.Unlock()
+	select {
+	case b.evSig <- struct{}{}:
+	default:
+	}
+}
+
+// save calls Store.Save with b.mu held (so that store calls keep the order of
+// the state changes they record); then runs under b.mu afterwards. It
+// reports false, without calling the store, once the broker is closing.
+func (b *Broker) save(ops []StateOp, then func(error)) bool {
+	if b.closing {
+		return false
+	}
+	if len(ops) == 0 {
+		if then != nil {
+			b.post(func() { then(nil) })
+		}
+		return true
+	}
+	b.storeCalls.Add(1)
+	b.store.Save(ops, func(err error) {
+		b.post(func() {
+			defer b.storeCalls.Done()
+			if err != nil {
+				b.log.Error("saving broker state failed", "err", err)
+			}
+			if then != nil {
+				then(err)
+			}
+		})
+	})
+	return true
+}
+
+// Serve accepts clients on ln until ctx is done, ln is closed or the broker
+// is closed. It returns nil in the first and last case and the accept error
+// otherwise. ln may be a TCP, TLS or WebSocket listener from
+// internal/transport; TLS client certificates are verified by its tls.Config.
+func (b *Broker) Serve(ctx context.Context, ln net.Listener, lo ListenerOptions) error {
+	b.mu.Lock()
+	if b.closing {
+		b.mu.Unlock()
+		return ErrClosed
+	}
+	b.listeners[ln] = struct{}{}
+	b.mu.Unlock()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	defer func() {
+		b.mu.Lock()
+		delete(b.listeners, ln)
+		b.mu.Unlock()
+	}()
+	lop := &lo
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			b.mu.Lock()
+			closing := b.closing
+			b.mu.Unlock()
+			if ctx.Err() != nil || closing {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		b.mu.Lock()
+		if b.closing {
+			b.mu.Unlock()
+			nc.Close()
+			return nil
+		}
+		b.nconns++
+		over := b.nconns > 2*b.opts.MaxConnections
+		if over {
+			b.nconns--
+		} else {
+			b.connWG.Add(1)
+		}
+		b.mu.Unlock()
+		if over {
+			// Far beyond the limit: not even a CONNACK.
+			b.stats.connRefused.Add(1)
+			nc.Close()
+			continue
+		}
+		go func() {
+			defer b.connWG.Done()
+			c := newConn(b, nc, lop)
+			c.serve()
+			b.mu.Lock()
+			b.nconns--
+			b.mu.Unlock()
+		}()
+	}
+}
+
+func isTemporary(err error) bool {
+	t, ok := err.(interface{ Temporary() bool })
+	return ok && t.Temporary()
+}
+
+// Close shuts the broker down: it stops accepting connections (closing every
+// listener given to Serve), stops reading from clients, waits until every
+// outstanding Store call has completed and its acknowledgement has been
+// queued, then sends DISCONNECT 0x8B (Server shutting down) to 5.0 clients,
+// closes every connection and waits for their goroutines. After Close
+// returns the broker makes no more Store calls. Sessions persisted in the
+// store are restored by the next New; wills of connected clients are not
+// published.
+func (b *Broker) Close() error {
+	b.closeOnce.Do(b.close)
+	return nil
+}
+
+func (b *Broker) close() {
+	b.mu.Lock()
+	b.closing = true
+	for ln := range b.listeners {
+		ln.Close()
+	}
+	for _, s := range b.sessions {
+		s.stopTimers()
+	}
+	for c := range b.conns {
+		c.stopReading()
+	}
+	locals := b.locals
+	b.locals = nil
+	b.mu.Unlock()
+	for _, l := range locals {
+		l.stop()
+	}
+	b.storeCalls.Wait()
+	// Let completions already posted (acks) run before the goodbyes.
+	b.flushEvents()
+	b.mu.Lock()
+	for c := range b.conns {
+		c.shutdown(packet.ServerShuttingDown)
+	}
+	b.mu.Unlock()
+	b.connWG.Wait()
+	close(b.evStop)
+	<-b.evDone
+}
+
+// flushEvents waits until every event posted so far has run.
+func (b *Broker) flushEvents() {
+	ch := make(chan struct{})
+	b.post(func() { close(ch) })
+	<-ch
+}
+
+// Stats returns a snapshot of the broker's counters.
+func (b *Broker) Stats() Stats {
+	b.mu.Lock()
+	st := Stats{
+		Connections:   len(b.conns),
+		Sessions:      len(b.sessions),
+		Subscriptions: b.subs.Len(),
+		Retained:      len(b.retained),
+	}
+	for _, s := range b.sessions {
+		st.Queued += len(s.queue) + len(s.inflight)
+	}
+	b.mu.Unlock()
+	st.MessagesIn = b.stats.in.Load()
+	st.MessagesOut = b.stats.out.Load()
+	st.Refused = b.stats.refused.Load()
+	st.Malformed = b.stats.malformed.Load()
+	st.ConnectionsRefused = b.stats.connRefused.Load()
+	st.DroppedQueueFull = b.stats.dropFull.Load()
+	st.DroppedExpired = b.stats.dropExpired.Load()
+	st.DroppedTooLarge = b.stats.dropLarge.Load()
+	st.DroppedOffline = b.stats.dropOffline.Load()
+	st.DroppedDenied = b.stats.dropDenied.Load()
+	return st
+}
+
+// Publish routes m to the local subscribers, as a message from the agent
+// (downlink) or an adapter: it is not passed to Store.Ingest. A retained m
+// replaces the retained message of its topic (an empty payload deletes it).
+// Publish returns once the copies for persistent sessions (QoS 1/2) and the
+// retained message are durably stored, or with the store's error; online
+// subscribers get it then. m.Expiry, when set, is its message expiry.
+func (b *Broker) Publish(ctx context.Context, m *Message) error {
+	if err := topic.ValidName(m.Topic); err != nil {
+		return fmt.Errorf("localbus: publish: %w", err)
+	}
+	if m.QoS > 2 {
+		return fmt.Errorf("localbus: publish: invalid QoS %d", m.QoS)
+	}
+	now := time.Now()
+	sm := newStored(m, now)
+	b.mu.Lock()
+	if b.closing {
+		b.mu.Unlock()
+		return ErrClosed
+	}
+	if sm.Retain && !b.opts.RetainAvailable {
+		sm.Retain = false
+	}
+	var ops []StateOp
+	if sm.Retain {
+		ops = append(ops, retainOp(sm))
+	}
+	targets, ops := b.route(sm, ops, now)
+	ch := make(chan error, 1)
+	b.save(ops, func(err error) {
+		b.complete(sm, targets, err)
+		ch <- err
+	})
+	b.mu.Unlock()
+	select {
+	case err := <-ch:
+		if err != nil {
+			return fmt.Errorf("localbus: publish: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Subscribe registers an in-process subscriber: fn is called, on a goroutine
+// of its own, for every message matching filter that is published from then
+// on (by clients, wills or Publish), in order. Shared subscription filters
+// are not accepted. unsubscribe stops the calls (one already running
+// finishes).
+func (b *Broker) Subscribe(filter string, fn func(*Message)) (unsubscribe func(), err error) {
+	if err := topic.ValidFilter(filter); err != nil {
+		return nil, fmt.Errorf("localbus: subscribe: %w", err)
+	}
+	if _, _, shared, _ := topic.ParseShared(filter); shared {
+		return nil, fmt.Errorf("localbus: subscribe: shared subscription %q not supported in-process", filter)
+	}
+	l := &localSub{filter: filter, fn: fn, sig: make(chan struct{}, 1), quit: make(chan struct{})}
+	b.mu.Lock()
+	if b.closing {
+		b.mu.Unlock()
+		return nil, ErrClosed
+	}
+	b.locals = append(b.locals, l)
+	b.mu.Unlock()
+	go l.run()
+	return func() {
+		b.mu.Lock()
+		for i, x := range b.locals {
+			if x == l {
+				b.locals = append(b.locals[:i:i], b.locals[i+1:]...)
+				break
+			}
+		}
+		b.mu.Unlock()
+		l.stop()
+	}, nil
+}
+
+// localSub is an in-process subscriber with its own delivery goroutine.
+type localSub struct {
+	filter string
+	fn     func(*Message)
+	mu     sync.Mutex
+	q      []*Message
+	sig    chan struct{}
+	quit   chan struct{}
+	once   sync.Once
+}
+
+func (l *localSub) deliver(m *Message) {
+	l.mu.Lock()
+	l.q = append(l.q, m)
+	l.mu.Unlock()
+	select {
+	case l.sig <- struct{}{}:
+	default:
+	}
+}
+
+func (l *localSub) stop() { l.once.Do(func() { close(l.quit) }) }
+
+func (l *localSub) run() {
+	for {
+		select {
+		case <-l.quit:
+			return
+		case <-l.sig:
+		}
+		l.mu.Lock()
+		q := l.q
+		l.q = nil
+		l.mu.Unlock()
+		for _, m := range q {
+			select {
+			case <-l.quit:
+				return
+			default:
+			}
+			l.fn(m)
+		}
+	}
+}
+
+func retainOp(m *stored) StateOp {
+	if len(m.Payload) == 0 {
+		return StateOp{Key: retainedKey(m.Topic)}
+	}
+	return StateOp{Key: retainedKey(m.Topic), Value: encodeRetained(m)}
+}
+
+func hexDecode(s string) ([]byte, error) {
+	b := make([]byte, len(s)/2)
+	if len(s)%2 != 0 {
+		return nil, fmt.Errorf("%w: key %q", errCorrupt, s)
+	}
+	for i := 0; i < len(b); i++ {
+		hi, ok1 := unhex(s[2*i])
+		lo, ok2 := unhex(s[2*i+1])
+		if !ok1 || !ok2 {
+			return nil, fmt.Errorf("%w: key %q", errCorrupt, s)
+		}
+		b[i] = hi<<4 | lo
+	}
+	return b, nil
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}

@@ -1,0 +1,305 @@
+package localbus
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"holdfast/internal/packet"
+	"holdfast/internal/testclient"
+	"holdfast/internal/testenv"
+)
+
+const wait = 10 * time.Second
+
+type testBroker struct {
+	*Broker
+	addr  string
+	store *memStore
+	stop  func()
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("LOCALBUS_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// startBroker serves a broker with retained messages available on a free
+// loopback port; it is closed at the end of the test.
+func startBroker(t testing.TB, opts Options, st *memStore, lo *ListenerOptions) *testBroker {
+	t.Helper()
+	opts.RetainAvailable = true
+	return startBrokerRaw(t, opts, st, lo)
+}
+
+// startBrokerRaw is startBroker with opts as given.
+func startBrokerRaw(t testing.TB, opts Options, st *memStore, lo *ListenerOptions) *testBroker {
+	t.Helper()
+	if st == nil {
+		st = newMemStore(t)
+	}
+	if opts.Logger == nil {
+		opts.Logger = testLogger()
+	}
+	b, err := New(opts, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lo == nil {
+		lo = &ListenerOptions{Name: "test", AllowAnonymous: true}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- b.Serve(ctx, ln, *lo) }()
+	tb := &testBroker{Broker: b, addr: ln.Addr().String(), store: st}
+	var stopped bool
+	tb.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		b.Close()
+		st.markClosed()
+	}
+	t.Cleanup(tb.stop)
+	return tb
+}
+
+func dial(t testing.TB, addr string, o testclient.Options) *testclient.Client {
+	t.Helper()
+	c, err := testclient.Dial(addr, o)
+	if err != nil {
+		t.Fatalf("dial %q: %v", o.ClientID, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func recv(t testing.TB, c *testclient.Client) *packet.Publish {
+	t.Helper()
+	p, err := c.Receive(wait)
+	if err != nil {
+		t.Fatalf("receive: %v", err)
+	}
+	return p
+}
+
+// noPublish asserts that nothing arrives within a short while; used only
+// after something else that was sent later has arrived, or with a round trip
+// (PINGREQ) that proves the broker has handled everything before it.
+func noPublish(t testing.TB, c *testclient.Client) {
+	t.Helper()
+	if err := c.Send(&packet.Pingreq{}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		p, err := c.ReadPacket(wait)
+		if err != nil {
+			t.Fatalf("waiting for PINGRESP: %v", err)
+		}
+		switch q := p.(type) {
+		case *packet.Pingresp:
+			return
+		case *packet.Publish:
+			t.Fatalf("unexpected PUBLISH %q %q", q.Topic, q.Payload)
+		}
+	}
+}
+
+func versions() []packet.Version { return []packet.Version{packet.V311, packet.V5} }
+
+func TestPublishSubscribeQoS(t *testing.T) {
+	for _, v := range versions() {
+		t.Run(v.String(), func(t *testing.T) {
+			tb := startBroker(t, Options{}, nil, nil)
+			sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", Version: v, CleanStart: true})
+			rcs, err := sub.Subscribe(packet.Subscription{Filter: "a/+/c", QoS: 2}, packet.Subscription{Filter: "x/#", QoS: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rcs[0] != packet.GrantedQoS2 || rcs[1] != packet.GrantedQoS1 {
+				t.Fatalf("SUBACK %v", rcs)
+			}
+			pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", Version: v, CleanStart: true})
+			for qos := byte(0); qos <= 2; qos++ {
+				payload := []byte(fmt.Sprintf("q%d", qos))
+				rc, err := pub.Publish(&packet.Publish{Topic: "a/b/c", QoS: qos, Payload: payload})
+				if err != nil || rc != 0 {
+					t.Fatalf("publish qos %d: %v %v", qos, rc, err)
+				}
+				got := recv(t, sub)
+				if got.Topic != "a/b/c" || !bytes.Equal(got.Payload, payload) || got.QoS != qos || got.Retain {
+					t.Fatalf("got %+v", got)
+				}
+				// x/# is granted QoS 1: a QoS 2 message is downgraded.
+				if _, err := pub.Publish(&packet.Publish{Topic: "x", QoS: qos, Payload: payload}); err != nil {
+					t.Fatal(err)
+				}
+				got = recv(t, sub)
+				if got.Topic != "x" || got.QoS != min(qos, 1) {
+					t.Fatalf("x/# got %+v", got)
+				}
+			}
+			if n := len(tb.store.messages()); n != 6 {
+				t.Fatalf("%d messages ingested, want 6", n)
+			}
+			if m := tb.store.messages()[0]; m.ClientID != "pub" || m.Topic != "a/b/c" {
+				t.Fatalf("ingested %+v", m)
+			}
+			st := tb.Stats()
+			if st.Connections != 2 || st.Subscriptions != 2 || st.MessagesIn != 6 || st.MessagesOut != 6 {
+				t.Fatalf("stats %+v", st)
+			}
+		})
+	}
+}
+
+// A publisher with a window keeps sending while the store holds every
+// commit: the broker must read them all and call Ingest for each before any
+// is durable, then acknowledge in order once they land.
+func TestPipelinedAcks(t *testing.T) {
+	for _, v := range versions() {
+		t.Run(v.String(), func(t *testing.T) {
+			st := newMemStore(t)
+			tb := startBroker(t, Options{ReceiveMaximum: 64}, st, nil)
+			pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", Version: v, CleanStart: true})
+			st.setHold(true)
+			const n = 40
+			for i := 1; i <= n; i++ {
+				if err := pub.Send(&packet.Publish{Topic: "t", QoS: byte(1 + i%2), PacketID: uint16(i), Payload: []byte{byte(i)}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			testenv.WaitFor(t, wait, "all publishes ingested while none is durable", func() bool { return st.ingestCount() == n })
+			// Nothing is acknowledged before the store answers.
+			if err := pub.Send(&packet.Pingreq{}); err != nil {
+				t.Fatal(err)
+			}
+			p, err := pub.ReadPacket(wait)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := p.(*packet.Pingresp); !ok {
+				t.Fatalf("got %T before PINGRESP while commits are held", p)
+			}
+			st.setHold(false)
+			st.release()
+			for i := 1; i <= n; i++ {
+				p, err := pub.ReadPacket(wait)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var id uint16
+				switch q := p.(type) {
+				case *packet.Puback:
+					id = q.PacketID
+				case *packet.Pubrec:
+					id = q.PacketID
+				default:
+					t.Fatalf("got %T", p)
+				}
+				if id != uint16(i) {
+					t.Fatalf("ack %d for packet %d: out of order", id, i)
+				}
+			}
+		})
+	}
+}
+
+// Beyond ReceiveMaximum outstanding Ingest calls the connection stops
+// reading (3.1.1) or, for a 5.0 client that ignores the announced Receive
+// Maximum, is closed with 0x93.
+func TestReceiveMaximum(t *testing.T) {
+	st := newMemStore(t)
+	tb := startBroker(t, Options{ReceiveMaximum: 4}, st, nil)
+
+	c3 := dial(t, tb.addr, testclient.Options{ClientID: "c3", Version: packet.V311, CleanStart: true})
+	st.setHold(true)
+	for i := 1; i <= 6; i++ {
+		c3.Send(&packet.Publish{Topic: "t", QoS: 1, PacketID: uint16(i)})
+	}
+	testenv.WaitFor(t, wait, "4 ingests", func() bool { return st.ingestCount() == 4 })
+	st.release()
+	testenv.WaitFor(t, wait, "6 ingests", func() bool { return st.ingestCount() == 6 })
+	st.setHold(false)
+	st.release()
+	for i := 1; i <= 6; i++ {
+		p, err := c3.ReadPacket(wait)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a, ok := p.(*packet.Puback); !ok || a.PacketID != uint16(i) {
+			t.Fatalf("got %#v", p)
+		}
+	}
+
+	c5 := dial(t, tb.addr, testclient.Options{ClientID: "c5", CleanStart: true})
+	if c5.Connack.Properties.ReceiveMaximum != 4 {
+		t.Fatalf("CONNACK Receive Maximum %d", c5.Connack.Properties.ReceiveMaximum)
+	}
+	st.setHold(true)
+	for i := 1; i <= 5; i++ {
+		c5.Send(&packet.Publish{Topic: "t", QoS: 1, PacketID: uint16(i)})
+	}
+	p, err := c5.ReadPacket(wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := p.(*packet.Disconnect); !ok || d.ReasonCode != packet.ReceiveMaximumExceeded {
+		t.Fatalf("got %#v, want DISCONNECT 0x93", p)
+	}
+	st.setHold(false)
+	st.release()
+}
+
+func TestRefusedByStore(t *testing.T) {
+	st := newMemStore(t)
+	tb := startBroker(t, Options{}, st, nil)
+	c5 := dial(t, tb.addr, testclient.Options{ClientID: "c5", CleanStart: true})
+	st.setRefuse(fmt.Errorf("queue full: %w", ErrRefused))
+	for qos := byte(1); qos <= 2; qos++ {
+		rc, err := c5.Publish(&packet.Publish{Topic: "t", QoS: qos})
+		if err != nil || rc != packet.QuotaExceeded {
+			t.Fatalf("qos %d: rc %v err %v, want 0x97", qos, rc, err)
+		}
+	}
+	st.setRefuse(errors.New("disk on fire"))
+	if rc, err := c5.Publish(&packet.Publish{Topic: "t", QoS: 1}); err != nil || rc != packet.UnspecifiedError {
+		t.Fatalf("rc %v err %v, want 0x80", rc, err)
+	}
+	// After a refused QoS 2 PUBREC the packet id is free again and a new
+	// message with it is stored.
+	st.setRefuse(nil)
+	if rc, err := c5.Publish(&packet.Publish{Topic: "t", QoS: 2, PacketID: 2}); err != nil || rc != 0 {
+		t.Fatalf("rc %v err %v", rc, err)
+	}
+	if n := len(st.messages()); n != 1 {
+		t.Fatalf("%d stored", n)
+	}
+
+	c3 := dial(t, tb.addr, testclient.Options{ClientID: "c3", Version: packet.V311, CleanStart: true})
+	st.setRefuse(ErrRefused)
+	if _, err := c3.Publish(&packet.Publish{Topic: "t", QoS: 1}); err == nil {
+		t.Fatal("3.1.1 publish refused by the store was acknowledged")
+	}
+	if tb.Stats().Refused != 4 {
+		t.Fatalf("stats %+v", tb.Stats())
+	}
+}
