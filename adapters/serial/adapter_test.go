@@ -1,0 +1,386 @@
+package serial
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"holdfast/internal/testenv"
+)
+
+func TestPTYLineRegexOverlongGarbage(t *testing.T) {
+	pty := startPTY(t, t.TempDir(), "dev")
+	bus := newMemBus()
+	a := newTestAdapter(t, PortConfig{
+		Device:  pty.Dev,
+		Framing: Framing{MaxLength: 64},
+		Payload: Payload{
+			Parse:     ParseRegex,
+			Regex:     `^(?P<id>\w+) T=(?P<temp>-?[0-9.]+)$`,
+			Numbers:   []string{"temp"},
+			Timestamp: TimestampUnixMS,
+		},
+		Topic:   "sensors/{name}/{id}",
+		OnError: OnError{Action: OnErrorPublish, Topic: "sensors/{name}/errors"},
+	}, bus)
+	runAdapter(t, a)
+	waitConnected(t, a)
+
+	pty.write([]byte("s1 T=21.5\r\n"))
+	pty.write([]byte(strings.Repeat("x", 200) + "\n")) // overlong: skipped
+	pty.write([]byte("s2 T=-4\n"))
+	pty.write([]byte("\x00\x01\xfe\xff garbage\n")) // binary: parse error, published raw
+	pty.write([]byte("s1 T=22"))                    // split across writes
+	pty.write([]byte(".0\n"))
+
+	msgs := bus.waitMessages(t, 4)
+	if len(msgs) != 4 {
+		t.Fatalf("got %d messages: %+v", len(msgs), msgs)
+	}
+	want := []struct {
+		topic, id string
+		temp      float64
+	}{{"sensors/sensor/s1", "s1", 21.5}, {"sensors/sensor/s2", "s2", -4}, {"", "", 0}, {"sensors/sensor/s1", "s1", 22}}
+	for i, w := range want {
+		m := msgs[i]
+		if m.QoS != 1 || m.Retain {
+			t.Errorf("msg %d: qos %d retain %v", i, m.QoS, m.Retain)
+		}
+		if w.topic == "" {
+			if m.Topic != "sensors/sensor/errors" || string(m.Payload) != "\x00\x01\xfe\xff garbage" {
+				t.Errorf("error message = %q %q", m.Topic, m.Payload)
+			}
+			continue
+		}
+		var got struct {
+			ID   string  `json:"id"`
+			Temp float64 `json:"temp"`
+			TS   int64   `json:"ts"`
+		}
+		if err := json.Unmarshal(m.Payload, &got); err != nil {
+			t.Fatalf("msg %d %s: %v", i, m.Payload, err)
+		}
+		if m.Topic != w.topic || got.ID != w.id || got.Temp != w.temp || time.Since(time.UnixMilli(got.TS)).Abs() > time.Hour {
+			t.Errorf("msg %d = %s %s", i, m.Topic, m.Payload)
+		}
+	}
+	s := a.Stats()
+	if s.Frames != 4 || s.Overlong != 1 || s.ParseErrors != 1 || s.Disconnects != 0 {
+		t.Errorf("stats = %+v", s)
+	}
+	if s.Bytes < 200 {
+		t.Errorf("bytes = %d", s.Bytes)
+	}
+}
+
+func TestPTYNMEA(t *testing.T) {
+	pty := startPTY(t, t.TempDir(), "gps")
+	bus := newMemBus()
+	a := newTestAdapter(t, PortConfig{
+		Name:    "gps",
+		Device:  pty.Dev,
+		Baud:    4800,
+		Payload: Payload{Parse: ParseNMEA},
+		Topic:   "{name}/{talker}/{type}",
+		QoS:     new(byte),
+	}, bus)
+	runAdapter(t, a)
+	waitConnected(t, a)
+	pty.write([]byte("$GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47\r\n" +
+		"$GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*48\r\n" + // bad checksum: dropped
+		"$GPRMC,123519,A,4807.038,N,01131.000,E,022.4,084.4,230394,003.1,W*6A\r\n" +
+		"$GPGSV,3,1,11,03,03,111,00,04,15,270,00,06,01,010,00,13,06,292,00*74\r\n"))
+	msgs := bus.waitMessages(t, 3)
+	testenv.WaitFor(t, waitLong, "parse error counted", func() bool { return a.Stats().ParseErrors == 1 })
+	topics := []string{"gps/GP/GGA", "gps/GP/RMC", "gps/GP/GSV"}
+	for i, m := range msgs {
+		if m.Topic != topics[i] || m.QoS != 0 {
+			t.Errorf("msg %d on %s qos %d", i, m.Topic, m.QoS)
+		}
+	}
+	var gga struct{ Lat, Lon, Altitude float64 }
+	if err := json.Unmarshal(msgs[0].Payload, &gga); err != nil || gga.Lat != 48.1173 || gga.Lon != 11.5166667 || gga.Altitude != 545.4 {
+		t.Errorf("GGA %s: %+v %v", msgs[0].Payload, gga, err)
+	}
+	if len(msgs) != 3 {
+		t.Errorf("%d messages, want 3", len(msgs))
+	}
+}
+
+func TestPTYCSV(t *testing.T) {
+	pty := startPTY(t, t.TempDir(), "dev")
+	bus := newMemBus()
+	a := newTestAdapter(t, PortConfig{
+		Device:  pty.Dev,
+		Framing: Framing{Delimiter: `\r`},
+		Payload: Payload{Parse: ParseCSV, Columns: []string{"station", "temp", "_", "ok"}, Separator: ";", Numbers: []string{"temp"}},
+		Topic:   "csv/{station}",
+		Retain:  true,
+	}, bus)
+	runAdapter(t, a)
+	waitConnected(t, a)
+	pty.write([]byte("north;-1.25;x;yes\rsouth;3;y;no\rbad;line\r"))
+	msgs := bus.waitMessages(t, 2)
+	testenv.WaitFor(t, waitLong, "parse error counted", func() bool { return a.Stats().ParseErrors == 1 })
+	if len(msgs) != 2 || msgs[0].Topic != "csv/north" || string(msgs[0].Payload) != `{"station":"north","temp":-1.25,"ok":"yes"}` ||
+		msgs[1].Topic != "csv/south" || string(msgs[1].Payload) != `{"station":"south","temp":3,"ok":"no"}` || !msgs[0].Retain {
+		t.Errorf("messages: %+v", msgs)
+	}
+}
+
+func TestPTYFixedHex(t *testing.T) {
+	pty := startPTY(t, t.TempDir(), "dev")
+	bus := newMemBus()
+	a := newTestAdapter(t, PortConfig{
+		Device:  pty.Dev,
+		Framing: Framing{Mode: FramingFixed, Length: 4},
+		Payload: Payload{Format: FormatHex},
+	}, bus)
+	runAdapter(t, a)
+	waitConnected(t, a)
+	pty.write([]byte{0xde, 0xad})
+	pty.write([]byte{0xbe, 0xef, 0x00, 0x01, 0x02})
+	pty.write([]byte{0x03, 0xff})
+	msgs := bus.waitMessages(t, 2)
+	if len(msgs) != 2 || string(msgs[0].Payload) != "deadbeef" || string(msgs[1].Payload) != "00010203" || msgs[0].Topic != "serial/sensor" {
+		t.Errorf("messages: %+v", msgs)
+	}
+}
+
+func TestPTYDelimitedGarbage(t *testing.T) {
+	pty := startPTY(t, t.TempDir(), "dev")
+	bus := newMemBus()
+	a := newTestAdapter(t, PortConfig{
+		Device:  pty.Dev,
+		Framing: Framing{Mode: FramingDelimited, Start: `\x02`, End: `\x03`, MaxLength: 16},
+		Payload: Payload{Format: FormatBase64},
+	}, bus)
+	runAdapter(t, a)
+	waitConnected(t, a)
+	// 5 bytes of noise, a frame, 3 bytes of noise, an overlong frame, a frame.
+	pty.write([]byte("\xff\x00\x7f\x80\x01\x02\x10\x20\x30\x03zz\x00\x02" + strings.Repeat("L", 40) + "\x03\x02ok\x03"))
+	msgs := bus.waitMessages(t, 2)
+	testenv.WaitFor(t, waitLong, "overlong counted", func() bool { return a.Stats().Overlong == 1 })
+	if len(msgs) != 2 || string(msgs[0].Payload) != base64.StdEncoding.EncodeToString([]byte{0x10, 0x20, 0x30}) || string(msgs[1].Payload) != "b2s=" {
+		t.Errorf("messages: %+v", msgs)
+	}
+	if s := a.Stats(); s.Garbage != 8 {
+		t.Errorf("garbage = %d, want 8", s.Garbage)
+	}
+}
+
+func TestPTYSilencePoll(t *testing.T) {
+	pty := startPTY(t, t.TempDir(), "dev")
+	bus := newMemBus()
+	request := []byte{0x01, 0x03, 0x00, 0x00, 0x00, 0x02, 0xc4, 0x0b}
+	response := []byte{0x01, 0x03, 0x04, 0x00, 0xe6, 0x01, 0x9a, 0x7b, 0x5c}
+	a := newTestAdapter(t, PortConfig{
+		Device:  pty.Dev,
+		Baud:    19200,
+		Framing: Framing{Mode: FramingSilence, Silence: 100 * time.Millisecond},
+		Payload: Payload{Format: FormatHex},
+		Poll:    Poll{Interval: 200 * time.Millisecond, Request: "hex:01 03 00 00 00 02 c4 0b"},
+	}, bus)
+	runAdapter(t, a)
+	for i := 0; i < 3; i++ {
+		if got := pty.readN(len(request)); !bytes.Equal(got, request) {
+			t.Fatalf("poll %d: request %x, want %x", i, got, request)
+		}
+		// Answer in two writes, well within the silence interval.
+		pty.write(response[:3])
+		pty.write(response[3:])
+		bus.waitMessages(t, i+1)
+	}
+	for i, m := range bus.messages()[:3] {
+		if string(m.Payload) != fmt.Sprintf("%x", response) {
+			t.Errorf("response %d = %s", i, m.Payload)
+		}
+	}
+	if s := a.Stats(); s.Polls < 3 {
+		t.Errorf("polls = %d", s.Polls)
+	}
+}
+
+func TestPTYWriteBack(t *testing.T) {
+	pty := startPTY(t, t.TempDir(), "dev")
+	bus := newMemBus()
+	a := newTestAdapter(t, PortConfig{
+		Device: pty.Dev,
+		Write:  Write{Topic: "cmd/sensor/+", Append: `\r\n`},
+	}, bus)
+	runAdapter(t, a)
+	waitConnected(t, a)
+	testenv.WaitFor(t, waitLong, "write-back subscription", func() bool { return bus.subscribers() == 1 })
+	if n := bus.inject("cmd/sensor/set", []byte("RATE 10")); n != 1 {
+		t.Fatalf("%d subscribers got the command", n)
+	}
+	if got := pty.readN(9); string(got) != "RATE 10\r\n" {
+		t.Fatalf("sensor read %q", got)
+	}
+	bus.inject("cmd/sensor/x", []byte("STOP"))
+	if got := pty.readN(6); string(got) != "STOP\r\n" {
+		t.Fatalf("sensor read %q", got)
+	}
+	testenv.WaitFor(t, waitLong, "write-backs counted", func() bool { return a.Stats().WriteBacks == 2 })
+	bus.inject("other/topic", []byte("ignored"))
+
+	// The sensor answers; reading goes on while writing.
+	pty.write([]byte("ok\n"))
+	if m := bus.waitMessages(t, 1); string(m[0].Payload) != "ok" {
+		t.Errorf("answer %q", m[0].Payload)
+	}
+}
+
+func TestPTYWriteBackHex(t *testing.T) {
+	pty := startPTY(t, t.TempDir(), "dev")
+	bus := newMemBus()
+	a := newTestAdapter(t, PortConfig{Device: pty.Dev, Write: Write{Topic: "cmd", Format: WriteHex}}, bus)
+	runAdapter(t, a)
+	waitConnected(t, a)
+	testenv.WaitFor(t, waitLong, "write-back subscription", func() bool { return bus.subscribers() == 1 })
+	bus.inject("cmd", []byte("not hex"))
+	bus.inject("cmd", []byte("00ff10"))
+	if got := pty.readN(3); !bytes.Equal(got, []byte{0, 0xff, 0x10}) {
+		t.Fatalf("sensor read %x", got)
+	}
+	if s := a.Stats(); s.WriteErrors != 1 {
+		t.Errorf("write errors = %d, want 1 (bad hex)", s.WriteErrors)
+	}
+}
+
+// TestPTYUnplugReplug kills socat (the port disappears as an unplugged USB
+// adapter does) and starts it again under the same name: the adapter notices,
+// reopens with backoff, and loses nothing written after the reconnect.
+func TestPTYUnplugReplug(t *testing.T) {
+	pty := startPTY(t, t.TempDir(), "dev")
+	bus := newMemBus()
+	initial := 50 * time.Millisecond
+	a := newTestAdapter(t, PortConfig{Device: pty.Dev, Reopen: Reopen{Initial: initial, Max: 400 * time.Millisecond}}, bus)
+	runAdapter(t, a)
+	waitConnected(t, a)
+	pty.write([]byte("before\n"))
+	bus.waitMessages(t, 1)
+
+	for cycle := 1; cycle <= 2; cycle++ {
+		pty.unplug()
+		lost := time.Now()
+		testenv.WaitFor(t, waitLong, "disconnect noticed", func() bool { return a.Stats().Disconnects == uint64(cycle) })
+		if a.Stats().Connected {
+			t.Fatal("still connected after unplug")
+		}
+		// Let it fail to reopen a few times.
+		failuresBefore := a.Stats().OpenFailures
+		testenv.WaitFor(t, waitLong, "reopen attempts", func() bool { return a.Stats().OpenFailures >= failuresBefore+3 })
+		pty.replug()
+		waitConnected(t, a)
+		down := time.Since(lost)
+		s := a.Stats()
+		if s.Reconnects != uint64(cycle) {
+			t.Fatalf("reconnects = %d, want %d", s.Reconnects, cycle)
+		}
+		// Each wait is at least initial*0.8 (jitter), and grows: far fewer
+		// attempts than that bound means no spinning.
+		if limit := uint64(down/(initial*8/10)) + 2; s.OpenFailures > limit {
+			t.Fatalf("%d open attempts failed in %v: spinning (bound %d)", s.OpenFailures, down, limit)
+		}
+		base := len(bus.messages())
+		const n = 200
+		var all bytes.Buffer
+		for i := 0; i < n; i++ {
+			fmt.Fprintf(&all, "cycle %d line %d\n", cycle, i)
+		}
+		pty.write(all.Bytes())
+		msgs := bus.waitMessages(t, base+n)
+		if len(msgs) != base+n {
+			t.Fatalf("%d messages after reconnect, want %d", len(msgs)-base, n)
+		}
+		for i, m := range msgs[base:] {
+			if want := fmt.Sprintf("cycle %d line %d", cycle, i); string(m.Payload) != want {
+				t.Fatalf("message %d = %q, want %q", i, m.Payload, want)
+			}
+		}
+	}
+	t.Logf("stats: %+v", a.Stats())
+}
+
+// TestPTYUSBMatchResolvedAgain: a port found by USB ids comes back under
+// another name after a replug, and the adapter finds it there.
+func TestPTYUSBMatchResolvedAgain(t *testing.T) {
+	dir := t.TempDir()
+	first := startPTY(t, dir, "ttyUSB0")
+	bus := newMemBus()
+	a := newTestAdapter(t, PortConfig{Match: Match{VID: "0403", PID: "6001", Serial: "A50285BI"}, Topic: "usb/{port}"}, bus)
+	current := first.Dev
+	var mu = make(chan struct{}, 1)
+	mu <- struct{}{}
+	a.listPorts = func() ([]PortInfo, error) {
+		<-mu
+		defer func() { mu <- struct{}{} }()
+		ports := []PortInfo{
+			{Name: "/dev/ttyS0"},
+			{Name: filepath.Join(dir, "other"), IsUSB: true, VID: "0403", PID: "6001", SerialNumber: "OTHER"},
+		}
+		if _, err := os.Stat(current); err == nil {
+			ports = append(ports, PortInfo{Name: current, IsUSB: true, VID: "0403", PID: "6001", SerialNumber: "A50285BI"})
+		}
+		return ports, nil
+	}
+	runAdapter(t, a)
+	waitConnected(t, a)
+	first.write([]byte("one\n"))
+	bus.waitMessages(t, 1)
+
+	first.unplug()
+	testenv.WaitFor(t, waitLong, "disconnect", func() bool { return a.Stats().Disconnects == 1 })
+	second := startPTY(t, dir, "ttyUSB1")
+	<-mu
+	current = second.Dev
+	mu <- struct{}{}
+	testenv.WaitFor(t, waitLong, "reopen on the new name", func() bool { s := a.Stats(); return s.Connected && s.Device == second.Dev })
+	second.write([]byte("two\n"))
+	msgs := bus.waitMessages(t, 2)
+	if msgs[0].Topic != "usb/ttyUSB0" || msgs[1].Topic != "usb/ttyUSB1" || string(msgs[1].Payload) != "two" {
+		t.Errorf("messages: %+v", msgs)
+	}
+}
+
+func TestRunMissingPortNoSpin(t *testing.T) {
+	bus := newMemBus()
+	initial := 20 * time.Millisecond
+	a := newTestAdapter(t, PortConfig{Device: filepath.Join(t.TempDir(), "absent"), Reopen: Reopen{Initial: initial, Max: 80 * time.Millisecond}}, bus)
+	start := time.Now()
+	stop := runAdapter(t, a)
+	testenv.WaitFor(t, waitLong, "open attempts", func() bool { return a.Stats().OpenFailures >= 5 })
+	stop()
+	elapsed := time.Since(start)
+	if s := a.Stats(); s.OpenFailures > uint64(elapsed/(initial*8/10))+2 || s.Connected || s.Disconnects != 0 {
+		t.Errorf("after %v: %+v", elapsed, s)
+	}
+}
+
+func TestPublishRefused(t *testing.T) {
+	pty := startPTY(t, t.TempDir(), "dev")
+	bus := newMemBus()
+	bus.refuse = errRefused
+	a := newTestAdapter(t, PortConfig{Device: pty.Dev}, bus)
+	runAdapter(t, a)
+	waitConnected(t, a)
+	pty.write([]byte("a\nb\n"))
+	testenv.WaitFor(t, waitLong, "refusals counted", func() bool { return a.Stats().PublishErrors == 2 })
+	bus.mu.Lock()
+	bus.refuse = nil
+	bus.mu.Unlock()
+	pty.write([]byte("c\n"))
+	if m := bus.waitMessages(t, 1); string(m[0].Payload) != "c" {
+		t.Errorf("got %q", m[0].Payload)
+	}
+	if s := a.Stats(); s.Frames != 1 || s.Disconnects != 0 {
+		t.Errorf("stats %+v", s)
+	}
+}
