@@ -1,0 +1,458 @@
+// Package uplink is holdfast's MQTT client to the upstream broker: it drains
+// the queue upstream and carries the messages of upstream subscriptions back
+// down.
+//
+// Forwarding leases messages from the head of a Source (the queue) and keeps
+// a window of them in flight: min(Options.Inflight, the server's Receive
+// Maximum) QoS 1/2 messages awaiting their PUBACK or PUBCOMP. A message is
+// acknowledged in the Source (deleted) only when the upstream answered with a
+// success reason code. Messages go out in queue order; after a reconnect the
+// unacknowledged ones go out again in the same order, with DUP and the same
+// packet id when the server kept the session, as new publishes when it did
+// not.
+//
+// Packet ids are derived from the queue sequence number (1 + seq % 65535),
+// skipping ids still in use, so a restarted client resumes with the ids the
+// server's session knows. QoS 2 is exactly once across restarts: after
+// PUBREC, and before PUBREL is sent, the client stores "rec:<packet id>" with
+// Source.Mark; a restarted client that leases a message with that mark sends
+// PUBREL instead of a second PUBLISH.
+//
+// The connection is MQTT 5.0 by default (3.1.1 by option) with a persistent
+// session, reconnects forever with exponential backoff and jitter, and is
+// dropped when it stalls (messages in flight, no acknowledgement for
+// Options.StallTimeout). docs/uplink.md describes every decision (CONNACK
+// limits, negative acknowledgements, expiry, birth and will, downlink).
+package uplink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+)
+
+// Link states reported in Status.State.
+const (
+	StateConnecting = "connecting" // dialing, waiting for CONNACK
+	StateBackoff    = "backoff"    // waiting before the next attempt
+	StateConnected  = "connected"  // messages are acknowledged, or none wait
+	StateDraining   = "draining"   // shutting down: waiting for in-flight acks
+	StateStalled    = "stalled"    // the last connection stalled; reconnecting
+)
+
+// Status is a snapshot of the link for status pages and metrics.
+type Status struct {
+	// State is one of the State* constants.
+	State string
+	// Since is when State was entered.
+	Since time.Time
+	// LastAck is when the upstream last acknowledged a message.
+	LastAck time.Time
+	// InFlight is the number of QoS 1/2 messages awaiting acknowledgement.
+	InFlight int
+	// Window is the current in-flight limit: min(Inflight, Receive Maximum).
+	Window int
+	// LastError describes the last failure (connect, connection loss,
+	// refusal), empty if none yet.
+	LastError string
+	// Connects counts successful connects (CONNACK with success).
+	Connects uint64
+	// Forwarded counts messages the upstream acknowledged (QoS 0: written).
+	Forwarded uint64
+	// DeadLettered counts messages moved to the dead-letter store (too
+	// large, refused for good, expired).
+	DeadLettered uint64
+	// Expired counts messages dead-lettered because their expiry passed
+	// between lease and send (included in DeadLettered).
+	Expired uint64
+	// Refused counts negative acknowledgements (PUBACK/PUBREC >= 0x80).
+	Refused uint64
+	// Delivered counts downlink messages handed to the Downlink.
+	Delivered uint64
+	// DownlinkDropped counts QoS 0 downlink messages dropped while the
+	// Downlink was slow.
+	DownlinkDropped uint64
+	// SessionPresent is the last CONNACK's Session Present flag.
+	SessionPresent bool
+	// ClientID is the client id in use (the assigned one, if any).
+	ClientID string
+	// Backoff is the delay of the current (or last) wait before a reconnect.
+	Backoff time.Duration
+}
+
+// Client forwards a Source upstream and delivers downlink messages. Create it
+// with New and start it with Run; Status may be called at any time from any
+// goroutine.
+type Client struct {
+	opts Options
+	src  Source
+	down Downlink
+	log  *slog.Logger
+
+	mu sync.Mutex
+	st Status
+
+	running atomic.Bool
+
+	// Owned by the goroutine running Run.
+	clientID   string
+	pending    []*entry // leased, not finished, in queue order
+	doneCount  int      // finished entries still in pending
+	byID       map[uint16]*entry
+	ids        idSet
+	ctrlNext   uint16
+	rx         map[uint16]bool // downlink QoS 2 ids answered with PUBREC, awaiting PUBREL
+	bo         *backoff.ExponentialBackOff
+	pause      *backoff.ExponentialBackOff // after quota/busy refusals
+	pauseUntil time.Time
+	firstConn  bool
+	warned     map[string]bool
+	acks       *acker
+	willQoS    byte
+	willRetain bool
+
+	// onBackoff, when set (by tests), sees every reconnect delay.
+	onBackoff func(time.Duration)
+}
+
+// New checks opts, applies the defaults and returns a Client; nothing is
+// dialed before Run. down may be nil when opts has no Subscriptions.
+func New(opts Options, src Source, down Downlink) (*Client, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if src == nil {
+		return nil, errors.New("uplink: nil Source")
+	}
+	if down == nil && len(o.Subscriptions) > 0 {
+		return nil, errors.New("uplink: subscriptions need a Downlink")
+	}
+	c := &Client{
+		opts:     o,
+		src:      src,
+		down:     down,
+		log:      o.Logger,
+		clientID: o.ClientID,
+		byID:     make(map[uint16]*entry),
+		rx:       make(map[uint16]bool),
+		warned:   make(map[string]bool),
+	}
+	c.bo = c.newBackoff()
+	c.pause = c.newBackoff()
+	if o.Will != nil {
+		c.willQoS, c.willRetain = o.Will.QoS, o.Will.Retain
+	}
+	c.st.State, c.st.Since, c.st.ClientID, c.st.Window = StateConnecting, time.Now(), o.ClientID, o.Inflight
+	return c, nil
+}
+
+func (c *Client) newBackoff() *backoff.ExponentialBackOff {
+	b := c.opts.Backoff
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = b.Initial
+	bo.MaxInterval = b.Max
+	bo.Multiplier = b.Multiplier
+	bo.RandomizationFactor = b.Randomization
+	bo.MaxElapsedTime = 0 // never give up
+	bo.Reset()
+	return bo
+}
+
+// Status returns a snapshot of the link.
+func (c *Client) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.st
+}
+
+func (c *Client) update(f func(*Status)) {
+	c.mu.Lock()
+	f(&c.st)
+	c.mu.Unlock()
+}
+
+func (c *Client) setState(s string) {
+	c.mu.Lock()
+	if c.st.State != s {
+		c.st.State, c.st.Since = s, time.Now()
+	}
+	c.mu.Unlock()
+}
+
+func (c *Client) setError(err error) {
+	c.mu.Lock()
+	c.st.LastError = err.Error()
+	c.mu.Unlock()
+}
+
+// warnOnce logs a warning the first time key is seen.
+func (c *Client) warnOnce(key, msg string, args ...any) {
+	if c.warned[key] {
+		return
+	}
+	c.warned[key] = true
+	c.log.Warn(msg, args...)
+}
+
+// Run connects, forwards and reconnects (with backoff) until ctx is
+// cancelled, then shuts down in this order: no new message is sent; for up
+// to DrainTimeout the acknowledgements of messages in flight are awaited
+// (state "draining"); DISCONNECT is sent (MQTT 5: reason 0x04 "disconnect
+// with will message" when a Will is set, so the upstream learns the gateway
+// is gone as it would after a crash; 3.1.1, which has no such reason code:
+// the will is published by the client itself before a normal DISCONNECT);
+// the connection is closed, pending Source acknowledgements are written and
+// every message still leased is released to the Source. Run then returns nil.
+//
+// Run returns an error only when it is called while already running; every
+// network, protocol or Source failure is logged, shown in Status and retried.
+func (c *Client) Run(ctx context.Context) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return errors.New("uplink: Run already running")
+	}
+	defer c.running.Store(false)
+	c.acks = newAcker(c.src, c.log)
+	defer c.finish()
+	c.firstConn = true
+	failures := 0
+	for ctx.Err() == nil {
+		c.setState(StateConnecting)
+		res := c.connection(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		if res.err != nil {
+			c.setError(res.err)
+		}
+		if res.connected {
+			c.log.Warn("upstream connection lost", "err", res.err, "up_for", res.upFor.Round(time.Millisecond),
+				"in_flight", res.inflight)
+			failures = 0
+		} else {
+			failures++
+			if failures == 1 {
+				c.log.Warn("upstream connect failed", "err", res.err, "url", redact(c.opts.URL))
+			} else {
+				c.log.Debug("upstream connect failed", "err", res.err, "attempt", failures)
+			}
+		}
+		if res.connected && res.upFor >= c.opts.Backoff.StableAfter && !res.stalled {
+			c.bo.Reset()
+		}
+		d := c.bo.NextBackOff()
+		if d == backoff.Stop { // cannot happen with MaxElapsedTime 0
+			d = c.opts.Backoff.Max
+		}
+		if res.stalled {
+			c.setState(StateStalled)
+		} else {
+			c.setState(StateBackoff)
+		}
+		c.update(func(s *Status) { s.Backoff = d; s.InFlight = 0 })
+		if c.onBackoff != nil {
+			c.onBackoff(d)
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// finish writes outstanding Source acks and releases what is still leased.
+func (c *Client) finish() {
+	c.acks.close()
+	var seqs []uint64
+	for _, e := range c.pending {
+		if !e.done {
+			seqs = append(seqs, e.Seq)
+		}
+	}
+	c.pending, c.doneCount = nil, 0
+	c.byID = make(map[uint16]*entry)
+	c.ids = idSet{}
+	if len(seqs) > 0 {
+		c.src.Release(seqs...)
+	}
+	c.update(func(s *Status) { s.InFlight = 0 })
+}
+
+// redact hides a password in a URL.
+func redact(s string) string {
+	if i := strings.Index(s, "://"); i >= 0 {
+		if j := strings.IndexByte(s[i+3:], '@'); j >= 0 {
+			if k := strings.IndexByte(s[i+3:i+3+j], ':'); k >= 0 {
+				return s[:i+3+k+1] + "xxxxx" + s[i+3+j:]
+			}
+		}
+	}
+	return s
+}
+
+// entry is one leased message on its way upstream.
+type entry struct {
+	Message
+	id       uint16
+	state    entryState
+	sent     bool // a PUBLISH with id may have reached the server's session
+	sentQoS  byte // the QoS it went out with, when sent
+	rec      bool // PUBREC came and "rec:<id>" is stored durably
+	refusals int
+	done     bool
+}
+
+type entryState uint8
+
+const (
+	stQueued   entryState = iota // to be sent (PUBLISH, or PUBREL when rec) on this connection
+	stSent                       // PUBLISH sent, awaiting PUBACK/PUBREC
+	stMarking                    // PUBREC came, Mark in progress
+	stReleased                   // PUBREL sent, awaiting PUBCOMP
+)
+
+// derivedID is the packet id a message goes out with unless it is in use.
+func derivedID(seq uint64) uint16 { return uint16(1 + seq%65535) }
+
+// Marks stored with Source.Mark.
+const (
+	markPub = "pub:" // QoS 2 PUBLISH goes out with this non-derived id
+	markRec = "rec:" // PUBREC came for this packet id
+)
+
+func markData(kind string, id uint16) []byte {
+	return strconv.AppendUint([]byte(kind), uint64(id), 10)
+}
+
+// parseMark returns the kind and packet id of a mark, ok false for data
+// this package did not write.
+func parseMark(b []byte) (kind string, id uint16, ok bool) {
+	s := string(b)
+	for _, k := range []string{markPub, markRec} {
+		if rest, found := strings.CutPrefix(s, k); found {
+			n, err := strconv.ParseUint(rest, 10, 16)
+			if err != nil || n == 0 {
+				return "", 0, false
+			}
+			return k, uint16(n), true
+		}
+	}
+	return "", 0, false
+}
+
+// idSet is the set of packet ids in use.
+type idSet [65536 / 64]uint64
+
+func (s *idSet) has(id uint16) bool { return s[id/64]&(1<<(id%64)) != 0 }
+func (s *idSet) add(id uint16)      { s[id/64] |= 1 << (id % 64) }
+func (s *idSet) del(id uint16)      { s[id/64] &^= 1 << (id % 64) }
+
+// next returns the first free id at or after id (skipping 0).
+func (s *idSet) next(id uint16) uint16 {
+	for i := 0; i < 65536; i++ {
+		if id != 0 && !s.has(id) {
+			return id
+		}
+		id++
+	}
+	return 0 // all in use: impossible with at most 65535 in flight plus control packets
+}
+
+// allocCtrl allocates a packet id for SUBSCRIBE or a birth/will PUBLISH.
+// They are taken downwards from 65535, away from the ids derived from the
+// sequence numbers of the messages at the head of the queue.
+func (c *Client) allocCtrl() uint16 {
+	id := c.ctrlNext
+	for range 65536 {
+		if id == 0 {
+			id = 65535
+		}
+		if !c.ids.has(id) {
+			break
+		}
+		id--
+	}
+	c.ids.add(id)
+	c.ctrlNext = id - 1
+	return id
+}
+
+// acker hands Source acknowledgements to a goroutine that writes them in
+// batches, so the connection never waits for a durable delete.
+type acker struct {
+	src  Source
+	log  *slog.Logger
+	mu   sync.Mutex
+	seqs []uint64
+	wake chan struct{}
+	done chan struct{}
+	stop chan struct{}
+}
+
+func newAcker(src Source, log *slog.Logger) *acker {
+	a := &acker{src: src, log: log, wake: make(chan struct{}, 1), done: make(chan struct{}), stop: make(chan struct{})}
+	go a.run()
+	return a
+}
+
+func (a *acker) add(seq uint64) {
+	a.mu.Lock()
+	a.seqs = append(a.seqs, seq)
+	a.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (a *acker) run() {
+	defer close(a.done)
+	var batch []uint64
+	for {
+		select {
+		case <-a.wake:
+		case <-a.stop:
+			a.flush(&batch)
+			return
+		}
+		a.flush(&batch)
+	}
+}
+
+func (a *acker) flush(batch *[]uint64) {
+	a.mu.Lock()
+	*batch, a.seqs = a.seqs, (*batch)[:0]
+	a.mu.Unlock()
+	if len(*batch) == 0 {
+		return
+	}
+	err := a.src.Ack(*batch...)
+	if err != nil {
+		// Not deleted: the messages stay queued and go out again after a
+		// restart (at least once). Retry once before saying so.
+		time.Sleep(100 * time.Millisecond)
+		if err = a.src.Ack(*batch...); err != nil {
+			a.log.Error("queue ack failed; messages will be sent again after a restart",
+				"err", err, "messages", len(*batch))
+		}
+	}
+}
+
+func (a *acker) close() {
+	close(a.stop)
+	<-a.done
+}
+
+// errorf builds connection errors.
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

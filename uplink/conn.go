@@ -1,0 +1,1142 @@
+package uplink
+
+import (
+	"bufio"
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"holdfast/internal/packet"
+	"holdfast/internal/transport"
+)
+
+// connResult is how one connection ended.
+type connResult struct {
+	err       error
+	connected bool          // CONNACK with success came
+	upFor     time.Duration // time from CONNACK to the end
+	stalled   bool
+	inflight  int
+}
+
+// errStalled ends a connection on which nothing was acknowledged for
+// StallTimeout.
+var errStalled = errors.New("uplink: link stalled: no acknowledgement within the stall timeout")
+
+// conn is the state of one network connection. Its loop runs on the Run
+// goroutine and owns the Client's forwarding state while it runs.
+type conn struct {
+	c       *Client
+	nc      net.Conn
+	bw      *bufio.Writer
+	buf     []byte
+	v       packet.Version
+	ctx     context.Context // cancelled when the connection ends
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	session bool // CONNACK Session Present
+
+	// Server limits from CONNACK.
+	window      int
+	maxQoS      byte
+	retain      bool
+	maxPacket   uint32
+	aliases     *aliasCache
+	keepAlive   time.Duration
+	connackedAt time.Time
+
+	inflight   int // QoS 1/2 PUBLISH/PUBREL awaiting an answer (control packets included)
+	next       int // pump resumes here in c.pending
+	progressAt time.Time
+	lastSend   time.Time
+	lastRecv   time.Time
+	pingAt     time.Time // zero: no PINGREQ outstanding
+	ctrl       map[uint16]string
+
+	pkts    chan readResult
+	leaseCh chan leaseResult
+	leasing bool
+	leaseCx context.Context
+	leaseCf context.CancelFunc
+	marks   chan markResult
+	relQ    []*entry // PUBREC came, in arrival order: PUBREL goes out in this order
+
+	dlQueue []*packet.Publish
+	dlCh    chan *packet.Publish
+	dlDone  chan *packet.Publish
+	dlBusy  bool
+	dlQoS0  int
+
+	draining   bool
+	drainUntil time.Time
+	stalled    bool
+}
+
+type readResult struct {
+	p   packet.Packet
+	err error
+}
+
+type leaseResult struct {
+	msgs []Message
+	err  error
+}
+
+type markResult struct {
+	e   *entry
+	id  uint16
+	err error
+}
+
+// connection dials, runs one connection to its end and restores the
+// forwarding state for the next one.
+func (c *Client) connection(ctx context.Context) (res connResult) {
+	o := &c.opts
+	s := &conn{c: c, v: o.Protocol, ctrl: make(map[uint16]string)}
+	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	defer s.cancel()
+
+	dctx, dcancel := context.WithTimeout(ctx, o.ConnectTimeout)
+	nc, err := transport.Dial(dctx, o.URL, transport.DialOptions{TLS: o.TLS, ConnectTimeout: o.ConnectTimeout})
+	dcancel()
+	if err != nil {
+		return connResult{err: fmt.Errorf("dial: %w", err)}
+	}
+	s.nc = nc
+	s.bw = bufio.NewWriterSize(nc, 64<<10)
+	defer func() {
+		nc.Close()
+		s.teardown()
+		res.inflight = s.inflight
+	}()
+	r := packet.NewReader(nc, 0)
+	r.SetVersion(s.v)
+	if err := s.handshake(ctx, r); err != nil {
+		return connResult{err: err}
+	}
+	res.connected = true
+	s.connackedAt = time.Now()
+	err = s.loop(ctx, r)
+	res.err = err
+	res.upFor = time.Since(s.connackedAt)
+	res.stalled = s.stalled
+	return res
+}
+
+// handshake sends CONNECT, reads CONNACK and applies what it says.
+func (s *conn) handshake(ctx context.Context, r *packet.Reader) error {
+	c, o := s.c, &s.c.opts
+	cp := &packet.Connect{
+		ProtocolName: "MQTT",
+		Version:      s.v,
+		CleanStart:   o.CleanStart,
+		KeepAlive:    uint16(o.KeepAlive / time.Second),
+		ClientID:     c.clientID,
+	}
+	if s.v == packet.V5 {
+		cp.Properties.SessionExpiry, cp.Properties.HasSessionExpiry = uint32(o.SessionExpiry/time.Second), true
+		cp.Properties.ReceiveMaximum, cp.Properties.HasReceiveMaximum = DownlinkReceiveMaximum, true
+	}
+	if o.Username != "" {
+		cp.UsernameFlag, cp.Username = true, o.Username
+	}
+	if o.Password != "" {
+		cp.PasswordFlag, cp.Password = true, []byte(o.Password)
+	}
+	if w := o.Will; w != nil {
+		cp.WillFlag, cp.WillTopic, cp.WillPayload = true, w.Topic, w.Payload
+		cp.WillQoS, cp.WillRetain = c.willQoS, c.willRetain
+	}
+	deadline := time.Now().Add(o.ConnectTimeout)
+	s.nc.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { s.nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if err := s.write(cp); err != nil {
+		return fmt.Errorf("send CONNECT: %w", err)
+	}
+	if err := s.bw.Flush(); err != nil {
+		return fmt.Errorf("send CONNECT: %w", err)
+	}
+	p, err := r.ReadPacket()
+	if err != nil {
+		return fmt.Errorf("waiting for CONNACK: %w", err)
+	}
+	s.nc.SetDeadline(time.Time{})
+	ack, ok := p.(*packet.Connack)
+	if !ok {
+		return fmt.Errorf("protocol error: %v instead of CONNACK", p.Type())
+	}
+	if ack.ReasonCode != 0 {
+		return s.refused(ack)
+	}
+	pr := &ack.Properties
+	s.session = ack.SessionPresent && !o.CleanStart
+	s.window = o.Inflight
+	if pr.HasReceiveMaximum && int(pr.ReceiveMaximum) < s.window && pr.ReceiveMaximum > 0 {
+		s.window = int(pr.ReceiveMaximum)
+	}
+	s.maxQoS = 2
+	if pr.HasMaximumQoS && pr.MaximumQoS < 2 {
+		s.maxQoS = pr.MaximumQoS
+	}
+	s.retain = !pr.HasRetainAvailable || pr.RetainAvailable == 1
+	s.maxPacket = packet.MaxPacketSize
+	if pr.HasMaximumPacketSize && pr.MaximumPacketSize > 0 {
+		s.maxPacket = pr.MaximumPacketSize
+	}
+	if s.v == packet.V5 && pr.HasTopicAliasMaximum && pr.TopicAliasMaximum > 0 {
+		s.aliases = newAliasCache(pr.TopicAliasMaximum)
+	}
+	s.keepAlive = o.KeepAlive
+	if pr.HasServerKeepAlive {
+		s.keepAlive = time.Duration(pr.ServerKeepAlive) * time.Second
+	}
+	if pr.HasAssignedClientID && pr.AssignedClientID != "" {
+		c.clientID = pr.AssignedClientID
+	}
+	now := time.Now()
+	s.lastSend, s.lastRecv, s.progressAt = now, now, now
+	c.update(func(st *Status) {
+		st.Connects++
+		st.SessionPresent = s.session
+		st.ClientID = c.clientID
+		st.Window = s.window
+		st.LastError = ""
+	})
+	c.setState(StateConnected)
+	c.log.Info("upstream connected", "url", redact(o.URL), "client_id", c.clientID, "protocol", s.v.String(),
+		"session_present", s.session, "window", s.window, "max_qos", s.maxQoS, "retain_available", s.retain,
+		"max_packet_size", s.maxPacket, "topic_alias_max", pr.TopicAliasMaximum, "keep_alive", s.keepAlive,
+		"pending", len(c.pending)-c.doneCount)
+	if s.maxQoS < 2 {
+		c.warnOnce("maxqos", "upstream accepts QoS 1 at most: QoS 2 messages are sent with QoS 1 (at least once)",
+			"max_qos", s.maxQoS)
+	}
+	return nil
+}
+
+// refused turns a CONNACK error into an error, adapting the will for the
+// next attempt when the server refused it for a reason it told.
+func (s *conn) refused(ack *packet.Connack) error {
+	c := s.c
+	code := ack.ReasonCode
+	if s.v == packet.V5 {
+		switch code {
+		case packet.RetainNotSupported:
+			if c.willRetain {
+				c.willRetain = false
+				c.log.Warn("upstream refuses retained wills: the will is sent without retain")
+			}
+		case packet.QoSNotSupported:
+			if c.willQoS > 0 {
+				c.willQoS--
+				c.log.Warn("upstream refuses the will's QoS: lowered", "qos", c.willQoS)
+			}
+		}
+		msg := code.String()
+		if ack.Properties.HasReasonString {
+			msg += ": " + ack.Properties.ReasonString
+		}
+		return fmt.Errorf("connection refused: %s (0x%02X)", msg, byte(code))
+	}
+	names := map[packet.ReasonCode]string{
+		packet.ConnRefusedProtocolVersion:    "unacceptable protocol version",
+		packet.ConnRefusedIdentifierRejected: "identifier rejected",
+		packet.ConnRefusedServerUnavailable:  "server unavailable",
+		packet.ConnRefusedBadUsernameOrPass:  "bad user name or password",
+		packet.ConnRefusedNotAuthorized:      "not authorized",
+	}
+	msg, ok := names[code]
+	if !ok {
+		msg = "unknown return code"
+	}
+	return fmt.Errorf("connection refused: %s (%d)", msg, byte(code))
+}
+
+// loop runs the connection: it reads packets, sends messages within the
+// window and watches keep alive, stalls and ctx.
+func (s *conn) loop(ctx context.Context, r *packet.Reader) error {
+	c := s.c
+	s.pkts = make(chan readResult, 64)
+	s.leaseCh = make(chan leaseResult, 1)
+	s.marks = make(chan markResult, s.window+8)
+	s.dlCh = make(chan *packet.Publish, 1)
+	s.dlDone = make(chan *packet.Publish, 1)
+	s.leaseCx, s.leaseCf = context.WithCancel(s.ctx)
+	s.wg.Add(1)
+	go s.reader(r)
+	if c.down != nil {
+		s.wg.Add(1)
+		go s.downlinkWorker()
+	}
+
+	if err := s.resume(); err != nil {
+		return err
+	}
+	if err := s.subscribe(); err != nil {
+		return err
+	}
+	if err := s.birth(); err != nil {
+		return err
+	}
+
+	tick := s.tickInterval()
+	ticker := time.NewTicker(tick)
+	defer ticker.Stop()
+	done := ctx.Done()
+	for {
+		if err := s.pump(); err != nil {
+			return err
+		}
+		s.requestLease()
+		s.feedDownlink()
+		if s.draining && (s.inflight == 0 || !time.Now().Before(s.drainUntil)) {
+			return s.disconnect()
+		}
+		if s.bw.Buffered() > 0 && (len(s.pkts) == 0 || s.bw.Buffered() >= 16<<10) {
+			if err := s.flush(); err != nil {
+				return err
+			}
+		}
+		var err error
+		select {
+		case rr := <-s.pkts:
+			if rr.err != nil {
+				return rr.err
+			}
+			s.lastRecv = time.Now()
+			err = s.handle(rr.p)
+		case lr := <-s.leaseCh:
+			s.leasing = false
+			err = s.leased(lr)
+		case m := <-s.marks:
+			err = s.marked(m)
+		case p := <-s.dlDone:
+			err = s.delivered(p)
+		case now := <-ticker.C:
+			err = s.tick(now)
+		case <-done:
+			done = nil
+			s.startDrain()
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (s *conn) tickInterval() time.Duration {
+	d := time.Second
+	if k := s.keepAlive / 4; k > 0 && k < d {
+		d = k
+	}
+	if st := s.c.opts.StallTimeout / 4; st > 0 && st < d {
+		d = st
+	}
+	if b := s.c.opts.Backoff.Initial / 2; b < d { // resume after a pause
+		d = b
+	}
+	if d < 20*time.Millisecond {
+		d = 20 * time.Millisecond
+	}
+	return d
+}
+
+// tick checks keep alive, stall and pause.
+func (s *conn) tick(now time.Time) error {
+	c := s.c
+	if st := c.opts.StallTimeout; st > 0 && s.inflight > 0 && now.Sub(s.progressAt) >= st {
+		s.stalled = true
+		c.setState(StateStalled)
+		return errStalled
+	}
+	if ka := s.keepAlive; ka > 0 {
+		if !s.pingAt.IsZero() && now.Sub(s.pingAt) >= ka && s.lastRecv.Before(s.pingAt) {
+			return errors.New("keep alive timeout: no PINGRESP")
+		}
+		if s.pingAt.IsZero() && now.Sub(s.lastSend) >= ka/2 {
+			if err := s.write(&packet.Pingreq{}); err != nil {
+				return err
+			}
+			s.pingAt = now
+		}
+	}
+	if s.inflight > 0 || c.pauseUntil.After(now) {
+		c.update(func(st *Status) { st.InFlight = s.inflight })
+	}
+	return nil
+}
+
+// reader reads packets until the connection fails.
+func (s *conn) reader(r *packet.Reader) {
+	defer s.wg.Done()
+	for {
+		p, err := r.ReadPacket()
+		select {
+		case s.pkts <- readResult{p, err}:
+		case <-s.ctx.Done():
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// write encodes p into the write buffer.
+func (s *conn) write(p packet.Packet) error {
+	var err error
+	s.buf, err = packet.Append(s.buf[:0], p, s.v)
+	if err != nil {
+		return err
+	}
+	s.nc.SetWriteDeadline(time.Now().Add(s.writeTimeout()))
+	_, err = s.bw.Write(s.buf)
+	if len(s.buf) > 64<<10 {
+		s.buf = nil // do not keep a large message's buffer
+	}
+	return err
+}
+
+func (s *conn) writeTimeout() time.Duration {
+	d := s.c.opts.StallTimeout
+	if d <= 0 {
+		d = DefaultStallTimeout
+	}
+	if s.keepAlive > d {
+		d = s.keepAlive
+	}
+	return d
+}
+
+func (s *conn) flush() error {
+	s.nc.SetWriteDeadline(time.Now().Add(s.writeTimeout()))
+	if err := s.bw.Flush(); err != nil {
+		return err
+	}
+	s.lastSend = time.Now()
+	return nil
+}
+
+// resume prepares the entries left from earlier connections: with a
+// session they go out again with their ids (PUBREL for those whose PUBREC
+// came); without one, those whose PUBREC came are done (the server had
+// them) and the others go out as new messages.
+func (s *conn) resume() error {
+	c := s.c
+	c.ctrlNext = 0
+	for _, e := range c.pending {
+		if e.done {
+			continue
+		}
+		e.state = stQueued
+		if s.session {
+			continue
+		}
+		if e.rec {
+			s.complete(e)
+			continue
+		}
+		e.sent = false
+	}
+	s.next = 0
+	return nil
+}
+
+// subscribe sends the configured subscriptions. MQTT 5 subscribes after
+// every connect with Retain Handling 1 (retained messages only for a new
+// subscription); 3.1.1, which cannot say that, subscribes when the session
+// is new and on the first connect of Run (the configuration may have
+// changed since the session was made).
+func (s *conn) subscribe() error {
+	c := s.c
+	subs := c.opts.Subscriptions
+	if len(subs) == 0 || (s.v == packet.V311 && s.session && !c.firstConn) {
+		c.firstConn = false
+		return nil
+	}
+	c.firstConn = false
+	sp := &packet.Subscribe{PacketID: c.allocCtrl()}
+	for _, sub := range subs {
+		ps := packet.Subscription{Filter: sub.Filter, QoS: sub.QoS}
+		if s.v == packet.V5 {
+			ps.RetainHandling = 1
+		}
+		sp.Subscriptions = append(sp.Subscriptions, ps)
+	}
+	s.ctrl[sp.PacketID] = "subscribe"
+	return s.write(sp)
+}
+
+// birth publishes the birth message (QoS 1 at most: it is republished on
+// every connect, so QoS 2's extra round trip buys nothing).
+func (s *conn) birth() error {
+	b := s.c.opts.Birth
+	if b == nil {
+		return nil
+	}
+	return s.publishCtrl(b, "birth")
+}
+
+func (s *conn) publishCtrl(m *WillMessage, kind string) error {
+	qos := min(m.QoS, 1, s.maxQoS)
+	p := &packet.Publish{QoS: qos, Retain: m.Retain && s.retain, Topic: m.Topic, Payload: m.Payload}
+	if qos > 0 {
+		p.PacketID = s.c.allocCtrl()
+		s.ctrl[p.PacketID] = kind
+		s.inflightInc()
+	}
+	return s.write(p)
+}
+
+func (s *conn) inflightInc() {
+	if s.inflight == 0 {
+		s.progressAt = time.Now()
+	}
+	s.inflight++
+}
+
+// startDrain begins the clean shutdown.
+func (s *conn) startDrain() {
+	c := s.c
+	s.draining = true
+	s.drainUntil = time.Now().Add(DrainTimeout)
+	s.leaseCf()
+	c.setState(StateDraining)
+	if w := c.opts.Will; w != nil && s.v == packet.V311 {
+		if err := s.publishCtrl(w, "will"); err != nil {
+			c.log.Warn("publishing the will at shutdown failed", "err", err)
+		}
+	}
+}
+
+// disconnect ends the connection cleanly.
+func (s *conn) disconnect() error {
+	d := &packet.Disconnect{}
+	if s.v == packet.V5 && s.c.opts.Will != nil {
+		d.ReasonCode = packet.DisconnectWithWill
+	}
+	if err := s.write(d); err != nil {
+		return err
+	}
+	if err := s.flush(); err != nil {
+		return err
+	}
+	if s.inflight > 0 {
+		s.c.log.Info("upstream disconnected with messages in flight; they are sent again after restart",
+			"in_flight", s.inflight)
+	}
+	return context.Canceled
+}
+
+// requestLease starts a Lease when the window could use more messages.
+func (s *conn) requestLease() {
+	c := s.c
+	if s.leasing || s.draining {
+		return
+	}
+	live := len(c.pending) - c.doneCount
+	n := min(2*s.window-live, maxLeaseBatch)
+	if n <= 0 {
+		return
+	}
+	s.leasing = true
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		msgs, err := c.src.Lease(s.leaseCx, n)
+		if err != nil && s.leaseCx.Err() == nil {
+			// Pace retries of a failing Source.
+			t := time.NewTimer(time.Second)
+			select {
+			case <-t.C:
+			case <-s.leaseCx.Done():
+				t.Stop()
+			}
+		}
+		s.leaseCh <- leaseResult{msgs, err} // buffered; read by loop or teardown
+	}()
+}
+
+// leased appends newly leased messages to pending.
+func (s *conn) leased(lr leaseResult) error {
+	c := s.c
+	if lr.err != nil {
+		if s.leaseCx.Err() == nil {
+			c.warnOnce("lease:"+lr.err.Error(), "queue lease failed; retrying", "err", lr.err)
+		}
+		return nil
+	}
+	for i := range lr.msgs {
+		e := &entry{Message: lr.msgs[i]}
+		e.Mark = nil
+		if len(lr.msgs[i].Mark) > 0 {
+			kind, id, ok := parseMark(lr.msgs[i].Mark)
+			switch {
+			case !ok:
+				c.warnOnce("badmark", "ignoring a queue mark this version did not write", "seq", e.Seq)
+			case c.ids.has(id):
+				c.log.Warn("packet id of a stored mark is in use; sending the message anew", "seq", e.Seq, "packet_id", id)
+			case !s.session:
+				if kind == markRec {
+					// The server had it (PUBREC came) and has since lost
+					// the session: it would answer PUBREL with 0x92.
+					e.id, e.rec = id, true
+					c.ids.add(id)
+					c.byID[id] = e
+					c.pending = append(c.pending, e)
+					s.complete(e)
+					continue
+				}
+			default:
+				e.id, e.sent, e.sentQoS = id, true, 2
+				e.rec = kind == markRec
+				c.ids.add(id)
+				c.byID[id] = e
+			}
+		}
+		c.pending = append(c.pending, e)
+	}
+	return nil
+}
+
+// pump sends queued entries in order while the window has room.
+func (s *conn) pump() error {
+	c := s.c
+	if s.draining || time.Now().Before(c.pauseUntil) {
+		return nil
+	}
+	c.compact(s)
+	for i := s.next; i < len(c.pending); i++ {
+		e := c.pending[i]
+		if e.done || e.state != stQueued {
+			continue
+		}
+		qos := e.QoS
+		if e.sent {
+			qos = e.sentQoS
+		}
+		if (qos > 0 || e.rec) && s.inflight >= s.window {
+			s.next = i
+			return nil
+		}
+		if err := s.send(e); err != nil {
+			return err
+		}
+		if time.Now().Before(c.pauseUntil) { // a refusal in send paused us
+			s.next = 0
+			return nil
+		}
+	}
+	s.next = len(c.pending)
+	return nil
+}
+
+// send puts one entry on the wire (or dead-letters it).
+func (s *conn) send(e *entry) error {
+	c := s.c
+	if e.rec {
+		// PUBREC came earlier (this process or before a restart) and the
+		// session survived: complete the flow.
+		e.state = stReleased
+		s.inflightInc()
+		return s.write(&packet.Pubrel{PacketID: e.id})
+	}
+	resend := e.sent && s.session
+	var expiry uint32
+	if !e.Expires.IsZero() {
+		left := time.Until(e.Expires)
+		if left <= 0 && !resend {
+			c.update(func(st *Status) { st.Expired++ })
+			return s.deadLetter(e, "expired")
+		}
+		expiry = uint32(max((left+time.Second-1)/time.Second, 1))
+	}
+	qos := e.QoS
+	if e.sent {
+		qos = e.sentQoS
+	} else if qos > s.maxQoS {
+		qos = s.maxQoS
+	}
+	p := &packet.Publish{QoS: qos, Retain: e.Retain && s.retain, Topic: e.Topic, Payload: e.Payload, Dup: resend}
+	if s.v == packet.V5 {
+		pr := &p.Properties
+		if e.PayloadFormat != 0 {
+			pr.PayloadFormat, pr.HasPayloadFormat = e.PayloadFormat, true
+		}
+		if expiry > 0 {
+			pr.MessageExpiry, pr.HasMessageExpiry = expiry, true
+		}
+		if e.ContentType != "" {
+			pr.ContentType, pr.HasContentType = e.ContentType, true
+		}
+		if e.ResponseTopic != "" {
+			pr.ResponseTopic, pr.HasResponseTopic = e.ResponseTopic, true
+		}
+		if len(e.CorrelationData) > 0 {
+			pr.CorrelationData, pr.HasCorrelationData = e.CorrelationData, true
+		}
+		pr.UserProperties = e.UserProperties
+	}
+	if qos > 0 {
+		p.PacketID = 1 // for the size; the real id is set below
+	}
+	size, err := packet.Size(p, s.v)
+	if err != nil {
+		return s.deadLetter(e, "cannot be encoded: "+err.Error())
+	}
+	if uint32(size) > s.maxPacket {
+		return s.deadLetter(e, fmt.Sprintf("packet too large: %d bytes, upstream maximum packet size %d", size, s.maxPacket))
+	}
+	if s.aliases != nil {
+		alias, known := s.aliases.lookup(e.Topic)
+		switch {
+		case known:
+			p.Topic, p.Properties.TopicAlias, p.Properties.HasTopicAlias = "", alias, true
+		case uint32(size)+3 <= s.maxPacket:
+			s.aliases.assign(e.Topic, alias)
+			p.Properties.TopicAlias, p.Properties.HasTopicAlias = alias, true
+		}
+	}
+	if qos == 0 {
+		p.PacketID = 0
+		if err := s.write(p); err != nil {
+			return err
+		}
+		s.complete(e)
+		return nil
+	}
+	if e.id == 0 {
+		id := c.ids.next(derivedID(e.Seq))
+		if qos == 2 && id != derivedID(e.Seq) {
+			// A restarted client must find this id again.
+			if err := c.src.Mark(s.ctx, e.Seq, markData(markPub, id)); err != nil {
+				return fmt.Errorf("queue mark of seq %d: %w", e.Seq, err)
+			}
+		}
+		e.id = id
+		c.ids.add(id)
+		c.byID[id] = e
+	}
+	p.PacketID = e.id
+	if err := s.write(p); err != nil {
+		return err
+	}
+	e.sent, e.sentQoS, e.state = true, qos, stSent
+	s.inflightInc()
+	return nil
+}
+
+// complete finishes an entry the upstream has: Source ack, id freed.
+func (s *conn) complete(e *entry) {
+	c := s.c
+	s.finish(e)
+	c.acks.add(e.Seq)
+	c.update(func(st *Status) { st.Forwarded++ })
+}
+
+// finish removes e from the forwarding state.
+func (s *conn) finish(e *entry) {
+	c := s.c
+	if e.id != 0 && c.byID[e.id] == e {
+		delete(c.byID, e.id)
+		c.ids.del(e.id)
+	}
+	e.done = true
+	c.doneCount++
+}
+
+// deadLetter moves e to the dead-letter store.
+func (s *conn) deadLetter(e *entry, reason string) error {
+	c := s.c
+	if err := c.src.DeadLetter(s.ctx, e.Seq, reason); err != nil {
+		return fmt.Errorf("queue dead letter of seq %d: %w", e.Seq, err)
+	}
+	c.log.Warn("message moved to the dead-letter store", "seq", e.Seq, "topic", e.Topic, "reason", reason)
+	s.finish(e)
+	c.update(func(st *Status) { st.DeadLettered++ })
+	return nil
+}
+
+// compact drops finished entries from pending once they are half of it.
+func (c *Client) compact(s *conn) {
+	if c.doneCount < 32 || c.doneCount*2 < len(c.pending) {
+		return
+	}
+	out := c.pending[:0]
+	for _, e := range c.pending {
+		if !e.done {
+			out = append(out, e)
+		}
+	}
+	clear(c.pending[len(out):])
+	c.pending, c.doneCount = out, 0
+	s.next = 0
+}
+
+// handle processes one packet from the server.
+func (s *conn) handle(p packet.Packet) error {
+	c := s.c
+	switch p := p.(type) {
+	case *packet.Puback:
+		return s.acked(p.PacketID, packet.PUBACK, p.ReasonCode, &p.Properties)
+	case *packet.Pubrec:
+		return s.acked(p.PacketID, packet.PUBREC, p.ReasonCode, &p.Properties)
+	case *packet.Pubcomp:
+		e := c.byID[p.PacketID]
+		if e == nil || e.state != stReleased {
+			c.log.Debug("PUBCOMP for an unknown packet id", "packet_id", p.PacketID)
+			return nil
+		}
+		// 0x92 (packet identifier not found) means the server completed
+		// the flow before: PUBREC came, so it has the message.
+		s.progress()
+		s.complete(e)
+		return nil
+	case *packet.Publish:
+		return s.incoming(p)
+	case *packet.Pubrel:
+		delete(c.rx, p.PacketID)
+		return s.write(&packet.Pubcomp{PacketID: p.PacketID})
+	case *packet.Suback:
+		if s.ctrl[p.PacketID] != "subscribe" {
+			return nil
+		}
+		delete(s.ctrl, p.PacketID)
+		c.ids.del(p.PacketID)
+		for i, code := range p.ReasonCodes {
+			if code.IsError() && i < len(c.opts.Subscriptions) {
+				err := fmt.Errorf("subscription %q refused: %v (0x%02X)", c.opts.Subscriptions[i].Filter, code, byte(code))
+				c.log.Error("upstream refused a subscription", "filter", c.opts.Subscriptions[i].Filter, "reason", code.String())
+				c.setError(err)
+			}
+		}
+		return nil
+	case *packet.Pingresp:
+		s.pingAt = time.Time{}
+		return nil
+	case *packet.Disconnect:
+		msg := p.ReasonCode.String()
+		if p.Properties.HasReasonString {
+			msg += ": " + p.Properties.ReasonString
+		}
+		return fmt.Errorf("server disconnected: %s (0x%02X)", msg, byte(p.ReasonCode))
+	default:
+		return fmt.Errorf("protocol error: unexpected %v from server", p.Type())
+	}
+}
+
+// progress records an answer to a packet in flight.
+func (s *conn) progress() {
+	now := time.Now()
+	s.progressAt = now
+	if s.inflight > 0 {
+		s.inflight--
+	}
+	n := s.inflight
+	s.c.update(func(st *Status) { st.LastAck, st.InFlight = now, n })
+}
+
+// acked handles PUBACK and PUBREC.
+func (s *conn) acked(id uint16, t packet.Type, code packet.ReasonCode, pr *packet.Properties) error {
+	c := s.c
+	if kind, ok := s.ctrl[id]; ok && t == packet.PUBACK {
+		delete(s.ctrl, id)
+		c.ids.del(id)
+		s.progress()
+		if code.IsError() {
+			c.log.Warn("upstream refused the "+kind+" message", "reason", code.String())
+		}
+		return nil
+	}
+	e := c.byID[id]
+	if e == nil || e.state != stSent || (t == packet.PUBACK) != (e.sentQoS == 1) {
+		if e != nil && t == packet.PUBREC && e.state == stReleased {
+			return s.write(&packet.Pubrel{PacketID: id})
+		}
+		c.log.Debug("acknowledgement for an unknown packet id", "type", t.String(), "packet_id", id)
+		return nil
+	}
+	s.progress()
+	if code.IsError() {
+		return s.refusal(e, code, pr)
+	}
+	c.pause.Reset()
+	if t == packet.PUBACK {
+		s.complete(e)
+		return nil
+	}
+	// PUBREC: store the progress durably before PUBREL is sent.
+	e.state = stMarking
+	s.relQ = append(s.relQ, e)
+	s.inflight++ // still in flight until PUBCOMP
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		err := c.src.Mark(s.ctx, e.Seq, markData(markRec, id))
+		s.marks <- markResult{e, id, err} // capacity covers the window
+	}()
+	return nil
+}
+
+// marked sends PUBREL once "rec" is stored.
+func (s *conn) marked(m markResult) error {
+	if m.err != nil {
+		return fmt.Errorf("queue mark of seq %d: %w", m.e.Seq, m.err)
+	}
+	m.e.rec = true
+	// PUBRELs go out in PUBREC order (queue order), whatever order the
+	// marks completed in: the server may deliver a QoS 2 message only at
+	// PUBREL, so this keeps queue order downstream.
+	for len(s.relQ) > 0 {
+		e := s.relQ[0]
+		if e.state == stMarking && !e.done && !e.rec {
+			break
+		}
+		s.relQ[0] = nil
+		s.relQ = s.relQ[1:]
+		if e.state != stMarking || e.done {
+			continue
+		}
+		e.state = stReleased
+		if err := s.write(&packet.Pubrel{PacketID: e.id}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// refusal handles a negative PUBACK/PUBREC. The flow has ended.
+func (s *conn) refusal(e *entry, code packet.ReasonCode, pr *packet.Properties) error {
+	c := s.c
+	c.update(func(st *Status) { st.Refused++ })
+	reason := fmt.Sprintf("upstream refused: %s (0x%02X)", code, byte(code))
+	if pr.HasReasonString {
+		reason += ": " + pr.ReasonString
+	}
+	c.setError(errors.New(reason))
+	// The id is free again; the message is no longer in the session.
+	delete(c.byID, e.id)
+	c.ids.del(e.id)
+	e.id, e.sent, e.state = 0, false, stQueued
+	e.refusals++
+	switch code {
+	case packet.NotAuthorized, packet.TopicNameInvalid, packet.PayloadFormatInvalid,
+		packet.PacketTooLarge, packet.RetainNotSupported, packet.QoSNotSupported, packet.TopicAliasInvalid:
+		return s.deadLetter(e, reason)
+	case packet.QuotaExceeded, packet.ServerBusy, packet.ServerShuttingDown, packet.PacketIdentifierInUse,
+		packet.MessageRateTooHigh, packet.ServerUnavailable:
+	default:
+		if e.refusals >= MaxRefusals {
+			return s.deadLetter(e, fmt.Sprintf("%s, %d times", reason, e.refusals))
+		}
+	}
+	d := c.pause.NextBackOff()
+	c.pauseUntil = time.Now().Add(d)
+	c.log.Warn("upstream refused a message; pausing before sending it again", "seq", e.Seq,
+		"reason", code.String(), "pause", d.Round(time.Millisecond))
+	s.next = 0
+	return nil
+}
+
+// incoming handles a downlink PUBLISH.
+func (s *conn) incoming(p *packet.Publish) error {
+	c := s.c
+	if p.QoS == 2 && c.rx[p.PacketID] {
+		// Delivered before; the server did not see our PUBREC.
+		return s.write(&packet.Pubrec{PacketID: p.PacketID})
+	}
+	if c.down == nil {
+		// No subscriptions of ours (a server-side subscription): ack.
+		return s.ackDownlink(p)
+	}
+	if p.QoS == 0 {
+		if s.dlQoS0 >= MaxDownlinkQoS0Backlog {
+			c.update(func(st *Status) { st.DownlinkDropped++ })
+			return nil
+		}
+		s.dlQoS0++
+	}
+	if p.QoS == 2 {
+		for _, q := range s.dlQueue {
+			if q.QoS == 2 && q.PacketID == p.PacketID {
+				return nil // a duplicate of one still waiting
+			}
+		}
+	}
+	s.dlQueue = append(s.dlQueue, p)
+	return nil
+}
+
+// feedDownlink hands the next downlink message to the worker when idle.
+func (s *conn) feedDownlink() {
+	if s.dlBusy || len(s.dlQueue) == 0 || s.draining {
+		return
+	}
+	p := s.dlQueue[0]
+	s.dlQueue[0] = nil
+	s.dlQueue = s.dlQueue[1:]
+	if p.QoS == 0 {
+		s.dlQoS0--
+	}
+	s.dlBusy = true
+	s.dlCh <- p
+}
+
+// delivered acks a downlink message the Downlink has stored.
+func (s *conn) delivered(p *packet.Publish) error {
+	s.dlBusy = false
+	s.c.update(func(st *Status) { st.Delivered++ })
+	return s.ackDownlink(p)
+}
+
+func (s *conn) ackDownlink(p *packet.Publish) error {
+	switch p.QoS {
+	case 1:
+		return s.write(&packet.Puback{PacketID: p.PacketID})
+	case 2:
+		s.c.rx[p.PacketID] = true
+		return s.write(&packet.Pubrec{PacketID: p.PacketID})
+	}
+	return nil
+}
+
+// downlinkWorker calls Deliver for one message at a time, retrying with
+// backoff while it fails: a failed message is never acknowledged upstream.
+func (s *conn) downlinkWorker() {
+	defer s.wg.Done()
+	c := s.c
+	for {
+		var p *packet.Publish
+		select {
+		case p = <-s.dlCh:
+		case <-s.ctx.Done():
+			return
+		}
+		m := &Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain}
+		pr := &p.Properties
+		if pr.HasPayloadFormat {
+			m.PayloadFormat = pr.PayloadFormat
+		}
+		if pr.HasMessageExpiry {
+			m.Expires = time.Now().Add(time.Duration(pr.MessageExpiry) * time.Second)
+		}
+		if pr.HasContentType {
+			m.ContentType = pr.ContentType
+		}
+		if pr.HasResponseTopic {
+			m.ResponseTopic = pr.ResponseTopic
+		}
+		if pr.HasCorrelationData {
+			m.CorrelationData = pr.CorrelationData
+		}
+		m.UserProperties = pr.UserProperties
+		delay := 100 * time.Millisecond
+		for {
+			err := c.down.Deliver(s.ctx, m)
+			if err == nil {
+				break
+			}
+			if s.ctx.Err() != nil {
+				return
+			}
+			c.warnOnce("deliver:"+err.Error(), "downlink delivery failed; retrying (not acknowledged upstream)",
+				"topic", m.Topic, "err", err)
+			c.setError(fmt.Errorf("downlink delivery: %w", err))
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-s.ctx.Done():
+				t.Stop()
+				return
+			}
+			delay = min(delay*2, 30*time.Second)
+		}
+		// dlDone has room: the loop hands out one message at a time.
+		s.dlDone <- p
+	}
+}
+
+// teardown stops the connection's goroutines and keeps what they finished.
+func (s *conn) teardown() {
+	c := s.c
+	s.cancel()
+	if s.pkts == nil { // the loop never started
+		return
+	}
+	s.wg.Wait()
+	select {
+	case lr := <-s.leaseCh:
+		s.leased(lr)
+	default:
+	}
+	for {
+		select {
+		case m := <-s.marks:
+			if m.err == nil {
+				m.e.rec = true
+			}
+			continue
+		case p := <-s.dlDone:
+			if p.QoS == 2 {
+				c.rx[p.PacketID] = true // delivered: only PUBREC is owed
+			}
+			continue
+		default:
+		}
+		break
+	}
+	for id := range s.ctrl {
+		c.ids.del(id)
+	}
+	for _, e := range c.pending {
+		if !e.done {
+			e.state = stQueued
+		}
+	}
+	c.update(func(st *Status) { st.InFlight = 0 })
+}
+
+// aliasCache assigns topic aliases, replacing the least recently used one
+// when all are taken.
+type aliasCache struct {
+	max uint16
+	m   map[string]*list.Element
+	l   *list.List // front: most recently used
+}
+
+type aliasEntry struct {
+	topic string
+	alias uint16
+}
+
+func newAliasCache(max uint16) *aliasCache {
+	return &aliasCache{max: max, m: make(map[string]*list.Element), l: list.New()}
+}
+
+// lookup returns the alias of topic and true, or the alias topic would get
+// and false.
+func (a *aliasCache) lookup(topic string) (uint16, bool) {
+	if el, ok := a.m[topic]; ok {
+		a.l.MoveToFront(el)
+		return el.Value.(*aliasEntry).alias, true
+	}
+	if a.l.Len() < int(a.max) {
+		return uint16(a.l.Len() + 1), false
+	}
+	return a.l.Back().Value.(*aliasEntry).alias, false
+}
+
+// assign maps topic to alias (as lookup proposed it).
+func (a *aliasCache) assign(topic string, alias uint16) {
+	if a.l.Len() >= int(a.max) {
+		old := a.l.Back()
+		delete(a.m, old.Value.(*aliasEntry).topic)
+		a.l.Remove(old)
+	}
+	a.m[topic] = a.l.PushFront(&aliasEntry{topic, alias})
+}

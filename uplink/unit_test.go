@@ -1,0 +1,153 @@
+package uplink
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"holdfast/internal/packet"
+)
+
+func TestParseMark(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		kind string
+		id   uint16
+		ok   bool
+	}{
+		{"rec:1", markRec, 1, true},
+		{"pub:65535", markPub, 65535, true},
+		{"rec:0", "", 0, false},
+		{"rec:65536", "", 0, false},
+		{"rec:", "", 0, false},
+		{"rec:-1", "", 0, false},
+		{"xyz:5", "", 0, false},
+		{"", "", 0, false},
+	} {
+		kind, id, ok := parseMark([]byte(tc.in))
+		if kind != tc.kind || id != tc.id || ok != tc.ok {
+			t.Errorf("parseMark(%q) = %q, %d, %v; want %q, %d, %v", tc.in, kind, id, ok, tc.kind, tc.id, tc.ok)
+		}
+	}
+	if got := string(markData(markRec, 42)); got != "rec:42" {
+		t.Errorf("markData = %q", got)
+	}
+}
+
+func FuzzParseMark(f *testing.F) {
+	f.Add([]byte("rec:1"))
+	f.Add([]byte("pub:65535"))
+	f.Add([]byte("rec:99999"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		kind, id, ok := parseMark(b)
+		if !ok {
+			return
+		}
+		if id == 0 {
+			t.Fatalf("parseMark(%q) accepted id 0", b)
+		}
+		if got := string(markData(kind, id)); !strings.HasPrefix(string(b), kind) || got == "" {
+			t.Fatalf("parseMark(%q) = %q %d", b, kind, id)
+		}
+		k2, id2, ok2 := parseMark(markData(kind, id))
+		if !ok2 || k2 != kind || id2 != id {
+			t.Fatalf("round trip of %q %d failed", kind, id)
+		}
+	})
+}
+
+func TestDerivedID(t *testing.T) {
+	for seq, want := range map[uint64]uint16{0: 1, 1: 2, 65534: 65535, 65535: 1, 65536: 2} {
+		if got := derivedID(seq); got != want {
+			t.Errorf("derivedID(%d) = %d, want %d", seq, got, want)
+		}
+	}
+}
+
+func TestIDSet(t *testing.T) {
+	var s idSet
+	s.add(5)
+	s.add(6)
+	if got := s.next(5); got != 7 {
+		t.Errorf("next(5) = %d, want 7", got)
+	}
+	s.add(65535)
+	if got := s.next(65535); got != 1 {
+		t.Errorf("next(65535) = %d, want 1 (0 skipped)", got)
+	}
+	s.del(5)
+	if got := s.next(5); got != 5 {
+		t.Errorf("next(5) after del = %d", got)
+	}
+	c := &Client{}
+	c.ids.add(65535)
+	if a, b := c.allocCtrl(), c.allocCtrl(); a != 65534 || b != 65533 {
+		t.Errorf("allocCtrl = %d, %d; want 65534, 65533", a, b)
+	}
+}
+
+func TestAliasCache(t *testing.T) {
+	a := newAliasCache(2)
+	use := func(topic string) (uint16, bool) {
+		alias, known := a.lookup(topic)
+		if !known {
+			a.assign(topic, alias)
+		}
+		return alias, known
+	}
+	steps := []struct {
+		topic string
+		alias uint16
+		known bool
+	}{
+		{"a", 1, false}, {"b", 2, false}, {"a", 1, true},
+		{"c", 2, false}, // b least recently used: its alias goes to c
+		{"a", 1, true}, {"c", 2, true},
+		{"b", 1, false}, // a is now least recently used
+		{"c", 2, true},
+	}
+	for i, st := range steps {
+		alias, known := use(st.topic)
+		if alias != st.alias || known != st.known {
+			t.Fatalf("step %d (%s): alias %d known %v; want %d %v", i, st.topic, alias, known, st.alias, st.known)
+		}
+	}
+}
+
+func TestOptionsDefaultsAndErrors(t *testing.T) {
+	c, err := New(Options{URL: "mqtt://127.0.0.1:1"}, newMemSource(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := c.opts
+	if o.Protocol != packet.V5 || o.Inflight != 32 || o.KeepAlive != 60*time.Second ||
+		o.SessionExpiry != 7*24*time.Hour || o.ConnectTimeout != 15*time.Second || o.StallTimeout != 60*time.Second ||
+		o.Backoff.Initial != time.Second || o.Backoff.Max != 2*time.Minute || o.Backoff.Multiplier != 2 ||
+		o.Backoff.Randomization != 0.5 || o.Backoff.StableAfter != time.Minute {
+		t.Errorf("defaults not applied: %+v", o)
+	}
+	c, err = New(Options{URL: "mqtt://h", Protocol: packet.V311}, newMemSource(), nil)
+	if err != nil || !strings.HasPrefix(c.opts.ClientID, DefaultClientIDPrefix) {
+		t.Errorf("3.1.1 default client id: %q %v", c.opts.ClientID, err)
+	}
+	for name, o := range map[string]Options{
+		"scheme":      {URL: "tcp://h:1"},
+		"no host":     {URL: "mqtt://"},
+		"protocol":    {URL: "mqtt://h", Protocol: 3},
+		"inflight":    {URL: "mqtt://h", Inflight: 70000},
+		"keepalive":   {URL: "mqtt://h", KeepAlive: 70000 * time.Second},
+		"password":    {URL: "mqtt://h", Protocol: packet.V311, Password: "x"},
+		"will topic":  {URL: "mqtt://h", Will: &WillMessage{Topic: "a/#"}},
+		"birth qos":   {URL: "mqtt://h", Birth: &WillMessage{Topic: "a", QoS: 3}},
+		"filter":      {URL: "mqtt://h", Subscriptions: []Subscription{{Filter: "a/#/b"}}},
+		"no downlink": {URL: "mqtt://h", Subscriptions: []Subscription{{Filter: "a/#"}}},
+		"jitter":      {URL: "mqtt://h", Backoff: Backoff{Randomization: 1}},
+	} {
+		if _, err := New(o, newMemSource(), nil); err == nil {
+			t.Errorf("%s: New accepted %+v", name, o)
+		}
+	}
+	if _, err := New(Options{URL: "mqtt://h"}, nil, nil); err == nil {
+		t.Error("New accepted a nil Source")
+	}
+}
