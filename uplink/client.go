@@ -73,6 +73,8 @@ type Status struct {
 	// Expired counts messages dead-lettered because their expiry passed
 	// between lease and send (included in DeadLettered).
 	Expired uint64
+	// Stalls counts connections dropped by stall detection.
+	Stalls uint64
 	// Refused counts negative acknowledgements (PUBACK/PUBREC >= 0x80).
 	Refused uint64
 	// Delivered counts downlink messages handed to the Downlink.

@@ -351,6 +351,7 @@ func (s *conn) tick(now time.Time) error {
 	c := s.c
 	if st := c.opts.StallTimeout; st > 0 && s.inflight > 0 && now.Sub(s.progressAt) >= st {
 		s.stalled = true
+		c.update(func(st *Status) { st.Stalls++ })
 		c.setState(StateStalled)
 		return errStalled
 	}

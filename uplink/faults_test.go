@@ -1,0 +1,170 @@
+package uplink
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"holdfast/internal/faultproxy"
+	"holdfast/internal/packet"
+	"holdfast/internal/testenv"
+)
+
+// collector receives publishes in the background.
+type collector struct {
+	mu   sync.Mutex
+	got  []int
+	errs chan error
+	stop chan struct{}
+	done chan struct{}
+}
+
+func collect(t testing.TB, addr, filter string, v packet.Version) *collector {
+	sub := subscriber(t, addr, filter, v, 2)
+	c := &collector{errs: make(chan error, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		for {
+			select {
+			case <-c.stop:
+				return
+			default:
+			}
+			p, err := sub.Receive(500 * time.Millisecond)
+			if err != nil {
+				if isTimeout(err) {
+					continue
+				}
+				c.errs <- err
+				return
+			}
+			n, err := strconv.Atoi(string(p.Payload))
+			if err != nil {
+				c.errs <- fmt.Errorf("payload %q", p.Payload)
+				return
+			}
+			c.mu.Lock()
+			c.got = append(c.got, n)
+			c.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { c.close() })
+	return c
+}
+
+func isTimeout(err error) bool {
+	type timeout interface{ Timeout() bool }
+	te, ok := err.(timeout)
+	return ok && te.Timeout()
+}
+
+func (c *collector) close() {
+	select {
+	case <-c.stop:
+	default:
+		close(c.stop)
+	}
+	<-c.done
+}
+
+// unique returns how many distinct payloads arrived.
+func (c *collector) unique() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seen := map[int]bool{}
+	for _, v := range c.got {
+		seen[v] = true
+	}
+	return len(seen)
+}
+
+func (c *collector) received() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]int(nil), c.got...)
+}
+
+func (c *collector) err() error {
+	select {
+	case err := <-c.errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+// TestReconnectFaults forwards a stream through a proxy that cuts, resets
+// and blackholes the connection mid-stream: every message arrives, first
+// arrivals in order, QoS 2 exactly once; the blackhole is found by stall
+// detection.
+func TestReconnectFaults(t *testing.T) {
+	m := testenv.StartMosquitto(t, testenv.MosquittoOptions{})
+	for _, tc := range []struct {
+		v   packet.Version
+		qos byte
+	}{{packet.V5, 1}, {packet.V5, 2}, {packet.V311, 2}} {
+		t.Run(fmt.Sprintf("%v/qos%d", tc.v, tc.qos), func(t *testing.T) {
+			prefix := fmt.Sprintf("rc%d%d", tc.v, tc.qos)
+			proxy, err := faultproxy.Start(m.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer proxy.Close()
+			col := collect(t, m.Addr(), prefix+"/#", tc.v)
+			src := newMemSource()
+			c := newClient(t, Options{
+				URL: "mqtt://" + proxy.Addr(), Protocol: tc.v, ClientID: prefix, Inflight: 16,
+				StallTimeout: time.Second, ConnectTimeout: 2 * time.Second,
+			}, src, nil)
+			stop := run(t, c)
+
+			const n = 3000
+			produced := make(chan struct{})
+			go func() {
+				defer close(produced)
+				for i := range n {
+					src.add(Message{Topic: prefix + "/x", Payload: []byte(strconv.Itoa(i)), QoS: tc.qos})
+					if i%10 == 9 {
+						time.Sleep(2 * time.Millisecond)
+					}
+				}
+			}()
+			waitReceived := func(k int) {
+				testenv.WaitFor(t, 60*time.Second, fmt.Sprintf("%d messages received", k), func() bool {
+					if err := col.err(); err != nil {
+						t.Fatal(err)
+					}
+					return col.unique() >= k
+				})
+			}
+			waitReceived(400)
+			proxy.Cut()
+			waitReceived(900)
+			proxy.Reset()
+			waitReceived(1500)
+			connects := c.Status().Connects
+			proxy.Blackhole(true)
+			testenv.WaitFor(t, 60*time.Second, "stall detected", func() bool { return c.Status().Stalls > 0 })
+			proxy.Blackhole(false)
+			<-produced
+			testenv.WaitFor(t, 60*time.Second, "every message acked upstream", func() bool {
+				q, a, _, _ := src.counts()
+				return q == 0 && a == n
+			})
+			waitReceived(n)
+			stop()
+			col.close()
+			checkDelivery(t, col.received(), n, tc.qos == 2)
+			st := c.Status()
+			if st.Connects < connects+1 || st.Connects < 4 {
+				t.Errorf("connects = %d, want at least 4 (initial, after cut, reset and blackhole)", st.Connects)
+			}
+			if _, _, d, l := src.counts(); d != 0 || l != 0 {
+				t.Errorf("dead-lettered %d, still leased %d", d, l)
+			}
+			t.Logf("%d received for %d messages, %d connects", len(col.received()), n, st.Connects)
+		})
+	}
+}
