@@ -117,6 +117,8 @@ func noPublish(t testing.TB, c *testclient.Client) {
 		switch q := p.(type) {
 		case *packet.Pingresp:
 			return
+		case *packet.Pubrel:
+			c.Send(&packet.Pubcomp{PacketID: q.PacketID})
 		case *packet.Publish:
 			t.Fatalf("unexpected PUBLISH %q %q", q.Topic, q.Payload)
 		}
@@ -301,5 +303,12 @@ func TestRefusedByStore(t *testing.T) {
 	}
 	if tb.Stats().Refused != 4 {
 		t.Fatalf("stats %+v", tb.Stats())
+	}
+}
+
+func writeFile(t testing.TB, path, data string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

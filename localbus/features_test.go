@@ -1,0 +1,759 @@
+package localbus
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"holdfast/internal/auth"
+	"holdfast/internal/packet"
+	"holdfast/internal/testclient"
+	"holdfast/internal/testenv"
+)
+
+func TestRetained(t *testing.T) {
+	for _, v := range versions() {
+		t.Run(v.String(), func(t *testing.T) {
+			tb := startBroker(t, Options{}, nil, nil)
+			pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", Version: v, CleanStart: true})
+			for _, tp := range []string{"r/1", "r/2", "$SYS/x"} {
+				if _, err := pub.Publish(&packet.Publish{Topic: tp, QoS: 1, Retain: true, Payload: []byte(tp)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := tb.store.keys("lb/r/"); !slices.Equal(got, []string{"lb/r/$SYS/x", "lb/r/r/1", "lb/r/r/2"}) {
+				t.Fatalf("stored retained %v", got)
+			}
+			sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", Version: v, CleanStart: true})
+			if _, err := sub.Subscribe(packet.Subscription{Filter: "#", QoS: 1}); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for range 2 {
+				p := recv(t, sub)
+				if !p.Retain || p.QoS != 1 {
+					t.Fatalf("retained delivery %+v", p)
+				}
+				got = append(got, p.Topic)
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, []string{"r/1", "r/2"}) {
+				t.Fatalf("got %v ($SYS must not match #)", got)
+			}
+			noPublish(t, sub)
+			// A live retained publish reaches an existing subscription with
+			// retain 0 (3.1.1 MQTT-3.3.1-9; 5.0 without Retain As Published).
+			pub.Publish(&packet.Publish{Topic: "r/1", QoS: 1, Retain: true, Payload: []byte("new")})
+			if p := recv(t, sub); p.Retain || string(p.Payload) != "new" {
+				t.Fatalf("live retained %+v", p)
+			}
+			// Empty payload deletes.
+			pub.Publish(&packet.Publish{Topic: "r/2", QoS: 1, Retain: true})
+			recv(t, sub)
+			if got := tb.store.keys("lb/r/"); !slices.Equal(got, []string{"lb/r/$SYS/x", "lb/r/r/1"}) {
+				t.Fatalf("stored retained %v", got)
+			}
+			if tb.Stats().Retained != 2 {
+				t.Fatalf("stats %+v", tb.Stats())
+			}
+		})
+	}
+}
+
+func TestRetainHandlingAndOptions(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	pub.Publish(&packet.Publish{Topic: "h", QoS: 1, Retain: true, Payload: []byte("r")})
+	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", CleanStart: true})
+
+	// Retain Handling 2: never.
+	sub.Subscribe(packet.Subscription{Filter: "h", QoS: 1, RetainHandling: 2})
+	noPublish(t, sub)
+	// Retain Handling 1: only for a new subscription; "h" exists.
+	sub.Subscribe(packet.Subscription{Filter: "h", QoS: 1, RetainHandling: 1})
+	noPublish(t, sub)
+	sub.Subscribe(packet.Subscription{Filter: "+", QoS: 1, RetainHandling: 1})
+	if p := recv(t, sub); !p.Retain || p.Topic != "h" {
+		t.Fatalf("%+v", p)
+	}
+	// Retain Handling 0 sends again on a re-subscribe.
+	sub.Subscribe(packet.Subscription{Filter: "h", QoS: 1})
+	if p := recv(t, sub); !p.Retain {
+		t.Fatalf("%+v", p)
+	}
+	noPublish(t, sub)
+
+	// Retain As Published keeps the flag on live messages.
+	rap := dial(t, tb.addr, testclient.Options{ClientID: "rap", CleanStart: true})
+	rap.Subscribe(packet.Subscription{Filter: "live", QoS: 1, RetainAsPublished: true})
+	pub.Publish(&packet.Publish{Topic: "live", QoS: 1, Retain: true, Payload: []byte("x")})
+	if p := recv(t, rap); !p.Retain {
+		t.Fatalf("RAP lost the retain flag: %+v", p)
+	}
+
+	// No Local: own messages are not delivered back.
+	nl := dial(t, tb.addr, testclient.Options{ClientID: "nl", CleanStart: true})
+	nl.Subscribe(packet.Subscription{Filter: "echo", QoS: 1, NoLocal: true})
+	nl.Publish(&packet.Publish{Topic: "echo", QoS: 1, Payload: []byte("mine")})
+	pub.Publish(&packet.Publish{Topic: "echo", QoS: 1, Payload: []byte("theirs")})
+	if p := recv(t, nl); string(p.Payload) != "theirs" {
+		t.Fatalf("No Local delivered %q", p.Payload)
+	}
+}
+
+func TestSubscriptionIdentifiersAndProperties(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", CleanStart: true})
+	id := sub.NextID()
+	sub.Send(&packet.Subscribe{PacketID: id, Properties: packet.Properties{SubscriptionIdentifiers: []uint32{7}},
+		Subscriptions: []packet.Subscription{{Filter: "p/#", QoS: 1}}})
+	sub.Send(&packet.Subscribe{PacketID: id + 1, Properties: packet.Properties{SubscriptionIdentifiers: []uint32{9}},
+		Subscriptions: []packet.Subscription{{Filter: "p/+", QoS: 0}}})
+	for range 2 {
+		if p, err := sub.ReadPacket(wait); err != nil || p.Type() != packet.SUBACK {
+			t.Fatalf("%v %v", p, err)
+		}
+	}
+	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	in := &packet.Publish{Topic: "p/q", QoS: 1, Payload: []byte("req")}
+	pr := &in.Properties
+	pr.PayloadFormat, pr.HasPayloadFormat = 1, true
+	pr.ContentType, pr.HasContentType = "text/plain", true
+	pr.ResponseTopic, pr.HasResponseTopic = "reply/here", true
+	pr.CorrelationData, pr.HasCorrelationData = []byte{1, 2, 3}, true
+	pr.MessageExpiry, pr.HasMessageExpiry = 3600, true
+	pr.UserProperties = []packet.UserProperty{{Key: "k", Value: "v1"}, {Key: "k", Value: "v2"}}
+	if _, err := pub.Publish(in); err != nil {
+		t.Fatal(err)
+	}
+	p := recv(t, sub)
+	got := p.Properties
+	ids := slices.Clone(got.SubscriptionIdentifiers)
+	slices.Sort(ids)
+	if !slices.Equal(ids, []uint32{7, 9}) || p.QoS != 1 {
+		t.Fatalf("subscription ids %v qos %d", got.SubscriptionIdentifiers, p.QoS)
+	}
+	if got.PayloadFormat != 1 || got.ContentType != "text/plain" || got.ResponseTopic != "reply/here" ||
+		!bytes.Equal(got.CorrelationData, []byte{1, 2, 3}) || !got.HasMessageExpiry || got.MessageExpiry > 3600 ||
+		got.MessageExpiry < 3590 || !slices.Equal(got.UserProperties, pr.UserProperties) {
+		t.Fatalf("properties not passed through: %+v", got)
+	}
+	m := tb.store.messages()[0]
+	if m.ContentType != "text/plain" || m.ResponseTopic != "reply/here" || m.Expiry != time.Hour || len(m.UserProperties) != 2 {
+		t.Fatalf("ingested %+v", m)
+	}
+}
+
+func TestSharedSubscriptions(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	a := dial(t, tb.addr, testclient.Options{ClientID: "a", CleanStart: true})
+	b := dial(t, tb.addr, testclient.Options{ClientID: "b", Version: packet.V311, CleanStart: true})
+	all := dial(t, tb.addr, testclient.Options{ClientID: "all", CleanStart: true})
+	for _, c := range []*testclient.Client{a, b} {
+		if rcs, err := c.Subscribe(packet.Subscription{Filter: "$share/g/s/#", QoS: 1}); err != nil || rcs[0] != 1 {
+			t.Fatalf("%v %v", rcs, err)
+		}
+	}
+	all.Subscribe(packet.Subscription{Filter: "s/#", QoS: 1})
+	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	const n = 10
+	for i := range n {
+		pub.Publish(&packet.Publish{Topic: "s/x", QoS: 1, Payload: []byte{byte(i)}})
+	}
+	for range n {
+		recv(t, all)
+	}
+	// Each message went to exactly one member: both members together got n.
+	count := func(c *testclient.Client) int {
+		k := 0
+		for {
+			c.Send(&packet.Pingreq{})
+			for {
+				p, err := c.ReadPacket(wait)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if q, ok := p.(*packet.Publish); ok {
+					c.Send(&packet.Puback{PacketID: q.PacketID})
+					k++
+					continue
+				}
+				if p.Type() == packet.PINGRESP {
+					return k
+				}
+			}
+		}
+	}
+	na, nb := count(a), count(b)
+	if na+nb != n || na == 0 || nb == 0 {
+		t.Fatalf("shared deliveries a=%d b=%d, want %d split between both", na, nb, n)
+	}
+	// No Local on a shared subscription is a protocol error (MQTT-3.8.3-4).
+	a.Send(&packet.Subscribe{PacketID: 99, Subscriptions: []packet.Subscription{{Filter: "$share/g/z", NoLocal: true}}})
+	expectDisconnect(t, a, packet.ProtocolError)
+}
+
+// expectDisconnect reads until a DISCONNECT (which must carry rc) or, for
+// rc 0 or a 3.1.1 client, until the connection is closed.
+func expectDisconnect(t testing.TB, c *testclient.Client, rc packet.ReasonCode) {
+	t.Helper()
+	for {
+		p, err := c.ReadPacket(wait)
+		if err != nil {
+			if rc != 0 {
+				t.Fatalf("connection ended (%v) without DISCONNECT %v", err, rc)
+			}
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatalf("connection not closed: %v", err)
+			}
+			return
+		}
+		if d, ok := p.(*packet.Disconnect); ok {
+			if d.ReasonCode != rc {
+				t.Fatalf("DISCONNECT %v, want %v", d.ReasonCode, rc)
+			}
+			if _, err := c.ReadPacket(wait); err == nil {
+				t.Fatal("connection open after DISCONNECT")
+			}
+			return
+		}
+	}
+}
+
+func TestWills(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", CleanStart: true})
+	sub.Subscribe(packet.Subscription{Filter: "will/#", QoS: 1})
+	for _, v := range versions() {
+		// Connection lost: the will is published (and ingested).
+		w := dial(t, tb.addr, testclient.Options{ClientID: "w" + v.String(), Version: v, CleanStart: true,
+			Will: &packet.Publish{Topic: "will/" + v.String(), QoS: 1, Payload: []byte("gone")}})
+		w.Close()
+		p := recv(t, sub)
+		if p.Topic != "will/"+v.String() || string(p.Payload) != "gone" {
+			t.Fatalf("%+v", p)
+		}
+		// Normal DISCONNECT: no will.
+		w = dial(t, tb.addr, testclient.Options{ClientID: "w" + v.String(), Version: v, CleanStart: true,
+			Will: &packet.Publish{Topic: "will/no", QoS: 1}})
+		w.Disconnect()
+		testenv.WaitFor(t, wait, "disconnected", func() bool { return tb.Stats().Connections == 1 })
+		noPublish(t, sub)
+	}
+	ms := tb.store.messages()
+	if m := ms[len(ms)-1]; m.Topic != "will/5.0" || m.ClientID != "w5.0" {
+		t.Fatalf("will not ingested: %+v", m)
+	}
+	// 5.0 DISCONNECT 0x04 sends the will.
+	w := dial(t, tb.addr, testclient.Options{ClientID: "w4", CleanStart: true, Will: &packet.Publish{Topic: "will/4", QoS: 0}})
+	w.Send(&packet.Disconnect{ReasonCode: packet.DisconnectWithWill})
+	if p := recv(t, sub); p.Topic != "will/4" {
+		t.Fatalf("%+v", p)
+	}
+}
+
+func TestWillDelay(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", CleanStart: true})
+	sub.Subscribe(packet.Subscription{Filter: "will/#", QoS: 1})
+	will := func(topic string, delay uint32) *packet.Publish {
+		p := &packet.Publish{Topic: topic, QoS: 1, Payload: []byte(topic)}
+		p.Properties.WillDelay, p.Properties.HasWillDelay = delay, true
+		return p
+	}
+	// Reconnecting within the delay cancels the will.
+	w := dial(t, tb.addr, testclient.Options{ClientID: "wd", SessionExpiry: 60, CleanStart: true, Will: will("will/cancelled", 1)})
+	w.Close()
+	testenv.WaitFor(t, wait, "first connection gone", func() bool { return tb.Stats().Connections == 1 })
+	w = dial(t, tb.addr, testclient.Options{ClientID: "wd", SessionExpiry: 60, Will: will("will/late", 1)})
+	// The cancelled will's delay passes: nothing may arrive. Then the second
+	// connection drops and its will arrives after its delay.
+	start := time.Now()
+	w.Close()
+	p := recv(t, sub)
+	if p.Topic != "will/late" {
+		t.Fatalf("got %q, want will/late (will/cancelled must not be sent)", p.Topic)
+	}
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Fatalf("will sent after %v, before its 1s delay", d)
+	}
+	// Session expiry shorter than the will delay: the will goes when the
+	// session ends.
+	w = dial(t, tb.addr, testclient.Options{ClientID: "short", SessionExpiry: 1, CleanStart: true, Will: will("will/session-end", 3600)})
+	w.Close()
+	if p := recv(t, sub); p.Topic != "will/session-end" {
+		t.Fatalf("%+v", p)
+	}
+	testenv.WaitFor(t, wait, "session ended", func() bool {
+		tb.mu.Lock()
+		defer tb.mu.Unlock()
+		return tb.sessions["short"] == nil
+	})
+}
+
+func TestTakeover(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", CleanStart: true})
+	sub.Subscribe(packet.Subscription{Filter: "will/#", QoS: 1})
+
+	old := dial(t, tb.addr, testclient.Options{ClientID: "dev", SessionExpiry: 60, CleanStart: true,
+		Will: &packet.Publish{Topic: "will/dev", QoS: 1}})
+	old.Subscribe(packet.Subscription{Filter: "cmd", QoS: 1})
+	nw := dial(t, tb.addr, testclient.Options{ClientID: "dev", SessionExpiry: 60})
+	if !nw.Connack.SessionPresent {
+		t.Fatal("session not present after takeover")
+	}
+	expectDisconnect(t, old, packet.SessionTakenOver)
+	// Will Delay 0: the old connection's will is published at takeover.
+	if p := recv(t, sub); p.Topic != "will/dev" {
+		t.Fatalf("%+v", p)
+	}
+	// The subscription moved to the new connection.
+	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	pub.Publish(&packet.Publish{Topic: "cmd", QoS: 1, Payload: []byte("go")})
+	if p := recv(t, nw); string(p.Payload) != "go" {
+		t.Fatalf("%+v", p)
+	}
+	// 3.1.1 takeover: the old connection is just closed.
+	o3 := dial(t, tb.addr, testclient.Options{ClientID: "d3", Version: packet.V311})
+	dial(t, tb.addr, testclient.Options{ClientID: "d3", Version: packet.V311})
+	expectDisconnect(t, o3, 0)
+	// Clean start on takeover discards the session.
+	n2 := dial(t, tb.addr, testclient.Options{ClientID: "dev", CleanStart: true})
+	if n2.Connack.SessionPresent {
+		t.Fatal("clean start kept the session")
+	}
+	expectDisconnect(t, nw, packet.SessionTakenOver)
+}
+
+func TestPersistentSessionOffline(t *testing.T) {
+	for _, v := range versions() {
+		t.Run(v.String(), func(t *testing.T) {
+			tb := startBroker(t, Options{MaxQueuedMessages: 3}, nil, nil)
+			o := testclient.Options{ClientID: "p", Version: v, SessionExpiry: 600, CleanStart: v == packet.V5}
+			c := dial(t, tb.addr, o)
+			c.Subscribe(packet.Subscription{Filter: "q/#", QoS: 2})
+			c.Disconnect()
+			testenv.WaitFor(t, wait, "offline", func() bool { return tb.Stats().Connections == 0 })
+			pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+			for i := range 5 {
+				pub.Publish(&packet.Publish{Topic: "q/1", QoS: byte(i % 3), Payload: []byte{byte(i)}})
+			}
+			// QoS 0 is not kept for offline sessions; of the QoS 1/2 ones
+			// (1, 2, 4) the limit of 3 keeps all.
+			o.CleanStart = false
+			c = dial(t, tb.addr, o)
+			if !c.Connack.SessionPresent {
+				t.Fatal("session not present")
+			}
+			var got []byte
+			for range 3 {
+				got = append(got, recv(t, c).Payload...)
+			}
+			if !bytes.Equal(got, []byte{1, 2, 4}) {
+				t.Fatalf("got %v", got)
+			}
+			noPublish(t, c)
+			st := tb.Stats()
+			if st.DroppedOffline != 2 || st.Queued != 0 {
+				t.Fatalf("stats %+v", st)
+			}
+			testenv.WaitFor(t, wait, "queued records deleted", func() bool { return len(tb.store.keys("lb/q/")) == 0 })
+		})
+	}
+}
+
+func TestQueueLimitDropsOldest(t *testing.T) {
+	tb := startBroker(t, Options{MaxQueuedMessages: 2}, nil, nil)
+	c := dial(t, tb.addr, testclient.Options{ClientID: "p", SessionExpiry: 600, CleanStart: true})
+	c.Subscribe(packet.Subscription{Filter: "q", QoS: 1})
+	c.Close()
+	testenv.WaitFor(t, wait, "offline", func() bool { return tb.Stats().Connections == 0 })
+	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	for i := range 5 {
+		pub.Publish(&packet.Publish{Topic: "q", QoS: 1, Payload: []byte{byte(i)}})
+	}
+	if n := len(tb.store.keys("lb/q/")); n != 2 {
+		t.Fatalf("%d stored", n)
+	}
+	c = dial(t, tb.addr, testclient.Options{ClientID: "p", SessionExpiry: 600})
+	if a, b := recv(t, c), recv(t, c); a.Payload[0] != 3 || b.Payload[0] != 4 {
+		t.Fatalf("got %v %v, want the newest two", a.Payload, b.Payload)
+	}
+	if tb.Stats().DroppedQueueFull != 3 {
+		t.Fatalf("stats %+v", tb.Stats())
+	}
+}
+
+func TestInflightResentOnReconnect(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	o := testclient.Options{ClientID: "r", SessionExpiry: 600, CleanStart: true}
+	c := dial(t, tb.addr, o)
+	c.Subscribe(packet.Subscription{Filter: "t", QoS: 2})
+	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	pub.Publish(&packet.Publish{Topic: "t", QoS: 1, Payload: []byte("one")})
+	pub.Publish(&packet.Publish{Topic: "t", QoS: 2, Payload: []byte("two")})
+	// Read both without acknowledging, then drop the connection.
+	var ids []uint16
+	for range 2 {
+		p, err := c.ReadPacket(wait)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, p.(*packet.Publish).PacketID)
+	}
+	c.Close()
+	testenv.WaitFor(t, wait, "offline", func() bool { return tb.Stats().Connections == 1 })
+	o.CleanStart = false
+	c = dial(t, tb.addr, o)
+	for i, want := range []string{"one", "two"} {
+		p := recv(t, c)
+		if !p.Dup || p.PacketID != ids[i] || string(p.Payload) != want {
+			t.Fatalf("resend %d: %+v", i, p)
+		}
+	}
+}
+
+func TestTopicAliasInbound(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", CleanStart: true})
+	sub.Subscribe(packet.Subscription{Filter: "long/topic/name", QoS: 1})
+	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	if pub.Connack.Properties.TopicAliasMaximum != TopicAliasMaximum {
+		t.Fatalf("CONNACK topic alias maximum %d", pub.Connack.Properties.TopicAliasMaximum)
+	}
+	p := &packet.Publish{Topic: "long/topic/name", QoS: 1, Payload: []byte("1")}
+	p.Properties.TopicAlias, p.Properties.HasTopicAlias = 5, true
+	pub.Publish(p)
+	p = &packet.Publish{QoS: 1, Payload: []byte("2")}
+	p.Properties.TopicAlias, p.Properties.HasTopicAlias = 5, true
+	if rc, err := pub.Publish(p); err != nil || rc != 0 {
+		t.Fatal(rc, err)
+	}
+	for _, want := range []string{"1", "2"} {
+		if m := recv(t, sub); m.Topic != "long/topic/name" || string(m.Payload) != want || m.Properties.HasTopicAlias {
+			t.Fatalf("%+v", m)
+		}
+	}
+	// Unknown alias: protocol error; alias above the maximum: 0x94.
+	p = &packet.Publish{QoS: 0}
+	p.Properties.TopicAlias, p.Properties.HasTopicAlias = 6, true
+	pub.Send(p)
+	expectDisconnect(t, pub, packet.ProtocolError)
+	pub = dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	p = &packet.Publish{Topic: "x", QoS: 0}
+	p.Properties.TopicAlias, p.Properties.HasTopicAlias = TopicAliasMaximum+1, true
+	pub.Send(p)
+	expectDisconnect(t, pub, packet.TopicAliasInvalid)
+}
+
+func TestMaximumPacketSize(t *testing.T) {
+	tb := startBroker(t, Options{MaxPacketSize: 1000}, nil, nil)
+	props := packet.Properties{}
+	props.MaximumPacketSize, props.HasMaximumPacketSize = 200, true
+	small := dial(t, tb.addr, testclient.Options{ClientID: "small", CleanStart: true, Properties: props})
+	small.Subscribe(packet.Subscription{Filter: "t", QoS: 1})
+	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	if pub.Connack.Properties.MaximumPacketSize != 1000 {
+		t.Fatalf("CONNACK maximum packet size %d", pub.Connack.Properties.MaximumPacketSize)
+	}
+	pub.Publish(&packet.Publish{Topic: "t", QoS: 1, Payload: bytes.Repeat([]byte("x"), 500)})
+	pub.Publish(&packet.Publish{Topic: "t", QoS: 1, Payload: []byte("fits")})
+	// Outbound: too large for the client, dropped as if delivered.
+	if p := recv(t, small); string(p.Payload) != "fits" {
+		t.Fatalf("got %d bytes", len(p.Payload))
+	}
+	if tb.Stats().DroppedTooLarge != 1 {
+		t.Fatalf("stats %+v", tb.Stats())
+	}
+	// Inbound: too large for the broker.
+	pub.Send(&packet.Publish{Topic: "t", QoS: 0, Payload: bytes.Repeat([]byte("x"), 2000)})
+	expectDisconnect(t, pub, packet.PacketTooLarge)
+}
+
+func TestMessageExpiry(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	c := dial(t, tb.addr, testclient.Options{ClientID: "e", SessionExpiry: 600, CleanStart: true})
+	c.Subscribe(packet.Subscription{Filter: "e", QoS: 1})
+	c.Close()
+	testenv.WaitFor(t, wait, "offline", func() bool { return tb.Stats().Connections == 0 })
+	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	short := &packet.Publish{Topic: "e", QoS: 1, Payload: []byte("short")}
+	short.Properties.MessageExpiry, short.Properties.HasMessageExpiry = 1, true
+	long := &packet.Publish{Topic: "e", QoS: 1, Payload: []byte("long")}
+	long.Properties.MessageExpiry, long.Properties.HasMessageExpiry = 600, true
+	pub.Publish(short)
+	pub.Publish(long)
+	start := time.Now()
+	testenv.WaitFor(t, wait, "short expiry passed", func() bool { return time.Since(start) > 1100*time.Millisecond })
+	c = dial(t, tb.addr, testclient.Options{ClientID: "e", SessionExpiry: 600})
+	p := recv(t, c)
+	if string(p.Payload) != "long" || !p.Properties.HasMessageExpiry || p.Properties.MessageExpiry >= 600 {
+		t.Fatalf("got %q expiry %d", p.Payload, p.Properties.MessageExpiry)
+	}
+	if tb.Stats().DroppedExpired != 1 {
+		t.Fatalf("stats %+v", tb.Stats())
+	}
+}
+
+func TestClientIDs(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	c := dial(t, tb.addr, testclient.Options{CleanStart: true})
+	if id := c.Connack.Properties.AssignedClientID; !strings.HasPrefix(id, "auto-") {
+		t.Fatalf("assigned id %q", id)
+	}
+	dial(t, tb.addr, testclient.Options{Version: packet.V311, CleanStart: true})
+	_, err := testclient.Dial(tb.addr, testclient.Options{Version: packet.V311})
+	if err == nil || !strings.Contains(err.Error(), packet.ConnRefusedIdentifierRejected.String()) {
+		t.Fatalf("3.1.1 empty id without clean session: %v", err)
+	}
+}
+
+func TestSessionExpiryCapAndKeepAlive(t *testing.T) {
+	tb := startBroker(t, Options{MaxSessionExpiry: time.Hour, MaxKeepAlive: time.Second}, nil, nil)
+	c := dial(t, tb.addr, testclient.Options{ClientID: "k", SessionExpiry: 0xFFFFFFFF, CleanStart: true, KeepAlive: 60})
+	pr := c.Connack.Properties
+	if !pr.HasSessionExpiry || pr.SessionExpiry != 3600 || !pr.HasServerKeepAlive || pr.ServerKeepAlive != 1 {
+		t.Fatalf("CONNACK %+v", pr)
+	}
+	// Silent for 1.5 x keep alive: DISCONNECT 0x8D.
+	expectDisconnect(t, c, packet.KeepAliveTimeout)
+	c3 := dial(t, tb.addr, testclient.Options{ClientID: "k3", Version: packet.V311, CleanStart: true, KeepAlive: 1})
+	expectDisconnect(t, c3, 0)
+}
+
+func TestConnectTimeoutAndLimits(t *testing.T) {
+	tb := startBroker(t, Options{ConnectTimeout: 200 * time.Millisecond, MaxConnections: 1}, nil, nil)
+	nc, err := net.Dial("tcp", tb.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetReadDeadline(time.Now().Add(wait))
+	if _, err := nc.Read(make([]byte, 1)); err == nil || strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("silent socket not closed: %v", err)
+	}
+	dial(t, tb.addr, testclient.Options{ClientID: "one", CleanStart: true})
+	c, err := testclient.Dial(tb.addr, testclient.Options{ClientID: "two", CleanStart: true})
+	if err == nil || c.Connack.ReasonCode != packet.QuotaExceeded {
+		t.Fatalf("over the limit (5.0): %v", err)
+	}
+	c, err = testclient.Dial(tb.addr, testclient.Options{ClientID: "two", Version: packet.V311, CleanStart: true})
+	if err == nil || c.Connack.ReasonCode != packet.ConnRefusedServerUnavailable {
+		t.Fatalf("over the limit (3.1.1): %v", err)
+	}
+	if tb.Stats().ConnectionsRefused != 2 {
+		t.Fatalf("stats %+v", tb.Stats())
+	}
+}
+
+func TestMalformedClosesOnlyThatConnection(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	good := dial(t, tb.addr, testclient.Options{ClientID: "good", CleanStart: true})
+	good.Subscribe(packet.Subscription{Filter: "t", QoS: 1})
+	for _, v := range versions() {
+		bad := dial(t, tb.addr, testclient.Options{ClientID: "bad", Version: v, CleanStart: true})
+		// PUBLISH QoS 3 (both QoS bits set) is malformed.
+		bad.SendRaw([]byte{0x36, 0x03, 0x00, 0x01, 't'})
+		if v == packet.V5 {
+			expectDisconnect(t, bad, packet.MalformedPacket)
+		} else {
+			expectDisconnect(t, bad, 0)
+		}
+		// A topic with a wildcard in a PUBLISH.
+		bad = dial(t, tb.addr, testclient.Options{ClientID: "bad", Version: v, CleanStart: true})
+		bad.SendRaw([]byte{0x30, 0x03, 0x00, 0x01, '#'})
+		if v == packet.V5 {
+			expectDisconnect(t, bad, packet.MalformedPacket)
+		} else {
+			expectDisconnect(t, bad, 0)
+		}
+	}
+	// A second CONNECT is a protocol error.
+	bad := dial(t, tb.addr, testclient.Options{ClientID: "bad", CleanStart: true})
+	bad.Send(&packet.Connect{ProtocolName: "MQTT", Version: packet.V5, ClientID: "x", CleanStart: true})
+	expectDisconnect(t, bad, packet.ProtocolError)
+
+	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	pub.Publish(&packet.Publish{Topic: "t", QoS: 1, Payload: []byte("still here")})
+	if p := recv(t, good); string(p.Payload) != "still here" {
+		t.Fatalf("%+v", p)
+	}
+	if tb.Stats().Malformed < 5 {
+		t.Fatalf("stats %+v", tb.Stats())
+	}
+}
+
+func TestUnsupportedProtocolVersion(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	nc, err := net.Dial("tcp", tb.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	// CONNECT "MQTT" level 6.
+	nc.Write([]byte{0x10, 0x0d, 0x00, 0x04, 'M', 'Q', 'T', 'T', 0x06, 0x02, 0x00, 0x3c, 0x00, 0x01, 'x'})
+	nc.SetReadDeadline(time.Now().Add(wait))
+	buf := make([]byte, 8)
+	n, _ := nc.Read(buf)
+	if !bytes.Equal(buf[:n], []byte{0x20, 0x02, 0x00, 0x01}) {
+		t.Fatalf("got % x, want CONNACK return code 0x01", buf[:n])
+	}
+}
+
+func TestAuthAndACL(t *testing.T) {
+	dir := t.TempDir()
+	hash, err := auth.HashPassword("secret", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pwFile := filepath.Join(dir, "passwd")
+	if err := auth.CreatePasswordFile(pwFile, "alice", hash); err != nil {
+		t.Fatal(err)
+	}
+	pw, err := auth.LoadPasswords(pwFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aclFile := filepath.Join(dir, "acl")
+	writeFile(t, aclFile, "user alice\ntopic readwrite alice/#\ntopic read public/#\npattern write devices/%c/up\n")
+	acl, err := auth.LoadACL(aclFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := startBroker(t, Options{}, nil, &ListenerOptions{Name: "secure", Auth: pw, ACL: acl})
+
+	for _, v := range versions() {
+		for _, o := range []testclient.Options{
+			{ClientID: "anon", Version: v, CleanStart: true},
+			{ClientID: "x", Version: v, CleanStart: true, Username: "alice", Password: "wrong"},
+			{ClientID: "y", Version: v, CleanStart: true, Username: "bob", Password: "secret"},
+		} {
+			c, err := testclient.Dial(tb.addr, o)
+			want := map[bool]packet.ReasonCode{true: packet.BadUserNameOrPassword, false: packet.ConnRefusedBadUsernameOrPass}[v == packet.V5]
+			if o.Username == "" {
+				want = map[bool]packet.ReasonCode{true: packet.NotAuthorized, false: packet.ConnRefusedNotAuthorized}[v == packet.V5]
+			}
+			if err == nil || c.Connack.ReasonCode != want {
+				t.Fatalf("%s %+v: %v, want CONNACK %v", v, o, err, want)
+			}
+		}
+		c := dial(t, tb.addr, testclient.Options{ClientID: "dev1", Version: v, CleanStart: true, Username: "alice", Password: "secret"})
+		rcs, err := c.Subscribe(packet.Subscription{Filter: "alice/#", QoS: 1}, packet.Subscription{Filter: "secret/#", QoS: 1})
+		wantDenied := packet.SubackFailure
+		if v == packet.V5 {
+			wantDenied = packet.NotAuthorized
+		}
+		if err != nil || rcs[0] != 1 || rcs[1] != wantDenied {
+			t.Fatalf("SUBACK %v %v", rcs, err)
+		}
+		before := len(tb.store.messages())
+		// Allowed: own tree and the %c pattern.
+		for _, tp := range []string{"alice/x", "devices/dev1/up"} {
+			if rc, err := c.Publish(&packet.Publish{Topic: tp, QoS: 1}); err != nil || rc != 0 {
+				t.Fatalf("publish %s: %v %v", tp, rc, err)
+			}
+		}
+		recv(t, c) // alice/x came back
+		// Denied: 5.0 gets 0x87; 3.1.1 a normal ack (MQTT-3.3.5-2). Not stored.
+		for qos := byte(1); qos <= 2; qos++ {
+			rc, err := c.Publish(&packet.Publish{Topic: "devices/other/up", QoS: qos})
+			if err != nil || (v == packet.V5) != (rc == packet.NotAuthorized) {
+				t.Fatalf("denied publish qos %d: %v %v", qos, rc, err)
+			}
+		}
+		if n := len(tb.store.messages()) - before; n != 2 {
+			t.Fatalf("%d messages stored, want 2 (denied ones must not be)", n)
+		}
+		c.Disconnect()
+	}
+}
+
+func TestClose(t *testing.T) {
+	st := newMemStore(t)
+	tb := startBroker(t, Options{}, st, nil)
+	c5 := dial(t, tb.addr, testclient.Options{ClientID: "c5", CleanStart: true})
+	st.setHold(true)
+	c5.Send(&packet.Publish{Topic: "t", QoS: 1, PacketID: 1})
+	testenv.WaitFor(t, wait, "ingest", func() bool { return st.ingestCount() == 1 })
+	closed := make(chan struct{})
+	go func() {
+		tb.Close()
+		close(closed)
+	}()
+	// Close waits for the held commit; once it lands the ack goes out
+	// before DISCONNECT 0x8B.
+	select {
+	case <-closed:
+		t.Fatal("Close returned with an Ingest outstanding")
+	case <-time.After(100 * time.Millisecond):
+	}
+	st.setHold(false)
+	st.release()
+	p, err := c5.ReadPacket(wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, ok := p.(*packet.Puback); !ok || a.PacketID != 1 {
+		t.Fatalf("got %#v", p)
+	}
+	expectDisconnect(t, c5, packet.ServerShuttingDown)
+	<-closed
+}
+
+func TestInProcessSubscribeAndPublish(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	var mu sync.Mutex
+	var got []string
+	unsub, err := tb.Subscribe("dev/+/cmd", func(m *Message) {
+		mu.Lock()
+		got = append(got, m.Topic+"="+string(m.Payload))
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", SessionExpiry: 60, CleanStart: true})
+	sub.Subscribe(packet.Subscription{Filter: "dev/#", QoS: 2})
+	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	pub.Publish(&packet.Publish{Topic: "dev/1/cmd", QoS: 1, Payload: []byte("a")})
+	ingested := len(tb.store.messages())
+	if err := tb.Publish(context.Background(), &Message{Topic: "dev/2/cmd", QoS: 1, Payload: []byte("b"), Retain: true}); err != nil {
+		t.Fatal(err)
+	}
+	if len(tb.store.messages()) != ingested {
+		t.Fatal("Broker.Publish went to Store.Ingest")
+	}
+	for _, want := range []string{"a", "b"} {
+		if p := recv(t, sub); string(p.Payload) != want {
+			t.Fatalf("%+v", p)
+		}
+	}
+	testenv.WaitFor(t, wait, "in-process deliveries", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Equal(got, []string{"dev/1/cmd=a", "dev/2/cmd=b"})
+	})
+	if tb.Stats().Retained != 1 {
+		t.Fatalf("retained %+v", tb.Stats())
+	}
+	unsub()
+	// Offline persistent session: Publish returns once the copy is stored.
+	sub.Disconnect()
+	testenv.WaitFor(t, wait, "offline", func() bool { return tb.Stats().Connections == 1 })
+	if err := tb.Publish(context.Background(), &Message{Topic: "dev/3/cmd", QoS: 1, Payload: []byte("c")}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(tb.store.keys("lb/q/")); n != 1 {
+		t.Fatalf("%d queued records", n)
+	}
+	if err := tb.Publish(context.Background(), &Message{Topic: "bad/#"}); err == nil {
+		t.Fatal("wildcard topic accepted")
+	}
+}
