@@ -478,7 +478,7 @@ func (b *Broker) Serve(ctx context.Context, ln net.Listener, lo ListenerOptions)
 			return nil
 		}
 		b.nconns++
-		over := b.nconns > 2*b.opts.MaxConnections
+		over := b.nconns > hardConnLimit(b.opts.MaxConnections)
 		if over {
 			b.nconns--
 		} else {
@@ -501,6 +501,11 @@ func (b *Broker) Serve(ctx context.Context, ln net.Listener, lo ListenerOptions)
 		}()
 	}
 }
+
+// hardConnLimit is the number of open sockets beyond which new ones are
+// closed at once, without reading CONNECT: up to it, the ones over
+// MaxConnections get a CONNACK saying why.
+func hardConnLimit(maxConns int) int { return 2*maxConns + 64 }
 
 func isTemporary(err error) bool {
 	t, ok := err.(interface{ Temporary() bool })
