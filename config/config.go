@@ -1,11 +1,12 @@
 // Package config loads, validates and describes holdfast's configuration: one
-// YAML file (by default /etc/holdfast/holdfast.yaml) mapped onto typed structs,
-// plus the few command-line flags that override it.
+// YAML file (the installed service uses /etc/holdfast/holdfast.yaml) mapped
+// onto typed structs, plus the few command-line flags that override it.
 //
 // Every key has a default, declared as a named constant next to the struct
-// that uses it, so that `holdfast config check`, the annotated example in
-// packaging/holdfast.yaml and docs/configuration.md can all print it. With no
-// file at all, Default() is the configuration.
+// that uses it. With no file at all, Default() is the configuration. The
+// annotated example packaging/holdfast.yaml lists every key at its default
+// and docs/configuration.md describes each; tests keep both in step with
+// the structs here.
 //
 // Parsing goes through yaml.Node, so every problem names the key path and the
 // line it was found on:
@@ -75,8 +76,11 @@ type Config struct {
 	// Log sets the log level and format.
 	Log Log `yaml:"log"`
 
-	// Serial adapter ports (key "serial", a list) go here, with their type
-	// from package adapters/serial. Until then "serial" is an unknown key.
+	// Serial adapter ports: the key "serial" (a list, element type from
+	// package adapters/serial) goes here. Until then "serial" is an unknown
+	// key. Adding it: the field with its yaml tag here; its element defaults
+	// in elementDefaults (decode.go); its checks in validate.go; every key in
+	// packaging/holdfast.yaml and docs/configuration.md (tests require both).
 
 	src *source // where each key came from, for error messages
 }

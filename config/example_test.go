@@ -243,7 +243,17 @@ func diff(a, b reflect.Value, path string) []string {
 	case a.Kind() == reflect.Pointer && !a.IsNil() && !b.IsNil():
 		return diff(a.Elem(), b.Elem(), path)
 	}
-	return []string{fmt.Sprintf("%s: %v != %v", path, a.Interface(), b.Interface())}
+	return []string{fmt.Sprintf("%s: %s != %s", path, show(a), show(b))}
+}
+
+func show(v reflect.Value) string {
+	if v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return "unset"
+		}
+		v = v.Elem()
+	}
+	return fmt.Sprintf("%v", v.Interface())
 }
 
 const docsPath = "../docs/configuration.md"
