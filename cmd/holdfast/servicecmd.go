@@ -1,0 +1,38 @@
+package main
+
+import (
+	"flag"
+	"io"
+	"strings"
+
+	"holdfast/internal/service"
+)
+
+// runService runs `holdfast service ACTION [--config FILE]`: registers
+// holdfast with the machine's service manager or controls it, for machines
+// without the Debian package. install checks the configuration first, so a
+// service that cannot start is never registered.
+func runService(args []string, stdout io.Writer) error {
+	if len(args) == 0 || !service.ValidAction(args[0]) {
+		if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+			return usagef("service: unknown action %q: want %s", args[0], strings.Join(service.Actions, ", "))
+		}
+		return usagef("service: want %s", strings.Join(service.Actions, ", "))
+	}
+	action := args[0]
+	fs := flag.NewFlagSet("service "+action, flag.ContinueOnError)
+	var cf commonFlags
+	cf.register(fs, false)
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	if cf.config == "" {
+		cf.config = service.DefaultConfigFile()
+	}
+	if action == "install" {
+		if _, err := cf.load(); err != nil {
+			return err
+		}
+	}
+	return service.Control(action, service.Options{ConfigFile: cf.config}, stdout)
+}
