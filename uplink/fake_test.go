@@ -1,0 +1,370 @@
+package uplink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"holdfast/internal/packet"
+	"holdfast/internal/testenv"
+)
+
+// TestQoS2ResumeAfterRestart shows exactly-once across a restart of the
+// uplink: the first client gets PUBREC and stores it before PUBREL; the
+// restarted client, on the same Source, sends PUBREL (not a second PUBLISH)
+// when the session survived, and neither when it did not (the server had
+// the message, since PUBREC came).
+func TestQoS2ResumeAfterRestart(t *testing.T) {
+	for _, session := range []bool{true, false} {
+		t.Run(fmt.Sprintf("session_present=%v", session), func(t *testing.T) {
+			f := startFake(t)
+			src := newMemSource()
+			seq := src.add(Message{Topic: "q2/a", Payload: []byte("x"), QoS: 2})
+			next := src.add(Message{Topic: "q2/a", Payload: []byte("y"), QoS: 2})
+			opts := Options{URL: f.URL(), ClientID: "q2", KeepAlive: -1}
+
+			c1 := newClient(t, opts, src, nil)
+			stop1 := run(t, c1)
+			fc := f.accept()
+			if fc.connect.CleanStart || !fc.connect.Properties.HasSessionExpiry || fc.connect.Properties.SessionExpiry != 7*24*3600 {
+				t.Fatalf("CONNECT not persistent: clean start %v, session expiry %v %d", fc.connect.CleanStart,
+					fc.connect.Properties.HasSessionExpiry, fc.connect.Properties.SessionExpiry)
+			}
+			fc.connack(false, packet.Properties{})
+			p, ok := fc.read().(*packet.Publish)
+			if !ok || string(p.Payload) != "x" || p.QoS != 2 || p.PacketID != derivedID(seq) || p.Dup {
+				t.Fatalf("first packet %+v, want PUBLISH x QoS 2 id %d", p, derivedID(seq))
+			}
+			id := p.PacketID
+			// The second message also goes out; leave it unanswered.
+			if p2, ok := fc.read().(*packet.Publish); !ok || string(p2.Payload) != "y" {
+				t.Fatalf("second packet %+v", p2)
+			}
+			fc.send(&packet.Pubrec{PacketID: id})
+			rel, ok := fc.read().(*packet.Pubrel)
+			if !ok || rel.PacketID != id {
+				t.Fatalf("got %+v, want PUBREL %d", rel, id)
+			}
+			if got, want := src.mark(seq), fmt.Sprintf("rec:%d", id); got != want {
+				t.Fatalf("PUBREL sent before the mark was stored: mark %q, want %q", got, want)
+			}
+			// holdfast goes away before PUBCOMP: stop the client while the
+			// link breaks under it.
+			stopped := make(chan struct{})
+			go func() { stop1(); close(stopped) }()
+			testenv.WaitFor(t, 30*time.Second, "client draining", func() bool { return c1.Status().State == StateDraining })
+			fc.nc.Close()
+			<-stopped
+			if _, a, _, l := src.counts(); a != 0 || l != 0 {
+				t.Fatalf("after stop: %d acked, %d still leased", a, l)
+			}
+
+			c2 := newClient(t, opts, src, nil)
+			run(t, c2)
+			fc2 := f.accept()
+			fc2.connack(session, packet.Properties{})
+			if session {
+				pk := fc2.read()
+				rel, ok := pk.(*packet.Pubrel)
+				if !ok || rel.PacketID != id {
+					t.Fatalf("restarted client sent %v %+v, want PUBREL %d", pk.Type(), pk, id)
+				}
+				// y was sent but not acknowledged: resent with the same id
+				// (the restarted client cannot know it went out, so DUP
+				// stays clear; the server's session knows the id).
+				p, ok := fc2.read().(*packet.Publish)
+				if !ok || string(p.Payload) != "y" || p.PacketID != derivedID(next) {
+					t.Fatalf("got %+v, want PUBLISH y with id %d", p, derivedID(next))
+				}
+				fc2.send(&packet.Pubcomp{PacketID: id})
+				fc2.send(&packet.Pubrec{PacketID: p.PacketID})
+			} else {
+				// The session is gone: x is done, y goes out as new.
+				p, ok := fc2.read().(*packet.Publish)
+				if !ok || string(p.Payload) != "y" || p.Dup {
+					t.Fatalf("got %+v, want PUBLISH y without DUP", p)
+				}
+				fc2.send(&packet.Pubrec{PacketID: p.PacketID})
+			}
+			rel2, ok := fc2.read().(*packet.Pubrel)
+			if !ok || rel2.PacketID != derivedID(next) {
+				t.Fatalf("got %+v, want PUBREL for y", rel2)
+			}
+			fc2.send(&packet.Pubcomp{PacketID: rel2.PacketID})
+			testenv.WaitFor(t, 30*time.Second, "both acked", func() bool {
+				q, a, _, _ := src.counts()
+				return q == 0 && a == 2
+			})
+		})
+	}
+}
+
+// TestReceiveMaximum checks that no more than the server's Receive Maximum
+// QoS 1/2 messages are ever unacknowledged, though Inflight allows more.
+func TestReceiveMaximum(t *testing.T) {
+	f := startFake(t)
+	src := newMemSource()
+	const n = 40
+	for i := range n {
+		src.add(Message{Topic: "rm", Payload: []byte{byte(i)}, QoS: byte(1 + i%2)})
+	}
+	c := newClient(t, Options{URL: f.URL(), ClientID: "rm", KeepAlive: -1, Inflight: 32}, src, nil)
+	run(t, c)
+	fc := f.accept()
+	fc.connack(false, packet.Properties{ReceiveMaximum: 3, HasReceiveMaximum: true})
+	var open []uint16 // unanswered, in arrival order
+	got := 0
+	for got < n || len(open) > 0 {
+		switch p := fc.read().(type) {
+		case *packet.Publish:
+			if int(p.Payload[0]) != got {
+				t.Fatalf("message %d arrived as number %d", p.Payload[0], got)
+			}
+			got++
+			open = append(open, p.PacketID)
+			if len(open) > 3 {
+				t.Fatalf("%d messages in flight with Receive Maximum 3", len(open))
+			}
+			if p.QoS == 2 {
+				fc.send(&packet.Pubrec{PacketID: p.PacketID}) // in flight until PUBCOMP
+			}
+		case *packet.Pubrel:
+			fc.send(&packet.Pubcomp{PacketID: p.PacketID})
+			open = removeID(open, p.PacketID)
+			continue
+		default:
+			t.Fatalf("unexpected %v", p.Type())
+		}
+		// Answer the oldest QoS 1 message only once the window is full
+		// (all of them at the end).
+		for i := 0; i < len(open) && (len(open) == 3 || got == n); i++ {
+			if id := open[i]; isQoS1(src, id) {
+				fc.send(&packet.Puback{PacketID: id})
+				open = append(open[:i], open[i+1:]...)
+				if got < n {
+					break
+				}
+				i--
+			}
+		}
+	}
+	if w := c.Status().Window; w != 3 {
+		t.Errorf("status window %d, want 3", w)
+	}
+	testenv.WaitFor(t, 30*time.Second, "all acked", func() bool { _, a, _, _ := src.counts(); return a == n })
+}
+
+func removeID(ids []uint16, id uint16) []uint16 {
+	for i, x := range ids {
+		if x == id {
+			return append(ids[:i], ids[i+1:]...)
+		}
+	}
+	return ids
+}
+
+// isQoS1 tells from the derived id (seq = id - 1 here) whether the
+// message was QoS 1 (odd seq: i even).
+func isQoS1(_ *memSource, id uint16) bool { return (id-2)%2 == 0 }
+
+// TestNegativeAcks checks each kind of refusal: dead letter for good
+// (0x87, 0x99), pause and retry (0x97), dead letter after MaxRefusals for
+// reasons of no known kind (0x80), and that retries are paced (exactly one
+// resend per pause, no storm).
+func TestNegativeAcks(t *testing.T) {
+	f := startFake(t)
+	src := newMemSource()
+	seqs := map[string]uint64{}
+	for _, s := range []string{"a", "b", "c", "d"} {
+		seqs[s] = src.add(Message{Topic: "na/" + s, Payload: []byte(s), QoS: 1})
+	}
+	seqs["e"] = src.add(Message{Topic: "na/e", Payload: []byte("e"), QoS: 2})
+	c := newClient(t, Options{URL: f.URL(), ClientID: "na", KeepAlive: -1,
+		Backoff: Backoff{Initial: 20 * time.Millisecond, Max: 40 * time.Millisecond}}, src, nil)
+	run(t, c)
+	fc := f.accept()
+	fc.connack(false, packet.Properties{})
+	attempts := map[string]int{}
+	var order []string
+	for attempts["e"] < MaxRefusals || attempts["b"] < 2 {
+		pk, err := fc.tryRead(30 * time.Second)
+		if err != nil {
+			t.Fatalf("read: %v (attempts %v)", err, attempts)
+		}
+		p, ok := pk.(*packet.Publish)
+		if !ok {
+			t.Fatalf("unexpected %v", pk.Type())
+		}
+		s := string(p.Payload)
+		attempts[s]++
+		order = append(order, s)
+		if p.Dup {
+			t.Errorf("resend of %s after a refusal has DUP set (the flow ended: it is a new message)", s)
+		}
+		switch s {
+		case "a":
+			fc.send(&packet.Puback{PacketID: p.PacketID, ReasonCode: packet.NotAuthorized})
+		case "b":
+			code := packet.QuotaExceeded
+			if attempts[s] > 1 {
+				code = packet.Success
+			}
+			fc.send(&packet.Puback{PacketID: p.PacketID, ReasonCode: code})
+		case "c":
+			fc.send(&packet.Puback{PacketID: p.PacketID, ReasonCode: packet.NoMatchingSubscribers})
+		case "d":
+			fc.send(&packet.Puback{PacketID: p.PacketID, ReasonCode: packet.PayloadFormatInvalid})
+		case "e":
+			fc.send(&packet.Pubrec{PacketID: p.PacketID, ReasonCode: packet.UnspecifiedError})
+		}
+		if attempts[s] > MaxRefusals {
+			t.Fatalf("%s sent %d times", s, attempts[s])
+		}
+	}
+	testenv.WaitFor(t, 30*time.Second, "all settled", func() bool {
+		q, a, d, _ := src.counts()
+		return q == 0 && a == 2 && d == 3
+	})
+	want := map[string]int{"a": 1, "b": 2, "c": 1, "d": 1, "e": MaxRefusals}
+	for s, n := range want {
+		if attempts[s] != n {
+			t.Errorf("%s sent %d times, want %d (order %v)", s, attempts[s], n, order)
+		}
+	}
+	if got := strings.Join(order[:6], ""); got != "abcdeb" {
+		t.Errorf("send order %v, want a b c d e, then b again first", order)
+	}
+	for s, code := range map[string]string{"a": "0x87", "d": "0x99", "e": "0x80"} {
+		r, ok := src.deadReason(seqs[s])
+		if !ok || !strings.Contains(r, code) {
+			t.Errorf("%s: dead letter %v, reason %q; want one with %s", s, ok, r, code)
+		}
+	}
+	st := c.Status()
+	if st.DeadLettered != 3 || st.Refused != 1+1+1+MaxRefusals || st.Forwarded != 2 {
+		t.Errorf("status: dead-lettered %d, refused %d, forwarded %d", st.DeadLettered, st.Refused, st.Forwarded)
+	}
+}
+
+// eventLog records what happened, in order, across goroutines.
+type eventLog struct {
+	mu sync.Mutex
+	ev []string
+}
+
+func (l *eventLog) add(s string) {
+	l.mu.Lock()
+	l.ev = append(l.ev, s)
+	l.mu.Unlock()
+}
+
+func (l *eventLog) index(s string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, e := range l.ev {
+		if e == s {
+			return i
+		}
+	}
+	return -1
+}
+
+func (l *eventLog) count(s string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, e := range l.ev {
+		if e == s {
+			n++
+		}
+	}
+	return n
+}
+
+// flakyDownlink fails the first failures calls per payload, then records.
+type flakyDownlink struct {
+	log      *eventLog
+	failures int
+	mu       sync.Mutex
+	calls    map[string]int
+	got      chan *Message
+}
+
+func (d *flakyDownlink) Deliver(ctx context.Context, m *Message) error {
+	d.mu.Lock()
+	d.calls[string(m.Payload)]++
+	n := d.calls[string(m.Payload)]
+	d.mu.Unlock()
+	if n <= d.failures {
+		d.log.add("deliver-fail " + string(m.Payload))
+		return errors.New("local store unavailable")
+	}
+	d.log.add("deliver-ok " + string(m.Payload))
+	d.got <- m
+	return nil
+}
+
+// TestDownlinkAckAfterDeliver checks that a downlink QoS 1/2 message is
+// acknowledged upstream only after Deliver returned nil, that a failing
+// Deliver is retried without an acknowledgement, and that a QoS 2
+// duplicate (DUP resend before PUBREL) is not delivered twice.
+func TestDownlinkAckAfterDeliver(t *testing.T) {
+	f := startFake(t)
+	log := &eventLog{}
+	down := &flakyDownlink{log: log, failures: 2, calls: map[string]int{}, got: make(chan *Message, 10)}
+	c := newClient(t, Options{URL: f.URL(), ClientID: "dl", KeepAlive: -1,
+		Subscriptions: []Subscription{{Filter: "cmd/dl/#", QoS: 2}}}, newMemSource(), down)
+	run(t, c)
+	fc := f.accept()
+	fc.connack(false, packet.Properties{})
+	sp, ok := fc.read().(*packet.Subscribe)
+	if !ok || len(sp.Subscriptions) != 1 || sp.Subscriptions[0].Filter != "cmd/dl/#" || sp.Subscriptions[0].QoS != 2 ||
+		sp.Subscriptions[0].RetainHandling != 1 {
+		t.Fatalf("SUBSCRIBE %+v", sp)
+	}
+	fc.send(&packet.Suback{PacketID: sp.PacketID, ReasonCodes: []packet.ReasonCode{packet.GrantedQoS2}})
+	fc.send(&packet.Publish{QoS: 1, PacketID: 7, Topic: "cmd/dl/1", Payload: []byte("c1")})
+	fc.send(&packet.Publish{QoS: 2, PacketID: 8, Topic: "cmd/dl/2", Payload: []byte("c2"),
+		Properties: packet.Properties{MessageExpiry: 60, HasMessageExpiry: true, ContentType: "text/plain", HasContentType: true}})
+	ack, ok := fc.read().(*packet.Puback)
+	if !ok || ack.PacketID != 7 {
+		t.Fatalf("got %+v, want PUBACK 7", ack)
+	}
+	log.add("puback 7")
+	rec, ok := fc.read().(*packet.Pubrec)
+	if !ok || rec.PacketID != 8 {
+		t.Fatalf("got %+v, want PUBREC 8", rec)
+	}
+	log.add("pubrec 8")
+	// As if PUBREC was lost: the server resends the PUBLISH with DUP.
+	fc.send(&packet.Publish{QoS: 2, PacketID: 8, Dup: true, Topic: "cmd/dl/2", Payload: []byte("c2")})
+	rec, ok = fc.read().(*packet.Pubrec)
+	if !ok || rec.PacketID != 8 {
+		t.Fatalf("got %+v, want PUBREC 8 again", rec)
+	}
+	fc.send(&packet.Pubrel{PacketID: 8})
+	if comp, ok := fc.read().(*packet.Pubcomp); !ok || comp.PacketID != 8 || comp.ReasonCode != 0 {
+		t.Fatalf("got %+v, want PUBCOMP 8", comp)
+	}
+	if i, j := log.index("deliver-ok c1"), log.index("puback 7"); i < 0 || i > j {
+		t.Errorf("PUBACK before delivery: %v", log.ev)
+	}
+	if i, j := log.index("deliver-ok c2"), log.index("pubrec 8"); i < 0 || i > j {
+		t.Errorf("PUBREC before delivery: %v", log.ev)
+	}
+	if log.count("deliver-fail c1") != 2 || log.count("deliver-ok c2") != 1 {
+		t.Errorf("deliveries: %v", log.ev)
+	}
+	m1, m2 := <-down.got, <-down.got
+	if m1.Topic != "cmd/dl/1" || m1.QoS != 1 || m2.QoS != 2 || m2.ContentType != "text/plain" ||
+		m2.Expires.IsZero() || time.Until(m2.Expires) > time.Minute {
+		t.Errorf("delivered %+v and %+v", m1, m2)
+	}
+	if st := c.Status(); st.Delivered != 2 {
+		t.Errorf("status delivered %d", st.Delivered)
+	}
+}
