@@ -3,7 +3,11 @@ package packet
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -116,4 +120,59 @@ func FuzzReadPacket(f *testing.F) {
 			checkStable(t, p, r.Version(), in)
 		}
 	})
+}
+
+// TestWriteFuzzCorpus writes the seed corpora in testdata/fuzz from the
+// captures, the specification examples and the negative cases. It runs only
+// when HOLDFAST_WRITE_CORPUS=1; `go test` reads the files it wrote as seeds
+// of the fuzz targets on every run.
+func TestWriteFuzzCorpus(t *testing.T) {
+	if os.Getenv("HOLDFAST_WRITE_CORPUS") != "1" {
+		t.Skip("writes testdata/fuzz; run with HOLDFAST_WRITE_CORPUS=1 to regenerate")
+	}
+	seeds := map[string]map[string][]byte{"FuzzDecodeV311": {}, "FuzzDecodeV5": {}, "FuzzReadPacket": {}}
+	single := func(v Version) map[string][]byte {
+		if v == V5 {
+			return seeds["FuzzDecodeV5"]
+		}
+		return seeds["FuzzDecodeV311"]
+	}
+	files, err := filepath.Glob(filepath.Join("testdata", "captures", "*.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range files {
+		name := strings.TrimSuffix(filepath.Base(path), ".txt")
+		v, pkts := readCapture(t, path)
+		var stream []byte
+		for _, c := range pkts {
+			single(v)[fmt.Sprintf("capture-%s-line%d", name, c.line)] = c.raw
+			if c.toBroker {
+				stream = append(stream, c.raw...)
+			}
+		}
+		seeds["FuzzReadPacket"]["capture-"+name] = stream
+	}
+	for i, c := range specCases() {
+		single(c.v)[fmt.Sprintf("spec-%02d", i)] = c.in
+	}
+	for i, c := range badPackets() {
+		single(c.v)[fmt.Sprintf("bad-%03d", i)] = c.in
+		if c.in[0]>>4 == byte(CONNECT) {
+			seeds["FuzzReadPacket"][fmt.Sprintf("bad-%03d", i)] = c.in
+		}
+	}
+	for target, m := range seeds {
+		dir := filepath.Join("testdata", "fuzz", target)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, b := range m {
+			body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b)
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Logf("%s: %d seeds", target, len(m))
+	}
 }
