@@ -224,6 +224,9 @@ func (e *enc) message(m *stored) {
 func (d *dec) message() *stored {
 	m := &stored{}
 	flags := d.byte()
+	if flags&^(flagRetain|flagCorrelation|flagDeadline) != 0 {
+		d.fail()
+	}
 	m.Retain = flags&flagRetain != 0
 	m.QoS = d.byte()
 	if m.QoS > 2 {
@@ -289,15 +292,20 @@ func encodeQueued(o *outMsg) []byte {
 	if o.retain {
 		flags |= qflagRetain
 	}
+	var pid uint16
 	if o.pid != 0 && o.qos == 2 {
+		// Only QoS 2 keeps its packet id over a restart: a PUBLISH whose
+		// PUBREC may have come must not reach the client twice under
+		// another id. QoS 1 is sent again under a new one.
 		flags |= qflagSent
-	}
-	if o.pubrec {
-		flags |= qflagPubrec
+		pid = o.pid
+		if o.pubrec {
+			flags |= qflagPubrec
+		}
 	}
 	e.byte(flags)
 	e.byte(o.qos)
-	e.uvarint(uint64(o.pid))
+	e.uvarint(uint64(pid))
 	e.uvarint(uint64(len(o.subIDs)))
 	for _, id := range o.subIDs {
 		e.uvarint(uint64(id))
@@ -320,7 +328,9 @@ func decodeQueued(b []byte) (*outMsg, error) {
 		d.fail()
 	}
 	pid := d.uvarint()
-	if pid > 0xFFFF {
+	sent := flags&qflagSent != 0
+	if pid > 0xFFFF || flags&^(qflagRetain|qflagSent|qflagPubrec) != 0 ||
+		sent != (pid != 0) || sent && o.qos != 2 || flags&qflagPubrec != 0 && !sent {
 		d.fail()
 	}
 	if flags&qflagSent != 0 {
