@@ -94,8 +94,8 @@ func (r *Reader) ReadPacket() (Packet, error) {
 		// never receives one.
 		return nil, Errorf(ProtocolError, "CONNECT after the connection's version is known")
 	}
-	body := make([]byte, length)
-	if _, err := io.ReadFull(r.r, body); err != nil {
+	body, err := readBody(r.r, length)
+	if err != nil {
 		return nil, unexpected(err)
 	}
 	v := r.version
@@ -110,6 +110,33 @@ func (r *Reader) ReadPacket() (Packet, error) {
 		r.version = c.Version
 	}
 	return p, nil
+}
+
+// bodyChunk is the most readBody allocates ahead of the bytes that arrived.
+const bodyChunk = 64 << 10
+
+// readBody reads a packet body of n bytes. Up to bodyChunk it allocates the
+// body at once; beyond, the buffer grows as the bytes arrive, so a peer that
+// claims a large packet (within the limit) and sends less costs no more
+// memory than it sent.
+func readBody(r io.Reader, n int) ([]byte, error) {
+	if n <= bodyChunk {
+		body := make([]byte, n)
+		_, err := io.ReadFull(r, body)
+		return body, err
+	}
+	body := make([]byte, 0, bodyChunk)
+	for len(body) < n {
+		if len(body) == cap(body) {
+			body = append(body, make([]byte, min(cap(body), n-len(body)))...)[:len(body)]
+		}
+		k, err := io.ReadFull(r, body[len(body):min(cap(body), n)])
+		body = body[:len(body)+k]
+		if err != nil {
+			return nil, err
+		}
+	}
+	return body, nil
 }
 
 func unexpected(err error) error {
