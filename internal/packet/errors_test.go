@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 // Builders for hand-made packets.
@@ -535,5 +537,44 @@ func TestEncodeRejects(t *testing.T) {
 				t.Fatalf("Size = %d without error", n)
 			}
 		})
+	}
+}
+
+// A peer that claims a packet of 200 MB within the limit and then sends a few
+// bytes costs about what it sent, not what it claimed.
+func TestReaderLargeClaimCostsLittle(t *testing.T) {
+	hdr := by(0x30, 0x80, 0x80, 0x80, 0x64) // remaining length 200 MiB
+	r := NewReader(io.MultiReader(bytes.NewReader(hdr), bytes.NewReader(make([]byte, 1000))), 0)
+	r.SetVersion(V311)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := r.ReadPacket()
+	runtime.ReadMemStats(&after)
+	if err != io.ErrUnexpectedEOF {
+		t.Fatalf("err = %v, want io.ErrUnexpectedEOF", err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 4<<20 {
+		t.Fatalf("allocated %d bytes for a claim of 200 MiB with 1000 bytes sent", n)
+	}
+}
+
+// Bodies larger than the first allocation arrive whole.
+func TestReaderLargePacket(t *testing.T) {
+	for _, n := range []int{bodyChunk - 5, bodyChunk, bodyChunk + 1, 3*bodyChunk + 7, 1 << 20} {
+		p := &Publish{QoS: 1, PacketID: 9, Topic: "big", Payload: bytes.Repeat([]byte{0xA5, 0x5A, 0x01}, n/3+1)[:n]}
+		b, err := Append(nil, p, V5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A reader that hands out a few bytes at a time.
+		r := NewReader(iotest.HalfReader(bytes.NewReader(b)), 0)
+		r.SetVersion(V5)
+		got, err := r.ReadPacket()
+		if err != nil || !equalPackets(got, p) {
+			t.Fatalf("payload of %d bytes: %v", n, err)
+		}
+		if _, err := r.ReadPacket(); err != io.EOF {
+			t.Fatalf("after the packet: %v", err)
+		}
 	}
 }
