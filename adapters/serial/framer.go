@@ -55,12 +55,12 @@ type lineFramer struct {
 }
 
 func (l *lineFramer) feed(p []byte, emit func([]byte)) {
-	data := p
+	data, joined := p, false
 	from := 0
 	if len(l.buf) > 0 {
 		// The delimiter may straddle the previous read.
 		from = max(0, len(l.buf)-(len(l.delim)-1))
-		data = append(l.buf, p...)
+		data, joined = append(l.buf, p...), true
 	}
 	start := 0
 	for {
@@ -85,6 +85,9 @@ func (l *lineFramer) feed(p []byte, emit func([]byte)) {
 	if l.skipping {
 		// Keep only what may be the beginning of the next delimiter.
 		rem = rem[max(0, len(rem)-(len(l.delim)-1)):]
+	}
+	if joined {
+		l.buf = data[:0] // keep the grown array for the next read
 	}
 	l.buf = append(l.buf[:0], rem...)
 }
@@ -183,13 +186,13 @@ type delimitedFramer struct {
 }
 
 func (d *delimitedFramer) feed(p []byte, emit func([]byte)) {
-	data := p
+	data, joined := p, false
 	scan := 0 // where to look for the end marker
 	if len(d.buf) > 0 {
 		if d.in {
 			scan = max(0, len(d.buf)-(len(d.end)-1))
 		}
-		data = append(d.buf, p...)
+		data, joined = append(d.buf, p...), true
 	}
 	pos := 0 // start of what is not consumed yet
 	for pos < len(data) {
@@ -238,6 +241,9 @@ func (d *delimitedFramer) feed(p []byte, emit func([]byte)) {
 		}
 		d.in = false
 		pos = i + len(d.end)
+	}
+	if joined {
+		d.buf = data[:0] // keep the grown array for the next read
 	}
 	d.buf = append(d.buf[:0], data[pos:]...)
 }
