@@ -284,7 +284,13 @@ func (e *encoder) write(dst []byte, p Packet, v Version) []byte {
 		if p.SessionPresent {
 			flags = 1
 		}
-		dst = append(dst, flags, byte(p.ReasonCode))
+		rc := p.ReasonCode
+		if !v5 && rc > ConnRefusedNotAuthorized {
+			// 3.1.1 section 3.2.2.3: return codes 6-255 are reserved; a
+			// 5.0 reason code goes out as the nearest return code.
+			rc = ConnectReturnCode(rc)
+		}
+		dst = append(dst, flags, byte(rc))
 		if v5 {
 			dst = appendProperties(dst, &p.Properties, e.props)
 		}
