@@ -281,7 +281,9 @@ func (e *encoder) write(dst []byte, p Packet, v Version) []byte {
 		}
 	case *Connack:
 		var flags byte
-		if p.SessionPresent {
+		if p.SessionPresent && p.ReasonCode == Success {
+			// MQTT-3.2.2-4 (5.0 MQTT-3.2.2-6): Session Present is 0 in a
+			// refusal.
 			flags = 1
 		}
 		rc := p.ReasonCode
