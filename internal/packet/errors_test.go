@@ -578,3 +578,44 @@ func TestReaderLargePacket(t *testing.T) {
 		}
 	}
 }
+
+// A 5.0 CONNACK reason code sent to a 3.1.1 client goes out as the nearest
+// 3.1.1 return code (3.1.1 section 3.2.2.3 reserves 6-255).
+func TestEncodeConnackReturnCode(t *testing.T) {
+	cases := map[ReasonCode]ReasonCode{
+		Success: ConnAccepted, ConnRefusedBadUsernameOrPass: ConnRefusedBadUsernameOrPass,
+		NotAuthorized: ConnRefusedNotAuthorized, BadUserNameOrPassword: ConnRefusedBadUsernameOrPass,
+		UnsupportedProtocolVersion: ConnRefusedProtocolVersion, ClientIdentifierNotValid: ConnRefusedIdentifierRejected,
+		ServerBusy: ConnRefusedServerUnavailable, Banned: ConnRefusedNotAuthorized,
+	}
+	for in, want := range cases {
+		b, err := Append(nil, &Connack{ReasonCode: in}, V311)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(b, by(0x20, 0x02, 0x00, byte(want))) {
+			t.Errorf("CONNACK %s in 3.1.1: % X, want return code %d", in, b, want)
+		}
+		if _, err := Decode(b, V311); err != nil {
+			t.Errorf("CONNACK %s in 3.1.1 does not decode: %v", in, err)
+		}
+	}
+}
+
+// A refusing CONNACK never says the session is present (MQTT-3.2.2-4, 5.0
+// MQTT-3.2.2-6), whatever the caller set.
+func TestEncodeConnackRefusalWithoutSession(t *testing.T) {
+	for _, v := range []Version{V311, V5} {
+		b, err := Append(nil, &Connack{SessionPresent: true, ReasonCode: NotAuthorized}, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b[2] != 0 {
+			t.Errorf("%s: acknowledge flags 0x%02X in a refusal", v, b[2])
+		}
+		p, err := Decode(b, v)
+		if err != nil || p.(*Connack).SessionPresent {
+			t.Errorf("%s: % X decodes to %#v, %v", v, b, p, err)
+		}
+	}
+}
