@@ -384,3 +384,19 @@ func TestPublishRefused(t *testing.T) {
 		t.Errorf("stats %+v", s)
 	}
 }
+
+// TestPTYHasNoModemLines documents why the adapter leaves the modem lines
+// alone: on a pseudo-terminal, asking to set DTR/RTS at open fails.
+func TestPTYHasNoModemLines(t *testing.T) {
+	pty := startPTY(t, t.TempDir(), "dev")
+	p, err := serialOpenWithModemBits(pty.Dev)
+	if err == nil {
+		p.Close()
+		t.Skip("this kernel's pseudo-terminals accept modem-line ioctls")
+	}
+	t.Logf("opening with DTR/RTS set: %v", err)
+	bus := newMemBus()
+	a := newTestAdapter(t, PortConfig{Device: pty.Dev}, bus)
+	runAdapter(t, a)
+	waitConnected(t, a) // the adapter's own open does not touch them, and succeeds
+}

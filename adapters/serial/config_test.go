@@ -219,3 +219,18 @@ func TestMatch(t *testing.T) {
 		t.Errorf("String = %q", s)
 	}
 }
+
+// docs/serial.md shows the example files verbatim.
+func TestDocsShowExamples(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/serial.md")
+	if err != nil {
+		t.Fatalf("docs/serial.md: %v", err)
+	}
+	files, _ := filepath.Glob("testdata/examples/*.yaml")
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		if !bytes.Contains(doc, append([]byte("```yaml\n"), b...)) {
+			t.Errorf("docs/serial.md does not show %s as it is", f)
+		}
+	}
+}

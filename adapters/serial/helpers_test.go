@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	goserial "go.bug.st/serial"
+
 	"holdfast/internal/testenv"
 	"holdfast/internal/topic"
 )
@@ -264,3 +266,7 @@ func (w testWriter) Write(b []byte) (int, error) {
 }
 
 var errRefused = errors.New("refused by test bus")
+
+func serialOpenWithModemBits(dev string) (interface{ Close() error }, error) {
+	return goserial.Open(dev, &goserial.Mode{BaudRate: 9600, InitialStatusBits: &goserial.ModemOutputBits{DTR: true, RTS: true}})
+}
