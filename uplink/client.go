@@ -311,6 +311,7 @@ type entry struct {
 	sent     bool // a PUBLISH with id may have reached the server's session
 	sentQoS  byte // the QoS it went out with, when sent
 	rec      bool // PUBREC came and "rec:<id>" is stored durably
+	unrel    bool // counted in conn.unrel
 	refusals int
 	done     bool
 }

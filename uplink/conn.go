@@ -64,6 +64,10 @@ type conn struct {
 	leaseCf context.CancelFunc
 	marks   chan markResult
 	relQ    []*entry // PUBREC came, in arrival order: PUBREL goes out in this order
+	// unrel counts, per topic, QoS 2 PUBLISHes whose PUBREL is not sent
+	// yet: the server delivers a QoS 2 message only at PUBREL, so a QoS
+	// 0/1 message on that topic waits for it to keep the topic in order.
+	unrel map[string]int
 
 	dlQueue []*packet.Publish
 	dlCh    chan *packet.Publish
@@ -96,7 +100,7 @@ type markResult struct {
 // forwarding state for the next one.
 func (c *Client) connection(ctx context.Context) (res connResult) {
 	o := &c.opts
-	s := &conn{c: c, v: o.Protocol, ctrl: make(map[uint16]string)}
+	s := &conn{c: c, v: o.Protocol, ctrl: make(map[uint16]string), unrel: make(map[string]int)}
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer s.cancel()
 
@@ -617,12 +621,13 @@ func (s *conn) pump() error {
 		if e.done || e.state != stQueued {
 			continue
 		}
-		qos := e.QoS
-		if e.sent {
-			qos = e.sentQoS
-		}
+		qos := s.qosOf(e)
 		if (qos > 0 || e.rec) && s.inflight >= s.window {
 			s.next = i
+			return nil
+		}
+		if qos < 2 && !e.rec && s.unrel[e.Topic] > 0 {
+			s.next = i // behind a QoS 2 message on the same topic
 			return nil
 		}
 		if err := s.send(e); err != nil {
@@ -635,6 +640,24 @@ func (s *conn) pump() error {
 	}
 	s.next = len(c.pending)
 	return nil
+}
+
+// qosOf is the QoS e goes out with on this connection.
+func (s *conn) qosOf(e *entry) byte {
+	if e.sent {
+		return e.sentQoS
+	}
+	return min(e.QoS, s.maxQoS)
+}
+
+// released notes that e no longer holds back its topic.
+func (s *conn) released(e *entry) {
+	if e.unrel {
+		e.unrel = false
+		if s.unrel[e.Topic]--; s.unrel[e.Topic] <= 0 {
+			delete(s.unrel, e.Topic)
+		}
+	}
 }
 
 // send puts one entry on the wire (or dead-letters it).
@@ -657,12 +680,7 @@ func (s *conn) send(e *entry) error {
 		}
 		expiry = uint32(max((left+time.Second-1)/time.Second, 1))
 	}
-	qos := e.QoS
-	if e.sent {
-		qos = e.sentQoS
-	} else if qos > s.maxQoS {
-		qos = s.maxQoS
-	}
+	qos := s.qosOf(e)
 	p := &packet.Publish{QoS: qos, Retain: e.Retain && s.retain, Topic: e.Topic, Payload: e.Payload, Dup: resend}
 	if s.v == packet.V5 {
 		pr := &p.Properties
@@ -728,6 +746,10 @@ func (s *conn) send(e *entry) error {
 		return err
 	}
 	e.sent, e.sentQoS, e.state = true, qos, stSent
+	if qos == 2 {
+		e.unrel = true
+		s.unrel[e.Topic]++
+	}
 	s.inflightInc()
 	return nil
 }
@@ -904,6 +926,7 @@ func (s *conn) marked(m markResult) error {
 			continue
 		}
 		e.state = stReleased
+		s.released(e)
 		if err := s.write(&packet.Pubrel{PacketID: e.id}); err != nil {
 			return err
 		}
@@ -921,6 +944,7 @@ func (s *conn) refusal(e *entry, code packet.ReasonCode, pr *packet.Properties) 
 	}
 	c.setError(errors.New(reason))
 	// The id is free again; the message is no longer in the session.
+	s.released(e)
 	delete(c.byID, e.id)
 	c.ids.del(e.id)
 	e.id, e.sent, e.state = 0, false, stQueued
@@ -1095,6 +1119,7 @@ func (s *conn) teardown() {
 		c.ids.del(id)
 	}
 	for _, e := range c.pending {
+		e.unrel = false
 		if !e.done {
 			e.state = stQueued
 		}
