@@ -174,7 +174,8 @@ type Broker struct {
 	locals    []*localSub
 	shareNext map[string]int
 	seq       uint64 // last used queued-message sequence number
-	conns     map[*conn]struct{}
+	conns     map[*conn]struct{} // connected (CONNACK sent)
+	accepted  map[*conn]struct{} // every open socket
 	listeners map[net.Listener]struct{}
 	nconns    int // accepted sockets
 
@@ -229,6 +230,7 @@ func New(opts Options, store Store) (*Broker, error) {
 		retained:  make(map[string]*stored),
 		shareNext: make(map[string]int),
 		conns:     make(map[*conn]struct{}),
+		accepted:  make(map[*conn]struct{}),
 		listeners: make(map[net.Listener]struct{}),
 		evSig:     make(chan struct{}, 1),
 		evDone:    make(chan struct{}),
@@ -481,22 +483,22 @@ func (b *Broker) Serve(ctx context.Context, ln net.Listener, lo ListenerOptions)
 		over := b.nconns > hardConnLimit(b.opts.MaxConnections)
 		if over {
 			b.nconns--
-		} else {
-			b.connWG.Add(1)
-		}
-		b.mu.Unlock()
-		if over {
+			b.mu.Unlock()
 			// Far beyond the limit: not even a CONNACK.
 			b.stats.connRefused.Add(1)
 			nc.Close()
 			continue
 		}
+		b.connWG.Add(1)
+		c := newConn(b, nc, lop)
+		b.accepted[c] = struct{}{}
+		b.mu.Unlock()
 		go func() {
 			defer b.connWG.Done()
-			c := newConn(b, nc, lop)
 			c.serve()
 			b.mu.Lock()
 			b.nconns--
+			delete(b.accepted, c)
 			b.mu.Unlock()
 		}()
 	}
@@ -549,6 +551,11 @@ func (b *Broker) close() {
 	b.mu.Lock()
 	for c := range b.conns {
 		c.shutdown(packet.ServerShuttingDown)
+	}
+	for c := range b.accepted {
+		if _, ok := b.conns[c]; !ok && c.s == nil {
+			c.nc.Close() // still in TLS handshake or before CONNECT
+		}
 	}
 	b.mu.Unlock()
 	b.connWG.Wait()

@@ -67,6 +67,18 @@ func Dial(addr string, o Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	return DialConn(conn, o)
+}
+
+// DialConn completes CONNECT/CONNACK on a connection already open (TLS,
+// WebSocket from transport.Dial). The connection is closed on failure.
+func DialConn(conn net.Conn, o Options) (*Client, error) {
+	if o.Version == 0 {
+		o.Version = packet.V5
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 10 * time.Second
+	}
 	c := &Client{opts: o, conn: conn, r: packet.NewReader(conn, 0), w: bufio.NewWriter(conn)}
 	c.r.SetVersion(o.Version)
 	cp := &packet.Connect{
@@ -179,8 +191,26 @@ func (c *Client) Publish(p *packet.Publish) (packet.ReasonCode, error) {
 	if rc.IsError() {
 		return rc, nil
 	}
-	return rc, c.Release(p.PacketID)
+	if err := c.Release(p.PacketID); err != nil {
+		return rc, &ReleaseError{PacketID: p.PacketID, Err: err}
+	}
+	return rc, nil
 }
+
+// ReleaseError is returned by Publish when a QoS 2 message was received by
+// the server (PUBREC came) but PUBREL/PUBCOMP failed. The message must not be
+// published again: after reconnecting with the session, Release(PacketID)
+// completes the flow (MQTT 5.0 section 4.4).
+type ReleaseError struct {
+	PacketID uint16
+	Err      error
+}
+
+func (e *ReleaseError) Error() string {
+	return fmt.Sprintf("testclient: releasing packet %d: %v", e.PacketID, e.Err)
+}
+
+func (e *ReleaseError) Unwrap() error { return e.Err }
 
 // Release sends PUBREL for id and waits for PUBCOMP.
 func (c *Client) Release(id uint16) error {
