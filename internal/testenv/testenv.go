@@ -113,6 +113,11 @@ func StartMosquitto(t testing.TB, opts MosquittoOptions) *Mosquitto {
 	}
 	if opts.Persistent {
 		fmt.Fprintf(&conf, "persistence true\npersistence_location %s/\nautosave_interval 1\n", m.dir)
+		if os.Geteuid() == 0 {
+			// Started as root, mosquitto drops to its own user, which cannot
+			// write the persistence file in the test's private directory.
+			conf.WriteString("user root\n")
+		}
 	}
 	conf.WriteString(opts.Extra)
 	m.conf = filepath.Join(m.dir, "mosquitto.conf")
