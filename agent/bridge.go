@@ -1,0 +1,171 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"holdfast/internal/packet"
+	"holdfast/internal/topic"
+	"holdfast/localbus"
+	"holdfast/queue"
+	"holdfast/uplink"
+)
+
+// store is the local broker's durable storage: the queue's group commit.
+type store struct{ a *Agent }
+
+// Ingest applies the forward rules: a message that a rule selects is
+// appended to the queue under its upstream topic and QoS, in the same commit
+// as the broker's state changes. Every call goes through the queue's commit
+// pipeline, even one with nothing to write, so done calls keep call order.
+func (s *store) Ingest(m *localbus.Message, ops []localbus.StateOp, done func(error)) {
+	a := s.a
+	w := queue.Write{State: stateOps(ops)}
+	if r := a.forwardRule(m.Topic); r != nil {
+		qm := queue.Message{
+			Topic:           r.UpstreamTopic(m.Topic, m.ClientID, a.cfg.GatewayID),
+			Payload:         m.Payload,
+			QoS:             byte(r.UpstreamQoS(int(m.QoS))),
+			Retain:          m.Retain && r.Retain,
+			PayloadFormat:   m.PayloadFormat,
+			ContentType:     m.ContentType,
+			ResponseTopic:   m.ResponseTopic,
+			CorrelationData: m.CorrelationData,
+			Expiry:          m.Expiry,
+			Source:          m.ClientID,
+		}
+		if len(m.UserProperties) > 0 {
+			qm.UserProperties = make([]queue.UserProperty, len(m.UserProperties))
+			for i, p := range m.UserProperties {
+				qm.UserProperties[i] = queue.UserProperty{Key: p.Key, Value: p.Value}
+			}
+		}
+		w.Messages = []queue.Message{qm}
+	} else {
+		a.localOnly.Add(1)
+	}
+	forwarded := len(w.Messages) > 0
+	a.q.CommitAsync(w, func(err error) {
+		if errors.Is(err, queue.ErrFull) || errors.Is(err, queue.ErrDiskFull) {
+			err = fmt.Errorf("%w: %w", localbus.ErrRefused, err)
+		}
+		if err == nil && forwarded {
+			a.ingested.Add(1)
+		}
+		done(err)
+	})
+}
+
+// Save applies the broker's state changes durably.
+func (s *store) Save(ops []localbus.StateOp, done func(error)) {
+	s.a.q.CommitAsync(queue.Write{State: stateOps(ops)}, done)
+}
+
+// Load reads the broker's stored state.
+func (s *store) Load(prefix string, fn func(key string, value []byte) error) error {
+	return s.a.q.ScanState(prefix, fn)
+}
+
+func stateOps(ops []localbus.StateOp) []queue.StateOp {
+	if len(ops) == 0 {
+		return nil
+	}
+	out := make([]queue.StateOp, len(ops))
+	for i, op := range ops {
+		out[i] = queue.StateOp{Key: op.Key, Value: op.Value}
+	}
+	return out
+}
+
+// source is the queue as the uplink sees it.
+type source struct{ a *Agent }
+
+func (s *source) Lease(ctx context.Context, max int) ([]uplink.Message, error) {
+	recs, err := s.a.q.Lease(ctx, max)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]uplink.Message, len(recs))
+	for i := range recs {
+		r := &recs[i]
+		m := uplink.Message{
+			Seq:             r.Seq,
+			Topic:           r.Topic,
+			Payload:         r.Payload,
+			QoS:             r.QoS,
+			Retain:          r.Retain,
+			PayloadFormat:   r.PayloadFormat,
+			ContentType:     r.ContentType,
+			ResponseTopic:   r.ResponseTopic,
+			CorrelationData: r.CorrelationData,
+			Mark:            r.Mark,
+		}
+		if d, ok := r.Deadline(); ok {
+			m.Expires = d
+		}
+		if len(r.UserProperties) > 0 {
+			m.UserProperties = make([]packet.UserProperty, len(r.UserProperties))
+			for j, p := range r.UserProperties {
+				m.UserProperties[j] = packet.UserProperty{Key: p.Key, Value: p.Value}
+			}
+		}
+		out[i] = m
+	}
+	return out, nil
+}
+
+func (s *source) Ack(seqs ...uint64) error {
+	err := s.a.q.Ack(seqs...)
+	if err == nil {
+		s.a.forwarded.Add(uint64(len(seqs)))
+	}
+	return err
+}
+
+func (s *source) Release(seqs ...uint64) { s.a.q.Release(seqs...) }
+
+func (s *source) Mark(ctx context.Context, seq uint64, data []byte) error {
+	return s.a.q.Mark(ctx, seq, data)
+}
+
+func (s *source) DeadLetter(ctx context.Context, seq uint64, reason string) error {
+	return s.a.q.DeadLetter(ctx, seq, reason)
+}
+
+// downlink hands messages from the upstream subscriptions to the local
+// broker under the local topic of the first downlink rule that matches.
+type downlink struct{ a *Agent }
+
+func (d *downlink) Deliver(ctx context.Context, m *uplink.Message) error {
+	a := d.a
+	for _, r := range a.cfg.Downlink {
+		if !topic.Match(r.Subscription(a.cfg.Upstream.ClientID, a.cfg.GatewayID), m.Topic) {
+			continue
+		}
+		lm := &localbus.Message{
+			Topic:           r.LocalTopicFor(m.Topic, a.cfg.GatewayID),
+			Payload:         m.Payload,
+			QoS:             m.QoS,
+			Retain:          m.Retain,
+			PayloadFormat:   m.PayloadFormat,
+			ContentType:     m.ContentType,
+			ResponseTopic:   m.ResponseTopic,
+			CorrelationData: m.CorrelationData,
+			UserProperties:  m.UserProperties,
+		}
+		if !m.Expires.IsZero() {
+			lm.Expiry = time.Until(m.Expires)
+			if lm.Expiry <= 0 {
+				return nil // expired on the way: nothing to deliver
+			}
+		}
+		return a.broker.Publish(ctx, lm)
+	}
+	a.log.Debug("downlink message matches no rule", "topic", m.Topic)
+	return nil
+}
+
+// matchFilter reports whether a forward rule's filter selects a local topic.
+func matchFilter(filter, name string) bool { return topic.Match(filter, name) }

@@ -1,0 +1,184 @@
+package agent
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"holdfast/internal/admin"
+)
+
+// Status is what /api/status returns and `holdfast status` renders.
+type Status struct {
+	Version       string        `json:"version"`
+	StartedAt     time.Time     `json:"started_at"`
+	UptimeSeconds float64       `json:"uptime_seconds"`
+	Upstream      UplinkStatus  `json:"upstream"`
+	Backlog       BacklogStatus `json:"backlog"`
+	Rates         RateStatus    `json:"rates"`
+	// Drops counts messages lost or refused, by reason: evicted (drop_oldest
+	// at the limit), expired, dead_lettered, corrupt, refused_full
+	// (reject_new at the limit) and refused_disk (disk reserve reached).
+	Drops map[string]uint64 `json:"drops"`
+	// LocalOnly counts local messages that no forward rule selected.
+	LocalOnly uint64 `json:"local_only"`
+}
+
+// UplinkStatus is the upstream link as an operator sees it.
+type UplinkStatus struct {
+	URL string `json:"url"`
+	// State is connecting, backoff, connected, draining or stalled:
+	// "connected" means messages are being acknowledged (or none wait).
+	State     string    `json:"state"`
+	Since     time.Time `json:"since,omitzero"`
+	LastAck   time.Time `json:"last_ack,omitzero"`
+	InFlight  int       `json:"in_flight"`
+	Forwarded uint64    `json:"forwarded"`
+	LastError string    `json:"last_error,omitempty"`
+}
+
+// BacklogStatus is what the queue holds.
+type BacklogStatus struct {
+	Messages         uint64  `json:"messages"`
+	Bytes            uint64  `json:"bytes"`
+	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+	DeadLetters      uint64  `json:"dead_letters"`
+	DiskFull         bool    `json:"disk_full"`
+}
+
+// RateStatus holds message rates over the last sampling window and, when the
+// backlog drains faster than it fills, an estimate of when it is empty.
+type RateStatus struct {
+	IngestPerSecond float64 `json:"ingest_per_second"`
+	DrainPerSecond  float64 `json:"drain_per_second"`
+	// DrainETASeconds is backlog / (drain - ingest) when that is positive, else -1.
+	DrainETASeconds float64 `json:"drain_eta_seconds"`
+}
+
+// rateWindow is how often ingest and drain rates are sampled.
+const rateWindow = 5 * time.Second
+
+// rateMeter turns the monotonically growing appended and acked counters into
+// per-second rates over the last window.
+type rateMeter struct {
+	mu            sync.Mutex
+	lastAt        time.Time
+	lastIn        uint64
+	lastOut       uint64
+	ingest, drain float64
+}
+
+func (r *rateMeter) sample(now time.Time, in, out uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.lastAt.IsZero() {
+		if dt := now.Sub(r.lastAt).Seconds(); dt > 0 {
+			r.ingest = float64(in-r.lastIn) / dt
+			r.drain = float64(out-r.lastOut) / dt
+		}
+	}
+	r.lastAt, r.lastIn, r.lastOut = now, in, out
+}
+
+func (r *rateMeter) get() (ingest, drain float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ingest, r.drain
+}
+
+// sampleRates updates the rate meter every rateWindow until ctx is done.
+func (a *Agent) sampleRates(ctx context.Context) error {
+	t := time.NewTicker(rateWindow)
+	defer t.Stop()
+	a.rates.sample(time.Now(), a.ingested.Load(), a.forwarded.Load())
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			a.rates.sample(now, a.ingested.Load(), a.forwarded.Load())
+		}
+	}
+}
+
+// Ready implements admin.Source: ready once every part has started.
+func (a *Agent) Ready() (bool, string) {
+	if !a.ready.Load() {
+		return false, "starting or stopping"
+	}
+	return true, ""
+}
+
+// Status implements admin.Source.
+func (a *Agent) Status() any { return a.status() }
+
+func (a *Agent) status() Status {
+	qs := a.q.Stats()
+	us := a.up.Status()
+	in, out := a.rates.get()
+	st := Status{
+		Version:       Version,
+		StartedAt:     a.started,
+		UptimeSeconds: time.Since(a.started).Seconds(),
+		Upstream: UplinkStatus{
+			URL:       redactURL(a.cfg.Upstream.URL),
+			State:     us.State,
+			Since:     us.Since,
+			LastAck:   us.LastAck,
+			InFlight:  us.InFlight,
+			Forwarded: a.forwarded.Load(),
+			LastError: us.LastError,
+		},
+		Backlog: BacklogStatus{
+			Messages:         qs.Messages,
+			Bytes:            qs.Bytes,
+			OldestAgeSeconds: qs.OldestAge.Seconds(),
+			DeadLetters:      qs.DeadLetters,
+			DiskFull:         qs.DiskFull,
+		},
+		Rates: RateStatus{IngestPerSecond: in, DrainPerSecond: out, DrainETASeconds: -1},
+		Drops: map[string]uint64{
+			"evicted":       qs.Evicted,
+			"expired":       qs.Expired,
+			"dead_lettered": qs.DeadLettered,
+			"corrupt":       qs.Corrupt,
+			"refused_full":  qs.RefusedFull,
+			"refused_disk":  qs.RefusedDisk,
+		},
+		LocalOnly: a.localOnly.Load(),
+	}
+	if net := out - in; net > 0 && qs.Messages > 0 {
+		st.Rates.DrainETASeconds = float64(qs.Messages) / net
+	}
+	return st
+}
+
+// Metrics implements admin.Source.
+func (a *Agent) Metrics(w *admin.MetricsWriter) {
+	st := a.status()
+	qs := a.q.Stats()
+	w.Gauge("holdfast_queue_messages", "Messages stored in the queue.", float64(st.Backlog.Messages))
+	w.Gauge("holdfast_queue_bytes", "Bytes of messages stored in the queue.", float64(st.Backlog.Bytes))
+	w.Gauge("holdfast_queue_oldest_age_seconds", "Age of the oldest queued message.", st.Backlog.OldestAgeSeconds)
+	w.Gauge("holdfast_queue_dead_letters", "Messages in the dead-letter store.", float64(st.Backlog.DeadLetters))
+	w.Counter("holdfast_queue_appended_total", "Messages stored in the queue.", float64(qs.Appended))
+	w.Counter("holdfast_queue_acked_total", "Messages acknowledged upstream and deleted.", float64(qs.Acked))
+	w.CounterVec("holdfast_dropped_total", "Messages dropped or refused, by reason.", "reason", st.Drops)
+	w.Counter("holdfast_queue_commits_total", "Group commits of the queue.", float64(qs.Commits))
+	w.Gauge("holdfast_queue_commit_batch_avg", "Average writes per group commit.", qs.AvgBatch)
+	w.Gauge("holdfast_queue_commit_latency_seconds", "Average group commit latency, sync included.", qs.AvgCommitLatency.Seconds())
+	w.Counter("holdfast_local_only_total", "Local messages no forward rule selected.", float64(st.LocalOnly))
+	w.Gauge("holdfast_uplink_in_flight", "Messages sent upstream and not yet acknowledged.", float64(st.Upstream.InFlight))
+	w.Family("holdfast_uplink_state", "Upstream link state (1 for the current one).", "gauge")
+	for _, s := range []string{"connecting", "backoff", "connected", "draining", "stalled"} {
+		v := 0.0
+		if st.Upstream.State == s {
+			v = 1
+		}
+		w.Sample("holdfast_uplink_state", v, "state", s)
+	}
+	w.Gauge("holdfast_ingest_per_second", "Local messages stored per second over the last window.", st.Rates.IngestPerSecond)
+	w.Gauge("holdfast_drain_per_second", "Messages acknowledged upstream per second over the last window.", st.Rates.DrainPerSecond)
+	w.Family("holdfast_build_info", "Build information.", "gauge")
+	w.Sample("holdfast_build_info", 1, "version", Version)
+}

@@ -1,0 +1,100 @@
+// Command holdfast is the offline-first MQTT store-and-forward agent for edge
+// gateways: `holdfast` (or `holdfast run`) runs the agent, and the other
+// commands inspect it, its queue and its configuration.
+//
+// Exit codes: 0 success, 1 a failure while running, 2 bad usage or bad
+// configuration (reported in one line naming the flag or key).
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+const usage = `holdfast: offline-first MQTT store-and-forward agent
+
+Usage:
+  holdfast [run] [--config FILE] [--listen ADDR] [--upstream URL] [--data-dir DIR] [--client-id ID]
+  holdfast status [--json] [--config FILE] [--admin ADDR]
+  holdfast queue stats|peek|export [--config FILE] [--data-dir DIR] [--admin ADDR] [-n N] [--dead-letters]
+  holdfast config check [--config FILE]
+  holdfast passwd [-c] [-D] [-b] FILE USER [PASSWORD]
+  holdfast serial list
+  holdfast service install|uninstall|start|stop|restart|status [--config FILE]
+  holdfast version
+
+With no config file and no flags, holdfast runs on built-in defaults: MQTT on
+127.0.0.1:1883, data in ./holdfast-data, admin on 127.0.0.1:9183, every local
+topic forwarded at QoS 1 or 2 to mqtt://127.0.0.1:1884.
+`
+
+// usageError is a command-line mistake: exit code 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run dispatches a command line and returns the exit code.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	cmd := "run"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "run":
+		err = runAgent(args, stderr)
+	case "status":
+		err = runStatus(args, stdout)
+	case "queue":
+		err = runQueue(args, stdout)
+	case "config":
+		err = runConfig(args, stdout)
+	case "passwd":
+		return runPasswd(args, stdin, stdout, stderr)
+	case "serial":
+		err = runSerial(args, stdout)
+	case "service":
+		err = runService(args, stdout)
+	case "version":
+		fmt.Fprintf(stdout, "holdfast %s\n", version)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		err = usagef("unknown command %q (see holdfast help)", cmd)
+	}
+	return report(err, stderr)
+}
+
+// report prints err in one line and maps it to an exit code.
+func report(err error, stderr io.Writer) int {
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "holdfast: %v\n", err)
+	var ue *usageError
+	var ce *configError
+	if errors.As(err, &ue) || errors.As(err, &ce) {
+		return exitUsage
+	}
+	return exitFailure
+}

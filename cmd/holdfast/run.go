@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"holdfast/agent"
+	"holdfast/config"
+)
+
+// configError is a configuration that cannot be used: exit code 2.
+type configError struct{ err error }
+
+func (e *configError) Error() string { return e.err.Error() }
+func (e *configError) Unwrap() error { return e.err }
+
+// commonFlags are the flags that select the configuration.
+type commonFlags struct {
+	config    string
+	overrides config.Overrides
+}
+
+func (c *commonFlags) register(fs *flag.FlagSet, withOverrides bool) {
+	fs.StringVar(&c.config, "config", "", "configuration file (default: built-in defaults)")
+	if withOverrides {
+		fs.StringVar(&c.overrides.Listen, "listen", "", "address of the first local listener (host:port)")
+		fs.StringVar(&c.overrides.Upstream, "upstream", "", "upstream broker URL (mqtt://, mqtts://, ws://, wss://)")
+		fs.StringVar(&c.overrides.DataDir, "data-dir", "", "queue directory")
+		fs.StringVar(&c.overrides.ClientID, "client-id", "", "upstream client id")
+	}
+}
+
+// load reads the configuration and applies the flags over it.
+func (c *commonFlags) load() (*config.Config, error) {
+	cfg, err := config.Load(c.config)
+	if err != nil {
+		return nil, &configError{err}
+	}
+	if err := cfg.Apply(c.overrides); err != nil {
+		return nil, &configError{err}
+	}
+	return cfg, nil
+}
+
+// parseFlags parses args, turning flag errors into usage errors and refusing
+// stray arguments.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return usagef("%s: see holdfast help", fs.Name())
+		}
+		return usagef("%s: %v", fs.Name(), err)
+	}
+	if fs.NArg() > 0 {
+		return usagef("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
+	}
+	return nil
+}
+
+func runAgent(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	var cf commonFlags
+	cf.register(fs, true)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := cf.load()
+	if err != nil {
+		return err
+	}
+	logger := newLogger(cfg.Log, stderr)
+	slog.SetDefault(logger)
+	agent.Version = version
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return agent.New(cfg, logger).Run(ctx)
+}
+
+func newLogger(l config.Log, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: l.SlogLevel()}
+	if strings.EqualFold(l.Format, "json") {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// adminAddress is where the running agent's admin endpoint is: the flag, else
+// the configuration's admin.address.
+func adminAddress(flagValue string, cf *commonFlags) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	cfg, err := cf.load()
+	if err != nil {
+		return "", err
+	}
+	if cfg.Admin.Address == "" {
+		return "", &configError{fmt.Errorf("admin.address is empty: the admin endpoint is disabled")}
+	}
+	return cfg.Admin.Address, nil
+}
