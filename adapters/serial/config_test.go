@@ -234,3 +234,29 @@ func TestDocsShowExamples(t *testing.T) {
 		}
 	}
 }
+
+func TestResolve(t *testing.T) {
+	a, err := New(PortConfig{Name: "x", Match: Match{VID: "0403"}}, newMemBus(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.listPorts = func() ([]PortInfo, error) {
+		return []PortInfo{
+			{Name: "/dev/ttyUSB3", IsUSB: true, VID: "0403", PID: "6015"},
+			{Name: "/dev/ttyS0"},
+			{Name: "/dev/ttyUSB1", IsUSB: true, VID: "0403", PID: "6001"},
+			{Name: "/dev/ttyACM0", IsUSB: true, VID: "2341", PID: "0043"},
+		}, nil
+	}
+	if dev, err := a.resolve(); err != nil || dev != "/dev/ttyUSB1" {
+		t.Errorf("resolve = %q, %v; want the first match by name", dev, err)
+	}
+	a.cfg.Match = Match{VID: "10C4"}
+	if _, err := a.resolve(); err == nil || !strings.Contains(err.Error(), "no USB serial port matches vid=10C4") {
+		t.Errorf("no match: %v", err)
+	}
+	a.listPorts = func() ([]PortInfo, error) { return nil, errors.New("sysfs unreadable") }
+	if _, err := a.resolve(); err == nil || !strings.Contains(err.Error(), "sysfs unreadable") {
+		t.Errorf("list error: %v", err)
+	}
+}
