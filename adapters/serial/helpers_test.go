@@ -54,9 +54,6 @@ func startPTY(t testing.TB, dir, devName string) *ptyPair {
 
 func (p *ptyPair) start() {
 	p.t.Helper()
-	// Links left behind by a socat killed with SIGKILL.
-	os.Remove(p.Dev)
-	os.Remove(p.Sensor)
 	p.cmd = exec.Command(p.socat, "-d", "-d",
 		"pty,raw,echo=0,link="+p.Dev,
 		"pty,raw,echo=0,link="+p.Sensor)
@@ -78,12 +75,17 @@ func (p *ptyPair) start() {
 	p.sensor = f
 }
 
-// unplug kills socat with SIGKILL, as abrupt as pulling a USB adapter.
+// unplug kills socat with SIGKILL, as abrupt as pulling a USB adapter. The
+// links go first, as the device node of an unplugged adapter does: a link
+// left dangling would point at a pts number the system may hand to another
+// process's pseudo-terminal.
 func (p *ptyPair) unplug() {
 	p.t.Helper()
 	if p.cmd == nil {
 		return
 	}
+	os.Remove(p.Dev)
+	os.Remove(p.Sensor)
 	p.cmd.Process.Kill()
 	<-p.done
 	p.sensor.Close()
