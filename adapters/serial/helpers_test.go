@@ -201,6 +201,12 @@ func (b *memBus) messages() []Message {
 	return append([]Message(nil), b.msgs...)
 }
 
+func (b *memBus) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.msgs)
+}
+
 func (b *memBus) subscribers() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -210,7 +216,7 @@ func (b *memBus) subscribers() int {
 // waitMessages waits until at least n messages were published and returns them.
 func (b *memBus) waitMessages(t testing.TB, n int) []Message {
 	t.Helper()
-	testenv.WaitFor(t, waitLong, "published messages", func() bool { return len(b.messages()) >= n })
+	testenv.WaitFor(t, waitLong, "published messages", func() bool { return b.count() >= n })
 	return b.messages()
 }
 
