@@ -541,11 +541,11 @@ func (c *PortConfig) Validate() error {
 }
 
 // ValidatePorts validates a list of ports whose defaults are set, as the
-// config's serial list: each with keys prefixed "serial[i].", and names
-// unique across the list.
+// config's serial list: each with keys prefixed "serial[i].", and names and
+// device paths unique across the list (a port is opened exclusively).
 func ValidatePorts(ports []PortConfig) error {
 	var errs []error
-	names := map[string]int{}
+	names, devices := map[string]int{}, map[string]int{}
 	for i := range ports {
 		prefix := fmt.Sprintf("serial[%d].", i)
 		if err := ports[i].Validate(); err != nil {
@@ -555,6 +555,13 @@ func ValidatePorts(ports []PortConfig) error {
 					e = &FieldError{Key: prefix + fe.Key, Msg: fe.Msg}
 				}
 				errs = append(errs, e)
+			}
+		}
+		if d := ports[i].Device; d != "" {
+			if j, dup := devices[d]; dup {
+				errs = append(errs, fieldErr(prefix+"device", "%q is already the device of serial[%d]", d, j))
+			} else {
+				devices[d] = i
 			}
 		}
 		if n := ports[i].Name; n != "" {

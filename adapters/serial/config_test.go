@@ -153,7 +153,7 @@ func TestValidateNamesTheKey(t *testing.T) {
 }
 
 func TestValidatePorts(t *testing.T) {
-	ports := []PortConfig{{Name: "a", Device: "/dev/x"}, {Name: "b", Device: "/dev/y", Baud: -5}, {Name: "a", Device: "/dev/z"}}
+	ports := []PortConfig{{Name: "a", Device: "/dev/x"}, {Name: "b", Device: "/dev/y", Baud: -5}, {Name: "a", Device: "/dev/z"}, {Name: "c", Device: "/dev/x"}}
 	for i := range ports {
 		ports[i].SetDefaults()
 	}
@@ -162,7 +162,7 @@ func TestValidatePorts(t *testing.T) {
 		t.Fatal("no error")
 	}
 	msg := err.Error()
-	for _, want := range []string{"serial[1].baud: must be positive", `serial[2].name: "a" is already the name of serial[0]`} {
+	for _, want := range []string{"serial[1].baud: must be positive", `serial[2].name: "a" is already the name of serial[0]`, `serial[3].device: "/dev/x" is already the device of serial[0]`} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("missing %q in %q", want, msg)
 		}
