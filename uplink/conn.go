@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -300,6 +301,11 @@ func (s *conn) loop(ctx context.Context, r *packet.Reader) error {
 		s.feedDownlink()
 		if s.draining && (s.inflight == 0 || !time.Now().Before(s.drainUntil)) {
 			return s.disconnect()
+		}
+		if s.bw.Buffered() > 0 && len(s.pkts) == 0 {
+			// Let the reader hand over acks already on the socket, so one
+			// write carries many messages rather than one per ack.
+			runtime.Gosched()
 		}
 		if s.bw.Buffered() > 0 && (len(s.pkts) == 0 || s.bw.Buffered() >= 16<<10) {
 			if err := s.flush(); err != nil {

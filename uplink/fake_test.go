@@ -368,3 +368,41 @@ func TestDownlinkAckAfterDeliver(t *testing.T) {
 		t.Errorf("status delivered %d", st.Delivered)
 	}
 }
+
+// TestServerKeepAliveAndAssignedID: the CONNACK's Server Keep Alive
+// replaces the client's, PINGREQ keeps an idle link alive, a link that stops
+// answering PINGREQ is dropped, and the Assigned Client Identifier is used
+// for the next connect so the session is found again.
+func TestServerKeepAliveAndAssignedID(t *testing.T) {
+	f := startFake(t)
+	c := newClient(t, Options{URL: f.URL(), KeepAlive: time.Hour}, newMemSource(), nil)
+	run(t, c)
+	fc := f.accept()
+	if fc.connect.ClientID != "" || fc.connect.KeepAlive != 3600 {
+		t.Fatalf("CONNECT client id %q keep alive %d", fc.connect.ClientID, fc.connect.KeepAlive)
+	}
+	fc.connack(false, packet.Properties{AssignedClientID: "assigned-1", HasAssignedClientID: true,
+		ServerKeepAlive: 1, HasServerKeepAlive: true})
+	// Idle: PINGREQ within the server's keep alive, answered.
+	for range 2 {
+		if p, ok := fc.read().(*packet.Pingreq); !ok {
+			t.Fatalf("got %v, want PINGREQ", p)
+		}
+		fc.send(&packet.Pingresp{})
+	}
+	if st := c.Status(); st.ClientID != "assigned-1" || st.Connects != 1 {
+		t.Fatalf("status %+v", st)
+	}
+	// Stop answering: the client gives up on the link and reconnects
+	// with the assigned id.
+	if p, ok := fc.read().(*packet.Pingreq); !ok {
+		t.Fatalf("got %v, want PINGREQ", p)
+	}
+	fc2 := f.accept()
+	if fc2.connect.ClientID != "assigned-1" {
+		t.Fatalf("reconnect with client id %q, want the assigned one", fc2.connect.ClientID)
+	}
+	if err := c.Status().LastError; !strings.Contains(err, "keep alive") {
+		t.Errorf("last error %q", err)
+	}
+}
