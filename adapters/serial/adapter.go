@@ -44,10 +44,14 @@ import (
 
 // Message is one message the adapter publishes.
 type Message struct {
-	Topic   string
+	// Topic is a valid MQTT topic name (no wildcards).
+	Topic string
+	// Payload belongs to the Bus once Publish is called.
 	Payload []byte
-	QoS     byte
-	Retain  bool
+	// QoS is 0, 1 or 2, from the port's qos.
+	QoS byte
+	// Retain is the port's retain.
+	Retain bool
 }
 
 // Bus is where frames go and where write-back commands come from; the agent

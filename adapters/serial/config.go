@@ -17,20 +17,20 @@ const (
 	DefaultParity   = ParityNone
 	DefaultStopBits = "1"
 
-	DefaultFraming       = FramingLine
-	DefaultDelimiter     = `\n`
-	DefaultMaxLength     = 4096 // bytes per frame, for line, silence and delimited framing
-	DefaultSilence       = 20 * time.Millisecond
-	DefaultFormat        = FormatRaw
-	DefaultParsedFormat  = FormatJSON // the format when payload.parse is set
-	DefaultCSVSeparator  = ","
-	DefaultTimestampKey  = "ts"
-	DefaultTopic         = "serial/{name}"
-	DefaultQoS           = 1
-	DefaultOnError       = OnErrorDrop
-	DefaultWriteFormat   = WriteRaw
-	DefaultReopenInitial = 1 * time.Second
-	DefaultReopenMax     = 30 * time.Second
+	DefaultFraming        = FramingLine
+	DefaultDelimiter      = `\n`
+	DefaultMaxLength      = 4096 // bytes per frame, for line, silence and delimited framing
+	DefaultSilence        = 20 * time.Millisecond
+	DefaultFormat         = FormatRaw
+	DefaultParsedFormat   = FormatJSON // the format when payload.parse is set
+	DefaultCSVSeparator   = ","
+	DefaultTimestampField = "ts"
+	DefaultTopic          = "serial/{name}"
+	DefaultQoS            = 1
+	DefaultOnError        = OnErrorDrop
+	DefaultWriteFormat    = WriteRaw
+	DefaultReopenInitial  = 1 * time.Second
+	DefaultReopenMax      = 30 * time.Second
 
 	// MaxFrameLength bounds framing.max_length and framing.length: the most
 	// memory one port's framer holds.
@@ -251,7 +251,9 @@ type Reopen struct {
 // the port ("framing.delimiter"); the config package prefixes it with the
 // port's place in the file ("serial[0].framing.delimiter").
 type FieldError struct {
+	// Key is the key path within the port, e.g. "framing.delimiter".
 	Key string
+	// Msg says what is wrong with its value.
 	Msg string
 }
 
@@ -302,7 +304,7 @@ func (c *PortConfig) SetDefaults() {
 		p.Separator = DefaultCSVSeparator
 	}
 	if p.Timestamp != TimestampNone && p.TimestampField == "" {
-		p.TimestampField = DefaultTimestampKey
+		p.TimestampField = DefaultTimestampField
 	}
 	if c.OnError.Action == "" {
 		c.OnError.Action = DefaultOnError
