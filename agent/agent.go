@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"holdfast/adapters/serial"
 	"holdfast/config"
 	"holdfast/internal/admin"
 	"holdfast/internal/auth"
@@ -38,9 +39,10 @@ type Agent struct {
 	cfg *config.Config
 	log *slog.Logger
 
-	q      *queue.Queue
-	broker *localbus.Broker
-	up     *uplink.Client
+	q        *queue.Queue
+	broker   *localbus.Broker
+	up       *uplink.Client
+	adapters []*serial.Adapter
 
 	started time.Time
 	ready   atomic.Bool
@@ -127,17 +129,37 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	upCtx, stopUplink := context.WithCancel(context.Background())
 	defer stopUplink()
 
+	for _, p := range cfg.Serial {
+		ad, err := serial.New(p, &serialBus{a: a, port: p.Name}, a.log.With("component", "serial", "port", p.Name))
+		if err != nil {
+			closeAll(listeners)
+			broker.Close()
+			return fmt.Errorf("serial %s: %w", p.Name, err)
+		}
+		a.adapters = append(a.adapters, ad)
+	}
+
+	var auth localbus.ListenerOptions
+	if err := a.loadAuth(&auth); err != nil {
+		closeAll(listeners)
+		broker.Close()
+		return err
+	}
 	intake, ictx := errgroup.WithContext(intakeCtx)
 	for i, l := range listeners {
 		lo := listenerOptions(cfg, i)
-		if err := a.loadAuth(&lo); err != nil {
-			closeAll(listeners)
-			broker.Close()
-			return err
-		}
+		lo.Auth, lo.ACL = auth.Auth, auth.ACL
 		intake.Go(func() error {
 			if err := broker.Serve(ictx, l.ln, lo); err != nil && ictx.Err() == nil {
 				return fmt.Errorf("listener %s (%s): %w", l.name, l.ln.Addr(), err)
+			}
+			return nil
+		})
+	}
+	for _, ad := range a.adapters {
+		intake.Go(func() error {
+			if err := ad.Run(ictx); err != nil && ictx.Err() == nil {
+				return fmt.Errorf("serial %s: %w", ad.Name(), err)
 			}
 			return nil
 		})

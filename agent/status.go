@@ -22,6 +22,22 @@ type Status struct {
 	Drops map[string]uint64 `json:"drops"`
 	// LocalOnly counts local messages that no forward rule selected.
 	LocalOnly uint64 `json:"local_only"`
+	// Serial has one entry per configured serial port.
+	Serial []SerialStatus `json:"serial,omitempty"`
+}
+
+// SerialStatus is one serial port's adapter: whether its device is open and
+// what it has counted.
+type SerialStatus struct {
+	Name        string `json:"name"`
+	Device      string `json:"device,omitempty"`
+	Connected   bool   `json:"connected"`
+	Frames      uint64 `json:"frames"`
+	ParseErrors uint64 `json:"parse_errors"`
+	Overlong    uint64 `json:"overlong"`
+	Garbage     uint64 `json:"garbage"`
+	Disconnects uint64 `json:"disconnects"`
+	WriteBacks  uint64 `json:"write_backs"`
 }
 
 // UplinkStatus is the upstream link as an operator sees it.
@@ -146,6 +162,14 @@ func (a *Agent) status() Status {
 			"refused_disk":  qs.RefusedDisk,
 		},
 		LocalOnly: a.localOnly.Load(),
+	}
+	for _, ad := range a.adapters {
+		ss := ad.Stats()
+		st.Serial = append(st.Serial, SerialStatus{
+			Name: ad.Name(), Device: ss.Device, Connected: ss.Connected, Frames: ss.Frames,
+			ParseErrors: ss.ParseErrors, Overlong: ss.Overlong, Garbage: ss.Garbage,
+			Disconnects: ss.Disconnects, WriteBacks: ss.WriteBacks,
+		})
 	}
 	if net := out - in; net > 0 && qs.Messages > 0 {
 		st.Rates.DrainETASeconds = float64(qs.Messages) / net

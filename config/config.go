@@ -25,6 +25,7 @@
 package config
 
 import (
+	"holdfast/adapters/serial"
 	"log/slog"
 	"os"
 	"time"
@@ -76,11 +77,10 @@ type Config struct {
 	// Log sets the log level and format.
 	Log Log `yaml:"log"`
 
-	// Serial adapter ports: the key "serial" (a list, element type from
-	// package adapters/serial) goes here. Until then "serial" is an unknown
-	// key. Adding it: the field with its yaml tag here; its element defaults
-	// in elementDefaults (decode.go); its checks in validate.go; every key in
-	// packaging/holdfast.yaml and docs/configuration.md (tests require both).
+	// Serial lists the serial ports whose sensors are read and published
+	// into the local broker like any other client (see docs/serial.md).
+	// Default: none.
+	Serial []serial.PortConfig `yaml:"serial"`
 
 	src *source // where each key came from, for error messages
 }

@@ -362,6 +362,17 @@ func (d *decoder) scalar(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		v.SetInt(i)
+	case reflect.Uint8, reflect.Uint16, reflect.Uint32:
+		if tag != "!!int" {
+			d.fail(n, path, ErrType, "expected an integer, got %s", kindName(n))
+			return
+		}
+		var u int64
+		if err := n.Decode(&u); err != nil || u < 0 || v.OverflowUint(uint64(u)) {
+			d.fail(n, path, ErrValue, "integer %s out of range", n.Value)
+			return
+		}
+		v.SetUint(uint64(u))
 	case reflect.Float64:
 		if tag != "!!int" && tag != "!!float" {
 			d.fail(n, path, ErrType, "expected a number, got %s", kindName(n))

@@ -23,7 +23,7 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"listeners:\n  - address: 127.0.0.1:1\n    adress: x\n", "config: line 3: listeners[0].adress: unknown key", ErrUnknownKey},
 		{"forward:\n  - filter: a/#\n  - filter: b/#\n    qos: 1\n", "config: line 4: forward[1].qos: unknown key", ErrUnknownKey},
 		{"upstream:\n  backoff:\n    factor: 3\n", "config: line 3: upstream.backoff.factor: unknown key", ErrUnknownKey},
-		{"serial:\n  - port: /dev/ttyUSB0\n", "config: line 1: serial: unknown key", ErrUnknownKey},
+		{"serial:\n  - port: /dev/ttyUSB0\n", "config: line 2: serial[0].port: unknown key", ErrUnknownKey},
 		{"base: &b {level: info}\nlog:\n  <<: *b\n", "config: line 1: base: unknown key", ErrUnknownKey},
 
 		// Wrong types.

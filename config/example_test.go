@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -37,6 +38,9 @@ func normalize(c Config) Config {
 	c.src = nil
 	if len(c.Upstream.TLS.ALPN) == 0 {
 		c.Upstream.TLS.ALPN = nil
+	}
+	if len(c.Serial) == 0 {
+		c.Serial = nil
 	}
 	return c
 }
@@ -349,5 +353,24 @@ func TestDocsExamplesAreValid(t *testing.T) {
 	}
 	if checked < 3 {
 		t.Errorf("checked only %d rule comments", checked)
+	}
+}
+
+// TestSerialExamplesLoad: the serial port examples that docs/serial.md shows
+// load through this package as whole configuration files.
+func TestSerialExamplesLoad(t *testing.T) {
+	files, err := filepath.Glob("../adapters/serial/testdata/examples/*.yaml")
+	if err != nil || len(files) < 3 {
+		t.Fatalf("serial examples: %v, %v", files, err)
+	}
+	for _, f := range files {
+		c, err := Load(f)
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		if len(c.Serial) != 1 || c.Serial[0].Name == "" || c.Serial[0].Baud == 0 {
+			t.Errorf("%s: loaded %+v", f, c.Serial)
+		}
 	}
 }

@@ -1,7 +1,9 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"holdfast/adapters/serial"
 	"math"
 	"net"
 	"net/url"
@@ -54,6 +56,7 @@ func (v *validator) run() {
 	v.queue()
 	v.forward()
 	v.downlink()
+	v.serial()
 	if a := c.Admin.Address; a != "" {
 		if err := checkHostPort(a); err != nil {
 			v.bad("admin.address", "%v", err)
@@ -470,4 +473,29 @@ func (c *Config) CheckFiles() error {
 	check("upstream.tls.cert_file", c.Upstream.TLS.CertFile)
 	check("upstream.tls.key_file", c.Upstream.TLS.KeyFile)
 	return joinErrors(v.errs)
+}
+
+// serial sets the ports' defaults and checks them; the adapter package
+// knows what each key means and names it relative to the list.
+func (v *validator) serial() {
+	ports := v.c.Serial
+	for i := range ports {
+		ports[i].SetDefaults()
+	}
+	err := serial.ValidatePorts(ports)
+	if err == nil {
+		return
+	}
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for _, e := range errs {
+		var fe *serial.FieldError
+		if errors.As(e, &fe) {
+			v.bad(fe.Key, "%s", fe.Msg)
+		} else {
+			v.bad("serial", "%v", e)
+		}
+	}
 }

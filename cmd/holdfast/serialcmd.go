@@ -15,6 +15,5 @@ func runSerial(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	serial.WriteList(stdout, ports)
-	return nil
+	return serial.WriteList(stdout, ports)
 }
