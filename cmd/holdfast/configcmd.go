@@ -22,6 +22,9 @@ func runConfig(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := cfg.CheckFiles(); err != nil {
+		return &configError{err}
+	}
 	src := cf.config
 	if src == "" {
 		src = "built-in defaults"

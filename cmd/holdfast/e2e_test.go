@@ -359,6 +359,8 @@ func TestBadConfigAndFlagsExit2(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(bad, []byte("upstream:\n  url: tcp://example:1883\n"), 0o600)
+	nofile := filepath.Join(dir, "nofile.yaml")
+	os.WriteFile(nofile, []byte("auth:\n  password_file: /nonexistent/passwd\n"), 0o600)
 	unknown := filepath.Join(dir, "unknown.yaml")
 	os.WriteFile(unknown, []byte("queue:\n  dir: x\n  colour: blue\n"), 0o600)
 	for _, tc := range []struct {
@@ -369,6 +371,8 @@ func TestBadConfigAndFlagsExit2(t *testing.T) {
 		{[]string{"--config", unknown}, "queue.colour"},
 		{[]string{"config", "check", "--config", bad}, "line 2"},
 		{[]string{"--nope"}, "-nope"},
+		{[]string{"run", "--config", nofile}, "auth.password_file"},
+		{[]string{"config", "check", "--config", nofile}, "auth.password_file"},
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
 		{[]string{"run", "--upstream", "ftp://x"}, "--upstream"},
 		{[]string{"--config", filepath.Join(dir, "missing.yaml")}, "missing.yaml"},

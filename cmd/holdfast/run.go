@@ -75,6 +75,9 @@ func runAgent(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := cfg.CheckFiles(); err != nil {
+		return &configError{err}
+	}
 	logger := newLogger(cfg.Log, stderr)
 	slog.SetDefault(logger)
 	agent.Version = version
