@@ -173,7 +173,7 @@ type Broker struct {
 	retained  map[string]*stored
 	locals    []*localSub
 	shareNext map[string]int
-	seq       uint64 // last used queued-message sequence number
+	seq       uint64             // last used queued-message sequence number
 	conns     map[*conn]struct{} // connected (CONNACK sent)
 	accepted  map[*conn]struct{} // every open socket
 	listeners map[net.Listener]struct{}

@@ -206,7 +206,7 @@ func (c *conn) serve() {
 			c.version = packet.V311
 			switch {
 			case pe.Code == packet.UnsupportedProtocolVersion:
-				// MQTT-3.1.2-2: CONNACK return code 0x01 in 3.1.1's form.
+				// 3.1.1 MQTT-3.1.2-2: CONNACK return code 0x01.
 				c.startWriter()
 				c.send(&packet.Connack{ReasonCode: packet.ConnRefusedProtocolVersion})
 			case c.r.Version() == packet.V5:
@@ -774,7 +774,7 @@ func (c *conn) handlePublish(p *packet.Publish) bool {
 	if p.QoS == 2 {
 		if _, dup := s.inbound[p.PacketID]; dup {
 			// Received before (perhaps before a restart): answer, do not
-			// store it twice (MQTT-4.3.3-9).
+			// store it twice (section 4.3.3, Method B).
 			e := c.newEntry(ackPubrec, p.PacketID)
 			for _, x := range c.acks {
 				if x != e && x.kind == ackPubrec && x.pid == p.PacketID && x.dupOf == nil {

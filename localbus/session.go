@@ -326,7 +326,8 @@ func (b *Broker) pump(s *session) {
 		p := c.publishPacket(o, false, now)
 		if c.maxOut > 0 {
 			if n, err := packet.Size(p, c.version); err != nil || uint32(n) > c.maxOut {
-				// MQTT-3.1.2-25: discard as if it had been sent.
+				// Too large for the client (5.0 section 3.1.2.11.4): discard it
+				// as if it had been sent.
 				o.pid = 0
 				drop(&b.stats.dropLarge)
 				continue

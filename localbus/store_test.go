@@ -23,6 +23,7 @@ type memStore struct {
 	ingests  int      // Ingest calls
 	saves    int
 	closed   bool // calls after this fail the test
+	discard  bool // do not keep ingested messages (benchmarks)
 
 	latency time.Duration
 	work    chan func()
@@ -110,7 +111,9 @@ func (s *memStore) Ingest(m *Message, ops []StateOp, done func(error)) {
 			return
 		}
 		s.apply(ops)
-		s.ingested = append(s.ingested, &cp)
+		if !s.discard {
+			s.ingested = append(s.ingested, &cp)
+		}
 		s.mu.Unlock()
 		done(nil)
 	})
