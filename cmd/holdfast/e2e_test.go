@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"holdfast/agent"
+	"holdfast/internal/faultproxy"
 	"holdfast/internal/packet"
 	"holdfast/internal/testclient"
 	"holdfast/internal/testenv"
@@ -457,12 +458,20 @@ func TestOutage(t *testing.T) {
 
 // TestCrashLoop: publishers with persistent sessions keep publishing and
 // resending what was not acknowledged while holdfast is killed with SIGKILL
-// twenty times and the upstream restarts every few rounds. Nothing holdfast
+// twenty times and the upstream flaps: its connection is cut or reset in
+// every round and the broker restarts every fourth. Nothing holdfast
 // acknowledged may be missing upstream, and QoS 2 has no duplicate.
 func TestCrashLoop(t *testing.T) {
 	up := testenv.StartMosquitto(t, testenv.MosquittoOptions{Persistent: true})
 	upstreamSubscriber(t, up.Addr())
-	g := newGateway(t, up.Addr(), "")
+	// The uplink reaches the broker through a proxy that cuts and resets
+	// its connection between kills, on top of the broker's own restarts.
+	proxy, err := faultproxy.Start(up.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	g := newGateway(t, proxy.Addr(), "")
 	g.start()
 
 	stop := make(chan struct{})
@@ -488,10 +497,17 @@ func TestCrashLoop(t *testing.T) {
 	}
 	const rounds = 20
 	for round := 0; round < rounds; round++ {
-		// Let traffic flow for a moment, then pull the plug.
-		time.Sleep(time.Duration(150+round*37%300) * time.Millisecond)
+		// Let traffic flow for a moment, drop the uplink's connection, let
+		// it reconnect and resend, then pull the plug.
+		time.Sleep(time.Duration(100+round*37%200) * time.Millisecond)
+		if round%2 == 0 {
+			proxy.Cut()
+		} else {
+			proxy.Reset()
+		}
+		time.Sleep(time.Duration(100+round*53%200) * time.Millisecond)
 		g.kill()
-		if round%5 == 4 {
+		if round%4 == 3 {
 			up.Restart()
 		}
 		g.start()
