@@ -54,10 +54,14 @@ type conn struct {
 	username string
 	s        *session
 	ka       time.Duration
-	sendMax  int    // client's Receive Maximum
-	maxOut   uint32 // client's Maximum Packet Size, 0: none
-	aliases  map[uint16]string
-	will     *will
+	sendMax  int               // client's Receive Maximum
+	maxOut   uint32            // client's Maximum Packet Size, 0: none
+	aliases  map[uint16]string // inbound topic aliases
+
+	// Outbound topic aliases (5.0), guarded by b.mu.
+	aliasOutMax uint16
+	outAliases  map[string]uint16
+	will        *will
 
 	// Guarded by b.mu.
 	closed     bool
@@ -580,6 +584,10 @@ func (c *conn) connect(cp *packet.Connect) bool {
 		if cp.Properties.HasMaximumPacketSize {
 			c.maxOut = cp.Properties.MaximumPacketSize
 		}
+		if cp.Properties.HasTopicAliasMaximum && cp.Properties.TopicAliasMaximum > 0 {
+			c.aliasOutMax = cp.Properties.TopicAliasMaximum
+			c.outAliases = make(map[string]uint16)
+		}
 	} else {
 		c.sendMax = int(b.opts.ReceiveMaximum)
 	}
@@ -660,6 +668,32 @@ func (c *conn) publishPacket(o *outMsg, dup bool, now time.Time) *packet.Publish
 		pr.SubscriptionIdentifiers = o.subIDs
 	}
 	return p
+}
+
+// minAliasTopic is the shortest topic worth an alias: below it the alias
+// property costs more than the topic it replaces.
+const minAliasTopic = 4
+
+// applyAlias puts a topic alias into p when the client accepts them (its
+// Topic Alias Maximum): an alias already sent replaces the topic, a new one
+// is set up while aliases are left. The returned func records a new alias;
+// call it only if p is sent (a dropped packet must not set one up).
+func (c *conn) applyAlias(p *packet.Publish) func() {
+	if c.aliasOutMax == 0 || len(p.Topic) < minAliasTopic {
+		return func() {}
+	}
+	if a, ok := c.outAliases[p.Topic]; ok {
+		p.Properties.TopicAlias, p.Properties.HasTopicAlias = a, true
+		p.Topic = ""
+		return func() {}
+	}
+	if len(c.outAliases) >= int(c.aliasOutMax) {
+		return func() {}
+	}
+	a := uint16(len(c.outAliases) + 1)
+	p.Properties.TopicAlias, p.Properties.HasTopicAlias = a, true
+	topic := p.Topic
+	return func() { c.outAliases[topic] = a }
 }
 
 // handle handles one packet after CONNECT, with b.mu held; it reports whether

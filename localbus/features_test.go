@@ -758,3 +758,44 @@ func TestInProcessSubscribeAndPublish(t *testing.T) {
 		t.Fatal("wildcard topic accepted")
 	}
 }
+
+func TestTopicAliasOutbound(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	var props packet.Properties
+	props.TopicAliasMaximum, props.HasTopicAliasMaximum = 2, true
+	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", CleanStart: true, Properties: props})
+	sub.Subscribe(packet.Subscription{Filter: "alias/#", QoS: 1})
+	plain := dial(t, tb.addr, testclient.Options{ClientID: "plain", CleanStart: true})
+	plain.Subscribe(packet.Subscription{Filter: "alias/#", QoS: 1})
+	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	topics := []string{"alias/one", "alias/two", "alias/three", "alias/one", "alias/two", "alias/three"}
+	for _, tp := range topics {
+		pub.Publish(&packet.Publish{Topic: tp, QoS: 1, Payload: []byte(tp)})
+	}
+	known := map[uint16]string{}
+	for i, tp := range topics {
+		p := recv(t, sub)
+		name := p.Topic
+		if p.Properties.HasTopicAlias {
+			a := p.Properties.TopicAlias
+			if a == 0 || a > 2 {
+				t.Fatalf("alias %d beyond the client's maximum", a)
+			}
+			if name == "" {
+				name = known[a]
+			} else {
+				known[a] = name
+			}
+		}
+		if name != tp || string(p.Payload) != tp {
+			t.Fatalf("message %d: topic %q (alias %d) payload %q, want %q", i, p.Topic, p.Properties.TopicAlias, p.Payload, tp)
+		}
+		// The repeats of the first two topics go by alias alone.
+		if i >= 3 && tp != "alias/three" && p.Topic != "" {
+			t.Fatalf("message %d sent with its topic although an alias exists", i)
+		}
+		if q := recv(t, plain); q.Properties.HasTopicAlias || q.Topic != tp {
+			t.Fatalf("alias sent to a client that allows none: %+v", q)
+		}
+	}
+}

@@ -324,6 +324,7 @@ func (b *Broker) pump(s *session) {
 			o.pid = s.allocPID()
 		}
 		p := c.publishPacket(o, false, now)
+		commitAlias := c.applyAlias(p)
 		if c.maxOut > 0 {
 			if n, err := packet.Size(p, c.version); err != nil || uint32(n) > c.maxOut {
 				// Too large for the client (5.0 section 3.1.2.11.4): discard it
@@ -340,6 +341,7 @@ func (b *Broker) pump(s *session) {
 				ops = append(ops, StateOp{Key: queuedKey(s.cid, o.seq), Value: encodeQueued(o)})
 			}
 		}
+		commitAlias()
 		b.stats.out.Add(1)
 		c.send(p)
 	}
@@ -355,7 +357,9 @@ func (b *Broker) resend(s *session) {
 			c.send(&packet.Pubrel{PacketID: o.pid})
 			continue
 		}
-		c.send(c.publishPacket(o, true, now))
+		p := c.publishPacket(o, true, now)
+		c.applyAlias(p)()
+		c.send(p)
 	}
 }
 
