@@ -28,7 +28,6 @@ package uplink
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -456,6 +455,3 @@ func (a *acker) close() {
 	close(a.stop)
 	<-a.done
 }
-
-// errorf builds connection errors.
-func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
