@@ -356,7 +356,6 @@ func (c *conn) inflightDone() {
 // flushAcks sends the answers at the head of the pipeline that are done.
 // Called with b.mu held.
 func (c *conn) flushAcks() {
-	v5 := c.version == packet.V5
 	for len(c.acks) > 0 && c.acks[0].done {
 		e := c.acks[0]
 		c.acks[0] = nil
@@ -369,44 +368,50 @@ func (c *conn) flushAcks() {
 		if e.dupOf != nil && e.dupOf.err != nil {
 			err = e.dupOf.err
 		}
-		if c.closed {
-			continue
+		if !c.closed {
+			c.answer(e, err)
 		}
-		switch e.kind {
-		case ackPuback:
-			c.inflightDone()
-			if err != nil {
-				if !v5 {
-					c.closeWith(0)
-					continue
-				}
-				c.send(&packet.Puback{PacketID: e.pid, ReasonCode: storeCode(err)})
-				continue
-			}
+		if e.then != nil {
+			// Even on a closed connection: it makes the retained messages
+			// of a SUBSCRIBE deliverable, which the session's queue waits for.
+			e.then()
+		}
+	}
+}
+
+// answer sends the response for a completed entry; err is the store's.
+func (c *conn) answer(e *ackEntry, err error) {
+	v5 := c.version == packet.V5
+	switch e.kind {
+	case ackPuback:
+		c.inflightDone()
+		switch {
+		case err == nil:
 			c.send(&packet.Puback{PacketID: e.pid, ReasonCode: e.rc})
-		case ackPubrec:
-			if err != nil {
-				c.inflightDone()
-				if !v5 {
-					c.closeWith(0)
-					continue
-				}
-				c.send(&packet.Pubrec{PacketID: e.pid, ReasonCode: storeCode(err)})
-				continue
-			}
+		case v5:
+			c.send(&packet.Puback{PacketID: e.pid, ReasonCode: storeCode(err)})
+		default:
+			c.closeWith(0) // 3.1.1: no way to refuse; unacknowledged, it is sent again
+		}
+	case ackPubrec:
+		switch {
+		case err == nil:
 			if e.rc.IsError() {
 				c.inflightDone()
 			}
 			c.send(&packet.Pubrec{PacketID: e.pid, ReasonCode: e.rc})
-		case ackPubcomp:
+		case v5:
 			c.inflightDone()
-			c.send(&packet.Pubcomp{PacketID: e.pid, ReasonCode: e.rc})
-		case ackPacket:
-			c.send(e.pkt)
-			if e.then != nil {
-				e.then()
-			}
+			c.send(&packet.Pubrec{PacketID: e.pid, ReasonCode: storeCode(err)})
+		default:
+			c.inflightDone()
+			c.closeWith(0)
 		}
+	case ackPubcomp:
+		c.inflightDone()
+		c.send(&packet.Pubcomp{PacketID: e.pid, ReasonCode: e.rc})
+	case ackPacket:
+		c.send(e.pkt)
 	}
 }
 

@@ -799,3 +799,29 @@ func TestTopicAliasOutbound(t *testing.T) {
 		}
 	}
 }
+
+// A connection that drops while its SUBSCRIBE is being stored must not leave
+// the retained messages for that subscription blocking the session's queue.
+func TestSubscribeInterruptedByDisconnect(t *testing.T) {
+	st := newMemStore(t)
+	tb := startBroker(t, Options{}, st, nil)
+	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	pub.Publish(&packet.Publish{Topic: "rt", QoS: 1, Retain: true, Payload: []byte("retained")})
+	o := testclient.Options{ClientID: "p", SessionExpiry: 600, CleanStart: true}
+	c := dial(t, tb.addr, o)
+	st.setHold(true)
+	c.Send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "rt", QoS: 1}}})
+	testenv.WaitFor(t, wait, "subscription being stored", func() bool { return st.heldCount() > 0 })
+	c.Close()
+	testenv.WaitFor(t, wait, "offline", func() bool { return tb.Stats().Connections == 1 })
+	st.setHold(false)
+	st.release()
+	pub.Publish(&packet.Publish{Topic: "rt", QoS: 1, Payload: []byte("live")})
+	o.CleanStart = false
+	c = dial(t, tb.addr, o)
+	for _, want := range []string{"retained", "live"} {
+		if p := recv(t, c); string(p.Payload) != want {
+			t.Fatalf("got %q want %q", p.Payload, want)
+		}
+	}
+}
