@@ -67,7 +67,8 @@ type conn struct {
 	relQ    []*entry // PUBREC came, in arrival order: PUBREL goes out in this order
 	// unrel counts, per topic, QoS 2 PUBLISHes whose PUBREL is not sent
 	// yet: the server delivers a QoS 2 message only at PUBREL, so a QoS
-	// 0/1 message on that topic waits for it to keep the topic in order.
+	// 0/1 message or a PUBREL on that topic waits for it to keep the
+	// topic in order.
 	unrel map[string]int
 
 	dlQueue []*packet.Publish
@@ -632,8 +633,12 @@ func (s *conn) pump() error {
 			s.next = i
 			return nil
 		}
-		if qos < 2 && !e.rec && s.unrel[e.Topic] > 0 {
-			s.next = i // behind a QoS 2 message on the same topic
+		if (qos < 2 || e.rec) && s.unrel[e.Topic] > 0 {
+			// Behind a QoS 2 message on the same topic whose PUBREL is not
+			// out yet. A PUBREL resend waits too: after a restart, the
+			// mark of a later message may be durable and an earlier one's
+			// not, and the server delivers at PUBREL.
+			s.next = i
 			return nil
 		}
 		if err := s.send(e); err != nil {

@@ -174,7 +174,7 @@ func (s *memSource) fill(n, topics int, prefix string, qos byte) {
 
 // testLogger logs to the test at debug level when -v, else discards.
 func testLogger(t testing.TB) *slog.Logger {
-	if !testing.Verbose() {
+	if t == nil || !testing.Verbose() {
 		return slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
