@@ -644,7 +644,9 @@ func (b *Broker) Publish(ctx context.Context, m *Message) error {
 // Subscribe registers an in-process subscriber: fn is called, on a goroutine
 // of its own, for every message matching filter that is published from then
 // on (by clients, wills or Publish), in order. Shared subscription filters
-// are not accepted. unsubscribe stops the calls (one already running
+// are not accepted. fn must not modify the message (its payload is shared
+// with every other subscriber) and should return quickly: messages for it
+// wait in memory meanwhile. unsubscribe stops the calls (one already running
 // finishes).
 func (b *Broker) Subscribe(filter string, fn func(*Message)) (unsubscribe func(), err error) {
 	if err := topic.ValidFilter(filter); err != nil {

@@ -130,11 +130,12 @@ func (b *Broker) route(m *stored, ops []StateOp, now time.Time) ([]*outMsg, []St
 			t.subIDs = append(t.subIDs, sub.id)
 		}
 	}
-	subOf := make(map[[2]string]*subscription)
+	var subOf map[[2]string]*subscription
 	b.subs.Match(m.Topic, func(filter, cid string, sub *subscription) {
 		if _, _, shared, err := topic.ParseShared(filter); shared && err == nil {
 			if groups == nil {
 				groups = make(map[string][]string)
+				subOf = make(map[[2]string]*subscription)
 			}
 			groups[filter] = append(groups[filter], cid)
 			subOf[[2]string{filter, cid}] = sub
