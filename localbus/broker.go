@@ -515,9 +515,10 @@ func isTemporary(err error) bool {
 }
 
 // Close shuts the broker down: it stops accepting connections (closing every
-// listener given to Serve), stops reading from clients, waits until every
-// outstanding Store call has completed and its acknowledgement has been
-// queued, then sends DISCONNECT 0x8B (Server shutting down) to 5.0 clients,
+// listener given to Serve), stops storing what clients publish (PUBLISH
+// packets read from then on are neither stored nor acknowledged, so clients
+// send them again), waits until every outstanding Store call has completed
+// and its acknowledgement has been queued, then sends DISCONNECT 0x8B (Server shutting down) to 5.0 clients,
 // closes every connection and waits for their goroutines. After Close
 // returns the broker makes no more Store calls. Sessions persisted in the
 // store are restored by the next New; wills of connected clients are not
@@ -536,9 +537,6 @@ func (b *Broker) close() {
 	for _, s := range b.sessions {
 		s.stopTimers()
 	}
-	for c := range b.conns {
-		c.stopReading()
-	}
 	locals := b.locals
 	b.locals = nil
 	b.mu.Unlock()
@@ -550,7 +548,7 @@ func (b *Broker) close() {
 	b.flushEvents()
 	b.mu.Lock()
 	for c := range b.conns {
-		c.shutdown(packet.ServerShuttingDown)
+		c.closeWith(packet.ServerShuttingDown)
 	}
 	for c := range b.accepted {
 		if _, ok := b.conns[c]; !ok && c.s == nil {

@@ -129,13 +129,6 @@ func (c *conn) closeWith(rc packet.ReasonCode) {
 	c.closeOut()
 }
 
-// stopReading is called by Close: publishes read from now on are ignored
-// (handle checks b.closing), so nothing is a no-op here beyond documenting.
-func (c *conn) stopReading() {}
-
-// shutdown is Close's goodbye to a connected client.
-func (c *conn) shutdown(rc packet.ReasonCode) { c.closeWith(rc) }
-
 // writer encodes and writes queued packets until closeOut or a write error.
 func (c *conn) writer() {
 	defer close(c.writerDone)
