@@ -551,11 +551,14 @@ func (s *conn) requestLease() {
 	if s.leasing || s.draining {
 		return
 	}
+	// Keep up to ahead messages leased; lease again when half are used, in
+	// batches, since every Lease costs a seek in the store.
+	ahead := min(max(4*s.window, 64), 4*maxLeaseBatch)
 	live := len(c.pending) - c.doneCount
-	n := min(2*s.window-live, maxLeaseBatch)
-	if n <= 0 {
+	if live > ahead/2 {
 		return
 	}
+	n := min(ahead-live, maxLeaseBatch)
 	s.leasing = true
 	s.wg.Add(1)
 	go func() {
