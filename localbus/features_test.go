@@ -290,10 +290,10 @@ func TestWillDelay(t *testing.T) {
 	if p := recv(t, sub); p.Topic != "will/session-end" {
 		t.Fatalf("%+v", p)
 	}
-	testenv.WaitFor(t, wait, "session ended", func() bool {
+	testenv.WaitFor(t, wait, "session ended and its record deleted", func() bool {
 		tb.mu.Lock()
 		defer tb.mu.Unlock()
-		return tb.sessions["short"] == nil
+		return tb.sessions["short"] == nil && len(tb.store.keys(sessionKey("short"))) == 0
 	})
 }
 

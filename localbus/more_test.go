@@ -1,0 +1,98 @@
+package localbus
+
+import (
+	"path/filepath"
+	"testing"
+
+	"holdfast/internal/auth"
+	"holdfast/internal/packet"
+	"holdfast/internal/testclient"
+	"holdfast/internal/testenv"
+)
+
+func TestUnsubscribe(t *testing.T) {
+	for _, v := range versions() {
+		t.Run(v.String(), func(t *testing.T) {
+			tb := startBroker(t, Options{}, nil, nil)
+			c := dial(t, tb.addr, testclient.Options{ClientID: "u", Version: v, SessionExpiry: 60, CleanStart: v == packet.V5})
+			c.Subscribe(packet.Subscription{Filter: "a", QoS: 1}, packet.Subscription{Filter: "b", QoS: 1})
+			id := c.NextID()
+			c.Send(&packet.Unsubscribe{PacketID: id, Filters: []string{"a", "nope"}})
+			p, err := c.ReadPacket(wait)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ack, ok := p.(*packet.Unsuback)
+			if !ok || ack.PacketID != id {
+				t.Fatalf("got %#v", p)
+			}
+			if v == packet.V5 && (len(ack.ReasonCodes) != 2 || ack.ReasonCodes[0] != 0 || ack.ReasonCodes[1] != packet.NoSubscriptionExisted) {
+				t.Fatalf("UNSUBACK codes %v", ack.ReasonCodes)
+			}
+			pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+			pub.Publish(&packet.Publish{Topic: "a", QoS: 1, Payload: []byte("gone")})
+			pub.Publish(&packet.Publish{Topic: "b", QoS: 1, Payload: []byte("kept")})
+			if p := recv(t, c); string(p.Payload) != "kept" {
+				t.Fatalf("got %q after unsubscribing", p.Payload)
+			}
+			// The stored session has only "b" left.
+			tb.mu.Lock()
+			rec := encodeSession(tb.sessions["u"])
+			tb.mu.Unlock()
+			s, err := decodeSession("u", rec)
+			if err != nil || len(s.subs) != 1 || s.subs["b"] == nil {
+				t.Fatalf("%+v %v", s, err)
+			}
+			testenv.WaitFor(t, wait, "session record updated", func() bool {
+				st := tb.store
+				st.mu.Lock()
+				defer st.mu.Unlock()
+				s, err := decodeSession("u", st.data[sessionKey("u")])
+				return err == nil && len(s.subs) == 1
+			})
+		})
+	}
+}
+
+func TestACLReceive(t *testing.T) {
+	aclFile := filepath.Join(t.TempDir(), "acl")
+	writeFile(t, aclFile, "topic readwrite a/#\ntopic deny a/secret\n")
+	acl, err := auth.LoadACL(aclFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := startBroker(t, Options{}, nil, &ListenerOptions{AllowAnonymous: true, ACL: acl})
+	c := dial(t, tb.addr, testclient.Options{ClientID: "r", CleanStart: true})
+	if rcs, err := c.Subscribe(packet.Subscription{Filter: "a/#", QoS: 1}); err != nil || rcs[0] != 1 {
+		t.Fatal(rcs, err)
+	}
+	// The broker itself publishes to a/secret (no ACL on Publish); the
+	// subscriber may not read it.
+	if err := tb.Publish(t.Context(), &Message{Topic: "a/secret", QoS: 1, Payload: []byte("no")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.Publish(t.Context(), &Message{Topic: "a/open", QoS: 1, Payload: []byte("yes")}); err != nil {
+		t.Fatal(err)
+	}
+	if p := recv(t, c); string(p.Payload) != "yes" {
+		t.Fatalf("got %q", p.Payload)
+	}
+	if tb.Stats().DroppedDenied != 1 {
+		t.Fatalf("stats %+v", tb.Stats())
+	}
+}
+
+func TestRetainNotAvailable(t *testing.T) {
+	tb := startBrokerRaw(t, Options{RetainAvailable: false}, nil, nil)
+	c := dial(t, tb.addr, testclient.Options{ClientID: "r", CleanStart: true})
+	if pr := c.Connack.Properties; !pr.HasRetainAvailable || pr.RetainAvailable != 0 {
+		t.Fatalf("CONNACK %+v", pr)
+	}
+	c.Send(&packet.Publish{Topic: "t", Retain: true})
+	expectDisconnect(t, c, packet.RetainNotSupported)
+	_, err := testclient.Dial(tb.addr, testclient.Options{ClientID: "w", CleanStart: true,
+		Will: &packet.Publish{Topic: "w", Retain: true}})
+	if err == nil {
+		t.Fatal("retained will accepted without retain available")
+	}
+}
