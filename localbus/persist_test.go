@@ -171,6 +171,9 @@ func TestBadgerRestart(t *testing.T) {
 
 	_, b, addr, stop = open()
 	defer stop()
+	if st := b.Stats(); st.Sessions != 1 || st.Retained != 1 || st.Queued != 3 {
+		t.Fatalf("reopened broker state %+v", st)
+	}
 	dev = dial(t, addr, testclient.Options{ClientID: "dev", Version: packet.V311})
 	if !dev.Connack.SessionPresent {
 		t.Fatal("session lost")
@@ -186,7 +189,6 @@ func TestBadgerRestart(t *testing.T) {
 	if p := recv(t, dev); string(p.Payload) != "on" {
 		t.Fatalf("%+v", p)
 	}
-	_ = b
 }
 
 // TestCrashChild is the broker process of TestSIGKILLRestart; it runs only
