@@ -35,6 +35,14 @@ func queueOptions(cfg *config.Config, log *slog.Logger) queue.Options {
 
 func brokerOptions(cfg *config.Config, log *slog.Logger) localbus.Options {
 	l := cfg.Local
+	// The config's 0 means "none" for these two; the broker's 0 means its
+	// default and a negative value means none.
+	if l.MaxQueuedMessages == 0 {
+		l.MaxQueuedMessages = -1
+	}
+	if l.MaxSessionExpiry == 0 {
+		l.MaxSessionExpiry = -1
+	}
 	return localbus.Options{
 		MaxPacketSize:     uint32(l.MaxPacketSize),
 		ReceiveMaximum:    uint16(l.ReceiveMaximum),
