@@ -303,9 +303,10 @@ func (s *conn) loop(ctx context.Context, r *packet.Reader) error {
 		if s.draining && (s.inflight == 0 || !time.Now().Before(s.drainUntil)) {
 			return s.disconnect()
 		}
-		if s.bw.Buffered() > 0 && len(s.pkts) == 0 {
+		if s.bw.Buffered() > 0 && len(s.pkts) == 0 && s.window > 1 {
 			// Let the reader hand over acks already on the socket, so one
-			// write carries many messages rather than one per ack.
+			// write carries many messages rather than one per ack (with a
+			// window of 1 there is nothing to gather).
 			runtime.Gosched()
 		}
 		if s.bw.Buffered() > 0 && (len(s.pkts) == 0 || s.bw.Buffered() >= 16<<10) {
