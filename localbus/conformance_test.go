@@ -1,0 +1,332 @@
+package localbus
+
+import (
+	"slices"
+	"testing"
+
+	"holdfast/internal/packet"
+	"holdfast/internal/testclient"
+	"holdfast/internal/testenv"
+)
+
+// Tests for normative statements of MQTT 3.1.1 and 5.0 that the feature
+// tests do not already cover; docs/conformance.md maps every statement to
+// its test.
+
+// Overlapping subscriptions of one client: one copy at the highest granted
+// QoS (3.1.1 section 3.3.5; 5.0 MQTT-3.3.4-2), carrying the Subscription
+// Identifiers of every matching subscription that has one (MQTT-3.3.4-3,
+// MQTT-3.3.4-4).
+func TestOverlappingSubscriptions(t *testing.T) {
+	for _, v := range versions() {
+		t.Run(v.String(), func(t *testing.T) {
+			tb := startBroker(t, Options{}, nil, nil)
+			sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", Version: v, CleanStart: true})
+			id := sub.NextID()
+			s := &packet.Subscribe{PacketID: id, Subscriptions: []packet.Subscription{{Filter: "o/#", QoS: 2}}}
+			if v == packet.V5 {
+				s.Properties.SubscriptionIdentifiers = []uint32{3}
+			}
+			sub.Send(s)
+			// The second subscription has no identifier.
+			sub.Send(&packet.Subscribe{PacketID: id + 1, Subscriptions: []packet.Subscription{{Filter: "o/+", QoS: 1}}})
+			for range 2 {
+				if p, err := sub.ReadPacket(wait); err != nil || p.Type() != packet.SUBACK {
+					t.Fatalf("%v %v", p, err)
+				}
+			}
+			pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", Version: v, CleanStart: true})
+			for qos := byte(0); qos <= 2; qos++ {
+				if _, err := pub.Publish(&packet.Publish{Topic: "o/x", QoS: qos, Payload: []byte{qos}}); err != nil {
+					t.Fatal(err)
+				}
+				p := recv(t, sub)
+				if p.QoS != qos || p.Payload[0] != qos {
+					t.Fatalf("QoS %d publish delivered at QoS %d (%v)", qos, p.QoS, p.Payload)
+				}
+				if ids := p.Properties.SubscriptionIdentifiers; v == packet.V5 && !slices.Equal(ids, []uint32{3}) {
+					t.Fatalf("subscription identifiers %v, want [3]", ids)
+				}
+			}
+			// Exactly one copy of each.
+			noPublish(t, sub)
+		})
+	}
+}
+
+// A SUBSCRIBE with a filter identical to an existing one replaces the
+// subscription (3.1.1 MQTT-3.8.4-3; 5.0 MQTT-3.8.4-3) and, with Retain
+// Handling 0, re-sends the retained messages (5.0 MQTT-3.8.4-4).
+func TestSubscriptionReplaced(t *testing.T) {
+	for _, v := range versions() {
+		t.Run(v.String(), func(t *testing.T) {
+			tb := startBroker(t, Options{}, nil, nil)
+			pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", Version: v, CleanStart: true})
+			pub.Publish(&packet.Publish{Topic: "rs/1", QoS: 1, Retain: true, Payload: []byte("kept")})
+			sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", Version: v, CleanStart: true})
+			for i, qos := range []byte{0, 1} {
+				if rcs, err := sub.Subscribe(packet.Subscription{Filter: "rs/+", QoS: qos}); err != nil || rcs[0] != packet.ReasonCode(qos) {
+					t.Fatalf("subscribe %d: %v %v", i, rcs, err)
+				}
+				if p := recv(t, sub); !p.Retain || p.QoS != qos || string(p.Payload) != "kept" {
+					t.Fatalf("retained after subscribe %d: %+v", i, p)
+				}
+			}
+			pub.Publish(&packet.Publish{Topic: "rs/1", QoS: 2, Payload: []byte("live")})
+			if p := recv(t, sub); p.QoS != 1 || string(p.Payload) != "live" {
+				t.Fatalf("after replacement: %+v", p)
+			}
+			noPublish(t, sub)
+			if n := tb.Stats().Subscriptions; n != 1 {
+				t.Fatalf("%d subscriptions, want 1", n)
+			}
+		})
+	}
+}
+
+// The server sends no more unacknowledged QoS 1/2 PUBLISH packets than the
+// client's Receive Maximum (MQTT-3.3.4-9, MQTT-4.9.0-2) and keeps answering
+// other packets while the quota is zero (MQTT-3.3.4-10, MQTT-4.9.0-3).
+func TestClientReceiveMaximum(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	var props packet.Properties
+	props.ReceiveMaximum, props.HasReceiveMaximum = 2, true
+	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", CleanStart: true, Properties: props})
+	sub.Subscribe(packet.Subscription{Filter: "fc", QoS: 2})
+	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	for i := range 5 {
+		if _, err := pub.Publish(&packet.Publish{Topic: "fc", QoS: byte(1 + i%2), Payload: []byte{byte(i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var held []*packet.Publish
+	for range 2 {
+		p, err := sub.ReadPacket(wait)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, p.(*packet.Publish))
+	}
+	// Quota zero: PINGREQ is still answered and no third PUBLISH comes.
+	noPublish(t, sub)
+	// Completing the first flow (QoS 1 PUBACK) frees one slot.
+	sub.Send(&packet.Puback{PacketID: held[0].PacketID})
+	p, err := sub.ReadPacket(wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q, ok := p.(*packet.Publish); !ok || q.Payload[0] != 2 {
+		t.Fatalf("got %#v, want the third message", p)
+	}
+	noPublish(t, sub)
+	// A PUBREC alone does not free the slot of a QoS 2 message; PUBCOMP does.
+	sub.Send(&packet.Pubrec{PacketID: held[1].PacketID})
+	if p, err := sub.ReadPacket(wait); err != nil || p.Type() != packet.PUBREL {
+		t.Fatalf("got %v %v, want PUBREL", p, err)
+	}
+	noPublish(t, sub)
+	sub.Send(&packet.Pubcomp{PacketID: held[1].PacketID})
+	if p := recv(t, sub); p.Payload[0] != 3 {
+		t.Fatalf("got %v, want the fourth message", p.Payload)
+	}
+}
+
+// A client silent for 1.5 x its keep alive is disconnected as if the network
+// had failed (3.1.1 MQTT-3.1.2-24; 5.0 MQTT-3.1.2-22), so its will is
+// published (3.1.1 MQTT-3.1.2-8; 5.0 MQTT-3.1.2-8), retained when Will
+// Retain is set (3.1.1 MQTT-3.1.2-17; 5.0 MQTT-3.1.2-15).
+func TestKeepAliveTimeoutPublishesWill(t *testing.T) {
+	for _, v := range versions() {
+		t.Run(v.String(), func(t *testing.T) {
+			tb := startBroker(t, Options{}, nil, nil)
+			sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", Version: v, CleanStart: true})
+			sub.Subscribe(packet.Subscription{Filter: "will/#", QoS: 1})
+			w := dial(t, tb.addr, testclient.Options{ClientID: "ka", Version: v, CleanStart: true, KeepAlive: 1,
+				Will: &packet.Publish{Topic: "will/ka", QoS: 1, Retain: true, Payload: []byte("timed out")}})
+			if v == packet.V5 {
+				expectDisconnect(t, w, packet.KeepAliveTimeout)
+			} else {
+				expectDisconnect(t, w, 0)
+			}
+			if p := recv(t, sub); p.Topic != "will/ka" || string(p.Payload) != "timed out" {
+				t.Fatalf("%+v", p)
+			}
+			late := dial(t, tb.addr, testclient.Options{ClientID: "late", Version: v, CleanStart: true})
+			late.Subscribe(packet.Subscription{Filter: "will/ka", QoS: 1})
+			if p := recv(t, late); !p.Retain || string(p.Payload) != "timed out" {
+				t.Fatalf("will not retained: %+v", p)
+			}
+		})
+	}
+}
+
+// Session lifetime: 3.1.1 clean session (MQTT-3.1.2-4, MQTT-3.1.2-6,
+// MQTT-3.2.2-1..3) and 5.0 Clean Start with Session Expiry Interval
+// (MQTT-3.1.2-4..6, MQTT-3.1.2-23, MQTT-3.2.2-2, MQTT-3.2.2-3, MQTT-4.1.0-2).
+func TestSessionLifetime(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	offline := func(id string) {
+		t.Helper()
+		testenv.WaitFor(t, wait, id+" offline", func() bool {
+			tb.mu.Lock()
+			defer tb.mu.Unlock()
+			s := tb.sessions[id]
+			return s == nil || s.conn == nil
+		})
+	}
+
+	// 3.1.1: clean session 0 keeps the session and its messages.
+	o := testclient.Options{ClientID: "c311", Version: packet.V311}
+	c := dial(t, tb.addr, o)
+	if c.Connack.SessionPresent {
+		t.Fatal("3.1.1 new session: Session Present 1")
+	}
+	c.Subscribe(packet.Subscription{Filter: "sl/311", QoS: 1})
+	c.Disconnect()
+	offline("c311")
+	pub.Publish(&packet.Publish{Topic: "sl/311", QoS: 1, Payload: []byte("held")})
+	c = dial(t, tb.addr, o)
+	if !c.Connack.SessionPresent {
+		t.Fatal("3.1.1 stored session: Session Present 0")
+	}
+	if p := recv(t, c); string(p.Payload) != "held" {
+		t.Fatalf("%+v", p)
+	}
+	c.Disconnect()
+	offline("c311")
+	// Clean session 1 discards it: Session Present 0, no subscription.
+	o.CleanStart = true
+	c = dial(t, tb.addr, o)
+	if c.Connack.SessionPresent {
+		t.Fatal("3.1.1 clean session 1: Session Present 1")
+	}
+	pub.Publish(&packet.Publish{Topic: "sl/311", QoS: 1, Payload: []byte("not subscribed")})
+	noPublish(t, c)
+	c.Disconnect()
+	offline("c311")
+	// ... and the clean session did not outlive its connection.
+	o.CleanStart = false
+	if c = dial(t, tb.addr, o); c.Connack.SessionPresent {
+		t.Fatal("3.1.1 clean session survived its connection")
+	}
+
+	// 5.0: Clean Start 0 with Session Expiry 0 ends the session with the
+	// connection.
+	c = dial(t, tb.addr, testclient.Options{ClientID: "e0"})
+	c.Subscribe(packet.Subscription{Filter: "sl/5", QoS: 1})
+	c.Disconnect()
+	offline("e0")
+	if c = dial(t, tb.addr, testclient.Options{ClientID: "e0"}); c.Connack.SessionPresent {
+		t.Fatal("session with expiry 0 survived its connection")
+	}
+	// Session Expiry 1: present while it lasts, gone after.
+	c = dial(t, tb.addr, testclient.Options{ClientID: "e1", SessionExpiry: 1, CleanStart: true})
+	c.Subscribe(packet.Subscription{Filter: "sl/5", QoS: 1})
+	c.Close()
+	testenv.WaitFor(t, wait, "session expired", func() bool {
+		tb.mu.Lock()
+		defer tb.mu.Unlock()
+		return tb.sessions["e1"] == nil
+	})
+	pub.Publish(&packet.Publish{Topic: "sl/5", QoS: 1, Payload: []byte("after expiry")})
+	c = dial(t, tb.addr, testclient.Options{ClientID: "e1", SessionExpiry: 60})
+	if c.Connack.SessionPresent {
+		t.Fatal("expired session present")
+	}
+	noPublish(t, c)
+	// A DISCONNECT may set a new expiry for a session that had one:
+	// setting it to 0 ends the session at once.
+	c.Subscribe(packet.Subscription{Filter: "sl/5", QoS: 1})
+	d := &packet.Disconnect{}
+	d.Properties.SessionExpiry, d.Properties.HasSessionExpiry = 0, true
+	c.Send(d)
+	offline("e1")
+	if c = dial(t, tb.addr, testclient.Options{ClientID: "e1", SessionExpiry: 60}); c.Connack.SessionPresent {
+		t.Fatal("session present after DISCONNECT set its expiry to 0")
+	}
+	// Setting a non-zero expiry when CONNECT had 0 is a protocol error
+	// (5.0 section 3.14.2.2.2).
+	c = dial(t, tb.addr, testclient.Options{ClientID: "e2", CleanStart: true})
+	d.Properties.SessionExpiry = 60
+	if err := c.Send(d); err != nil {
+		t.Fatal(err)
+	}
+	expectDisconnect(t, c, packet.ProtocolError)
+}
+
+// A shared subscription member answering PUBACK with 0x80 or above: the
+// message is discarded, not sent to another member (MQTT-4.8.2-6).
+func TestSharedSubscriptionRejectedNotRedistributed(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	a := dial(t, tb.addr, testclient.Options{ClientID: "a", CleanStart: true})
+	a.Subscribe(packet.Subscription{Filter: "$share/g/sr", QoS: 1})
+	b := dial(t, tb.addr, testclient.Options{ClientID: "b", CleanStart: true})
+	b.Subscribe(packet.Subscription{Filter: "$share/g/sr", QoS: 1})
+	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	pub.Publish(&packet.Publish{Topic: "sr", QoS: 1, Payload: []byte("one")})
+	// Whichever member got it refuses it.
+	var got, other *testclient.Client
+	for i := 0; got == nil; i++ {
+		if i == 40 {
+			t.Fatal("the shared message reached no member")
+		}
+		for _, c := range []*testclient.Client{a, b} {
+			p, err := c.ReadPacket(wait / 20)
+			if err != nil {
+				continue
+			}
+			q := p.(*packet.Publish)
+			c.Send(&packet.Puback{PacketID: q.PacketID, ReasonCode: packet.UnspecifiedError})
+			got = c
+		}
+	}
+	other = a
+	if got == a {
+		other = b
+	}
+	noPublish(t, other)
+	noPublish(t, got)
+	// The group goes on working: the next message is delivered.
+	pub.Publish(&packet.Publish{Topic: "sr", QoS: 1, Payload: []byte("two")})
+	p := recvAny(t, a, b)
+	if string(p.Payload) != "two" {
+		t.Fatalf("got %q, want two (one was refused and must not come back)", p.Payload)
+	}
+}
+
+// recvAny returns the next PUBLISH that arrives on either client.
+func recvAny(t *testing.T, cs ...*testclient.Client) *packet.Publish {
+	t.Helper()
+	for range 40 {
+		for _, c := range cs {
+			if p, err := c.Receive(wait / 20); err == nil {
+				return p
+			}
+		}
+	}
+	t.Fatal("no PUBLISH on any client")
+	return nil
+}
+
+// Topic Alias mappings do not carry over to a new connection (MQTT-3.3.2-7):
+// a PUBLISH with only an alias set on the old connection is a protocol error.
+func TestTopicAliasNotCarriedOver(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	o := testclient.Options{ClientID: "ta", SessionExpiry: 60, CleanStart: true}
+	c := dial(t, tb.addr, o)
+	p := &packet.Publish{Topic: "alias/topic", QoS: 1, Payload: []byte("x")}
+	p.Properties.TopicAlias, p.Properties.HasTopicAlias = 1, true
+	if _, err := c.Publish(p); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	o.CleanStart = false
+	c = dial(t, tb.addr, o)
+	p = &packet.Publish{QoS: 1, PacketID: 1, Payload: []byte("y")}
+	p.Properties.TopicAlias, p.Properties.HasTopicAlias = 1, true
+	if err := c.Send(p); err != nil {
+		t.Fatal(err)
+	}
+	expectDisconnect(t, c, packet.ProtocolError)
+}
