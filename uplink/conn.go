@@ -127,6 +127,13 @@ func (c *Client) connection(ctx context.Context) (res connResult) {
 	res.connected = true
 	s.connackedAt = time.Now()
 	err = s.loop(ctx, r)
+	if pe := (*packet.Error)(nil); s.v == packet.V5 && errors.As(err, &pe) {
+		// Tell the server why (best effort: the link may be what failed).
+		s.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		if s.write(&packet.Disconnect{ReasonCode: pe.Code}) == nil {
+			s.bw.Flush()
+		}
+	}
 	res.err = err
 	res.upFor = time.Since(s.connackedAt)
 	res.stalled = s.stalled
@@ -864,7 +871,7 @@ func (s *conn) handle(p packet.Packet) error {
 		}
 		return fmt.Errorf("server disconnected: %s (0x%02X)", msg, byte(p.ReasonCode))
 	default:
-		return fmt.Errorf("protocol error: unexpected %v from server", p.Type())
+		return packet.Errorf(packet.ProtocolError, "unexpected %v from server", p.Type())
 	}
 }
 
@@ -986,6 +993,10 @@ func (s *conn) refusal(e *entry, code packet.ReasonCode, pr *packet.Properties) 
 // incoming handles a downlink PUBLISH.
 func (s *conn) incoming(p *packet.Publish) error {
 	c := s.c
+	if p.Properties.HasTopicAlias {
+		// We announce no Topic Alias Maximum, so the server may not use one.
+		return packet.Errorf(packet.TopicAliasInvalid, "server used topic alias %d; none was allowed", p.Properties.TopicAlias)
+	}
 	if p.QoS == 2 && c.rx[p.PacketID] {
 		// Delivered before; the server did not see our PUBREC.
 		return s.write(&packet.Pubrec{PacketID: p.PacketID})

@@ -406,3 +406,30 @@ func TestServerKeepAliveAndAssignedID(t *testing.T) {
 		t.Errorf("last error %q", err)
 	}
 }
+
+// TestServerProtocolErrors: a server that breaks the protocol gets a
+// DISCONNECT with the reason (5.0), and the client reconnects.
+func TestServerProtocolErrors(t *testing.T) {
+	f := startFake(t)
+	c := newClient(t, Options{URL: f.URL(), ClientID: "pe", KeepAlive: -1}, newMemSource(), nil)
+	run(t, c)
+	for i, tc := range []struct {
+		send packet.Packet
+		code packet.ReasonCode
+	}{
+		{&packet.Connack{}, packet.ProtocolError}, // a second CONNACK
+		{&packet.Publish{QoS: 1, PacketID: 3, Topic: "", Payload: []byte("x"),
+			Properties: packet.Properties{TopicAlias: 1, HasTopicAlias: true}}, packet.TopicAliasInvalid},
+	} {
+		fc := f.accept()
+		fc.connack(false, packet.Properties{})
+		fc.send(tc.send)
+		d, ok := fc.read().(*packet.Disconnect)
+		if !ok || d.ReasonCode != tc.code {
+			t.Fatalf("case %d: got %+v, want DISCONNECT %v", i, d, tc.code)
+		}
+	}
+	fc := f.accept() // reconnected after both
+	fc.connack(false, packet.Properties{})
+	testenv.WaitFor(t, 30*time.Second, "third connect", func() bool { return c.Status().Connects == 3 })
+}
