@@ -119,6 +119,8 @@ type Client struct {
 	acks       *acker
 	willQoS    byte
 	willRetain bool
+	failures   int       // failed connects since the last connection
+	downSince  time.Time // when the link was last lost (or Run started)
 
 	// onBackoff, when set (by tests), sees every reconnect delay.
 	onBackoff func(time.Duration)
@@ -224,7 +226,7 @@ func (c *Client) Run(ctx context.Context) error {
 	c.acks = newAcker(c.src, c.log)
 	defer c.finish()
 	c.firstConn = true
-	failures := 0
+	c.failures, c.downSince = 0, time.Now()
 	for ctx.Err() == nil {
 		c.setState(StateConnecting)
 		res := c.connection(ctx)
@@ -237,13 +239,13 @@ func (c *Client) Run(ctx context.Context) error {
 		if res.connected {
 			c.log.Warn("upstream connection lost", "err", res.err, "up_for", res.upFor.Round(time.Millisecond),
 				"in_flight", res.inflight)
-			failures = 0
+			c.failures, c.downSince = 0, time.Now()
 		} else {
-			failures++
-			if failures == 1 {
+			c.failures++
+			if c.failures == 1 {
 				c.log.Warn("upstream connect failed", "err", res.err, "url", redact(c.opts.URL))
 			} else {
-				c.log.Debug("upstream connect failed", "err", res.err, "attempt", failures)
+				c.log.Debug("upstream connect failed", "err", res.err, "attempt", c.failures)
 			}
 		}
 		if res.connected && res.upFor >= c.opts.Backoff.StableAfter && !res.stalled {

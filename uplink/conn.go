@@ -224,7 +224,8 @@ func (s *conn) handshake(ctx context.Context, r *packet.Reader) error {
 	c.log.Info("upstream connected", "url", redact(o.URL), "client_id", c.clientID, "protocol", s.v.String(),
 		"session_present", s.session, "window", s.window, "max_qos", s.maxQoS, "retain_available", s.retain,
 		"max_packet_size", s.maxPacket, "topic_alias_max", pr.TopicAliasMaximum, "keep_alive", s.keepAlive,
-		"pending", len(c.pending)-c.doneCount)
+		"pending", len(c.pending)-c.doneCount, "down_for", time.Since(c.downSince).Round(time.Millisecond),
+		"attempts", c.failures+1)
 	if s.maxQoS < 2 {
 		c.warnOnce("maxqos", "upstream accepts QoS 1 at most: QoS 2 messages are sent with QoS 1 (at least once)",
 			"max_qos", s.maxQoS)

@@ -309,7 +309,9 @@ type Message struct {
 	Mark []byte
 }
 
-// Source is the queue as the uplink sees it.
+// Source is the queue as the uplink sees it. Its methods are called from
+// several goroutines at once (Ack from a batching goroutine; Lease, Mark and
+// DeadLetter from the connection), so they must be safe for concurrent use.
 type Source interface {
 	// Lease blocks until at least one message is available (or ctx is
 	// done) and returns up to max messages from the head, in queue order.
