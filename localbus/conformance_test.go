@@ -1,9 +1,14 @@
 package localbus
 
 import (
+	"bytes"
+	"net"
+	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
+	"holdfast/internal/auth"
 	"holdfast/internal/packet"
 	"holdfast/internal/testclient"
 	"holdfast/internal/testenv"
@@ -329,4 +334,188 @@ func TestTopicAliasNotCarriedOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectDisconnect(t, c, packet.ProtocolError)
+}
+
+// A CONNECT with an Authentication Method is refused with CONNACK 0x8C and
+// the connection closed (MQTT-4.12.0-1), and nothing the client sent after
+// a refused CONNECT is processed (5.0 MQTT-3.1.4-6; 3.1.1 MQTT-3.1.4-5,
+// here with a bad password).
+func TestRefusedConnectIgnoresFollowingData(t *testing.T) {
+	pwFile := filepath.Join(t.TempDir(), "passwd")
+	writeFile(t, pwFile, "")
+	pw, err := auth.LoadPasswords(pwFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := startBroker(t, Options{}, nil, &ListenerOptions{Name: "t", AllowAnonymous: true, Auth: pw})
+	for _, v := range versions() {
+		cp := &packet.Connect{ProtocolName: "MQTT", Version: v, ClientID: "r" + v.String(), CleanStart: true}
+		want := packet.ConnRefusedBadUsernameOrPass
+		if v == packet.V5 {
+			cp.Properties.AuthMethod, cp.Properties.HasAuthMethod = "SCRAM-SHA-1", true
+			want = packet.BadAuthenticationMethod
+		} else {
+			cp.UsernameFlag, cp.Username = true, "nobody"
+			cp.PasswordFlag, cp.Password = true, []byte("wrong")
+		}
+		raw, err := packet.Append(nil, cp, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Sent in the same write as the CONNECT: a retained PUBLISH and a
+		// SUBSCRIBE.
+		for _, p := range []packet.Packet{
+			&packet.Publish{Topic: "refused/" + v.String(), QoS: 1, PacketID: 1, Retain: true, Payload: []byte("x")},
+			&packet.Subscribe{PacketID: 2, Subscriptions: []packet.Subscription{{Filter: "#"}}},
+		} {
+			if raw, err = packet.Append(raw, p, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		nc, err := net.Dial("tcp", tb.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		if _, err := nc.Write(raw); err != nil {
+			t.Fatal(err)
+		}
+		nc.SetReadDeadline(time.Now().Add(wait))
+		r := packet.NewReader(nc, 0)
+		r.SetVersion(v)
+		p, err := r.ReadPacket()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ca, ok := p.(*packet.Connack); !ok || ca.ReasonCode != want || ca.SessionPresent {
+			t.Fatalf("%s: got %#v, want CONNACK %v", v, p, want)
+		}
+		if p, err := r.ReadPacket(); err == nil {
+			t.Fatalf("%s: %#v after a refused CONNACK", v, p)
+		} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("%s: connection left open after a refused CONNACK", v)
+		}
+	}
+	if n := len(tb.store.messages()); n != 0 {
+		t.Fatalf("%d messages ingested from refused connections", n)
+	}
+	if got := tb.store.keys("lb/r/"); len(got) != 0 {
+		t.Fatalf("retained from refused connections: %v", got)
+	}
+	if st := tb.Stats(); st.Subscriptions != 0 || st.Sessions != 0 {
+		t.Fatalf("state from refused connections: %+v", st)
+	}
+}
+
+// After UNSUBSCRIBE the server stops adding messages for the filter but
+// completes the QoS 1 and QoS 2 deliveries it has started (3.1.1 and 5.0
+// MQTT-3.10.4-2, MQTT-3.10.4-3).
+func TestUnsubscribeCompletesInflight(t *testing.T) {
+	for _, v := range versions() {
+		t.Run(v.String(), func(t *testing.T) {
+			tb := startBroker(t, Options{}, nil, nil)
+			sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", Version: v, CleanStart: true})
+			sub.Subscribe(packet.Subscription{Filter: "u/#", QoS: 2})
+			pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", Version: v, CleanStart: true})
+			pub.Publish(&packet.Publish{Topic: "u/1", QoS: 1, Payload: []byte("one")})
+			pub.Publish(&packet.Publish{Topic: "u/2", QoS: 2, Payload: []byte("two")})
+			var held []*packet.Publish
+			for range 2 {
+				p, err := sub.ReadPacket(wait)
+				if err != nil {
+					t.Fatal(err)
+				}
+				held = append(held, p.(*packet.Publish))
+			}
+			id := sub.NextID()
+			sub.Send(&packet.Unsubscribe{PacketID: id, Filters: []string{"u/#"}})
+			if p, err := sub.ReadPacket(wait); err != nil || p.Type() != packet.UNSUBACK {
+				t.Fatalf("got %v %v, want UNSUBACK", p, err)
+			}
+			pub.Publish(&packet.Publish{Topic: "u/3", QoS: 1, Payload: []byte("after")})
+			sub.Send(&packet.Puback{PacketID: held[0].PacketID})
+			sub.Send(&packet.Pubrec{PacketID: held[1].PacketID})
+			p, err := sub.ReadPacket(wait)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rel, ok := p.(*packet.Pubrel); !ok || rel.PacketID != held[1].PacketID {
+				t.Fatalf("got %#v, want PUBREL %d", p, held[1].PacketID)
+			}
+			sub.Send(&packet.Pubcomp{PacketID: held[1].PacketID})
+			noPublish(t, sub)
+			testenv.WaitFor(t, wait, "in-flight completed", func() bool { return tb.Stats().Queued == 0 })
+		})
+	}
+}
+
+// A QoS 0 retained message replaces the retained message and is delivered
+// to new subscribers (3.1.1 MQTT-3.3.1-5, MQTT-3.3.1-7).
+func TestRetainedQoS0(t *testing.T) {
+	for _, v := range versions() {
+		t.Run(v.String(), func(t *testing.T) {
+			tb := startBroker(t, Options{}, nil, nil)
+			pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", Version: v, CleanStart: true})
+			pub.Publish(&packet.Publish{Topic: "r0", QoS: 1, Retain: true, Payload: []byte("old")})
+			pub.Publish(&packet.Publish{Topic: "r0", QoS: 0, Retain: true, Payload: []byte("new")})
+			testenv.WaitFor(t, wait, "QoS 0 retained stored", func() bool { return len(tb.store.messages()) == 2 })
+			sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", Version: v, CleanStart: true})
+			sub.Subscribe(packet.Subscription{Filter: "r0", QoS: 2})
+			if p := recv(t, sub); !p.Retain || p.QoS != 0 || string(p.Payload) != "new" {
+				t.Fatalf("%+v", p)
+			}
+			noPublish(t, sub)
+		})
+	}
+}
+
+// A 5.0 will carries its properties, user properties in order
+// (MQTT-3.1.3-10), Payload Format Indicator, Content Type, Response Topic
+// and Correlation Data unaltered (MQTT-3.3.2-4, -15, -16, -20).
+func TestWillProperties(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", CleanStart: true})
+	sub.Subscribe(packet.Subscription{Filter: "will/#", QoS: 1})
+	w := &packet.Publish{Topic: "will/props", QoS: 1, Payload: []byte("bye")}
+	pr := &w.Properties
+	pr.PayloadFormat, pr.HasPayloadFormat = 1, true
+	pr.ContentType, pr.HasContentType = "text/plain", true
+	pr.ResponseTopic, pr.HasResponseTopic = "reply", true
+	pr.CorrelationData, pr.HasCorrelationData = []byte{9}, true
+	pr.UserProperties = []packet.UserProperty{{Key: "b", Value: "2"}, {Key: "a", Value: "1"}, {Key: "b", Value: "3"}}
+	c := dial(t, tb.addr, testclient.Options{ClientID: "w", CleanStart: true, Will: w})
+	c.Close()
+	p := recv(t, sub)
+	got := p.Properties
+	if p.Topic != "will/props" || got.PayloadFormat != 1 || got.ContentType != "text/plain" || got.ResponseTopic != "reply" ||
+		!bytes.Equal(got.CorrelationData, []byte{9}) || !slices.Equal(got.UserProperties, pr.UserProperties) {
+		t.Fatalf("will properties %+v", got)
+	}
+}
+
+// A Subscription Identifier in a client's PUBLISH (which MQTT-3.3.4-6
+// forbids) is not passed on: subscribers see only their own identifiers
+// (MQTT-3.3.4-3).
+func TestClientSubscriptionIdentifierNotForwarded(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", CleanStart: true})
+	sub.Send(&packet.Subscribe{PacketID: 1, Properties: packet.Properties{SubscriptionIdentifiers: []uint32{5}},
+		Subscriptions: []packet.Subscription{{Filter: "si", QoS: 1}}})
+	if p, err := sub.ReadPacket(wait); err != nil || p.Type() != packet.SUBACK {
+		t.Fatalf("%v %v", p, err)
+	}
+	plain := dial(t, tb.addr, testclient.Options{ClientID: "plain", CleanStart: true})
+	plain.Subscribe(packet.Subscription{Filter: "si", QoS: 1})
+	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	in := &packet.Publish{Topic: "si", QoS: 1, Payload: []byte("x")}
+	in.Properties.SubscriptionIdentifiers = []uint32{99}
+	if _, err := pub.Publish(in); err != nil {
+		t.Fatal(err)
+	}
+	if p := recv(t, sub); !slices.Equal(p.Properties.SubscriptionIdentifiers, []uint32{5}) {
+		t.Fatalf("subscription identifiers %v, want [5]", p.Properties.SubscriptionIdentifiers)
+	}
+	if p := recv(t, plain); len(p.Properties.SubscriptionIdentifiers) != 0 {
+		t.Fatalf("subscription identifiers %v, want none", p.Properties.SubscriptionIdentifiers)
+	}
 }
