@@ -519,3 +519,45 @@ func TestClientSubscriptionIdentifierNotForwarded(t *testing.T) {
 		t.Fatalf("subscription identifiers %v, want none", p.Properties.SubscriptionIdentifiers)
 	}
 }
+
+// A CONNECT that does not conform (here: the reserved flag set) closes the
+// connection: 3.1.1 without a CONNACK (MQTT-3.1.2-3, MQTT-3.1.4-1); 5.0 with
+// CONNACK 0x81 first (MQTT-3.1.2-3, MQTT-3.1.4-1, MQTT-3.2.2-7).
+func TestMalformedConnect(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	for _, c := range []struct {
+		v   packet.Version
+		raw []byte
+	}{
+		{packet.V311, []byte{0x10, 0x0D, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x03, 0, 60, 0, 1, 'c'}},
+		{packet.V5, []byte{0x10, 0x0E, 0, 4, 'M', 'Q', 'T', 'T', 5, 0x03, 0, 60, 0, 0, 1, 'c'}},
+	} {
+		nc, err := net.Dial("tcp", tb.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		if _, err := nc.Write(c.raw); err != nil {
+			t.Fatal(err)
+		}
+		nc.SetReadDeadline(time.Now().Add(wait))
+		r := packet.NewReader(nc, 0)
+		r.SetVersion(c.v)
+		p, err := r.ReadPacket()
+		if c.v == packet.V5 {
+			if ca, ok := p.(*packet.Connack); !ok || ca.ReasonCode != packet.MalformedPacket {
+				t.Fatalf("5.0: got %#v %v, want CONNACK 0x81", p, err)
+			}
+			p, err = r.ReadPacket()
+		}
+		if err == nil {
+			t.Fatalf("%s: got %#v, want the connection closed", c.v, p)
+		}
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("%s: connection left open", c.v)
+		}
+	}
+	if tb.Stats().Sessions != 0 {
+		t.Fatalf("stats %+v", tb.Stats())
+	}
+}

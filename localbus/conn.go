@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io"
 	"math"
 	"net"
 	"sync"
@@ -193,8 +194,10 @@ func (c *conn) serve() {
 		return
 	}
 	c.nc.SetReadDeadline(deadline)
-	c.r = packet.NewReader(c.nc, b.opts.MaxPacketSize)
+	head := &headRecorder{r: c.nc}
+	c.r = packet.NewReader(head, b.opts.MaxPacketSize)
 	p, err := c.r.ReadPacket()
+	head.stop()
 	if err != nil {
 		var pe *packet.Error
 		if errors.As(err, &pe) {
@@ -206,10 +209,12 @@ func (c *conn) serve() {
 				// 3.1.1 MQTT-3.1.2-2: CONNACK return code 0x01.
 				c.startWriter()
 				c.send(&packet.Connack{ReasonCode: packet.ConnRefusedProtocolVersion})
-			case c.r.Version() == packet.V5:
+			case head.connectLevel() == packet.V5:
+				// 5.0 MQTT-3.1.4-1, section 4.13: a CONNACK with the
+				// reason code before closing.
 				c.version = packet.V5
 				c.startWriter()
-				c.send(&packet.Connack{ReasonCode: pe.Code})
+				c.send(&packet.Connack{ReasonCode: connackCode(pe.Code)})
 			}
 			if c.writerStarted() {
 				c.closeOut()
@@ -1050,4 +1055,60 @@ func (c *conn) cleanup() {
 		return
 	}
 	b.startExpiry(s)
+}
+
+// headRecorder passes reads through and keeps the first bytes read, so that
+// the protocol level of a CONNECT the codec refuses is still known.
+type headRecorder struct {
+	r       io.Reader
+	buf     [64]byte
+	n       int
+	stopped bool
+}
+
+func (h *headRecorder) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	if !h.stopped && h.n < len(h.buf) {
+		h.n += copy(h.buf[h.n:], p[:n])
+	}
+	return n, err
+}
+
+// stop ends recording once the CONNECT has been read.
+func (h *headRecorder) stop() { h.stopped = true }
+
+// connectLevel returns the Protocol Level of the CONNECT at the start of the
+// recorded bytes, or 0 when they do not reach it.
+func (h *headRecorder) connectLevel() packet.Version {
+	b := h.buf[:h.n]
+	if len(b) < 2 || b[0]>>4 != byte(packet.CONNECT) {
+		return 0
+	}
+	i := 1
+	for ; i < len(b) && i < 5; i++ { // Remaining Length: 1 to 4 bytes
+		if b[i]&0x80 == 0 {
+			break
+		}
+	}
+	i++
+	if i+2 > len(b) {
+		return 0
+	}
+	i += 2 + (int(b[i])<<8 | int(b[i+1])) // Protocol Name
+	if i >= len(b) {
+		return 0
+	}
+	return packet.Version(b[i])
+}
+
+// connackCode is the CONNACK reason code for a codec error in a 5.0 CONNECT:
+// the error's own code where CONNACK allows it (5.0 section 3.2.2.2), else
+// 0x80 Unspecified error.
+func connackCode(rc packet.ReasonCode) packet.ReasonCode {
+	switch rc {
+	case packet.MalformedPacket, packet.ProtocolError, packet.PacketTooLarge, packet.TopicNameInvalid,
+		packet.ClientIdentifierNotValid, packet.PayloadFormatInvalid, packet.QoSNotSupported:
+		return rc
+	}
+	return packet.UnspecifiedError
 }

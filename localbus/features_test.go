@@ -236,7 +236,9 @@ func TestWills(t *testing.T) {
 			Will: &packet.Publish{Topic: "will/" + v.String(), QoS: 1, Payload: []byte("gone")}})
 		w.Close()
 		p := recv(t, sub)
-		if p.Topic != "will/"+v.String() || string(p.Payload) != "gone" {
+		// Will Retain 0: published as a non-retained message (3.1.1
+		// MQTT-3.1.2-16; 5.0 MQTT-3.1.2-14).
+		if p.Topic != "will/"+v.String() || string(p.Payload) != "gone" || p.Retain {
 			t.Fatalf("%+v", p)
 		}
 		// Normal DISCONNECT: no will.
