@@ -490,6 +490,7 @@ func (s *conn) subscribe() error {
 		sp.Subscriptions = append(sp.Subscriptions, ps)
 	}
 	s.ctrl[sp.PacketID] = "subscribe"
+	s.inflightInc() // a missing SUBACK counts as a stall
 	return s.write(sp)
 }
 
@@ -642,6 +643,13 @@ func (s *conn) pump() error {
 		}
 		qos := s.qosOf(e)
 		if (qos > 0 || e.rec) && s.inflight >= s.window {
+			s.next = i
+			return nil
+		}
+		if qos == 2 && e.id == 0 && s.ctrl[derivedID(e.Seq)] != "" {
+			// Its id is taken by SUBSCRIBE or the birth message for a
+			// moment. A QoS 2 message waits rather than take another id:
+			// after a restart the server's session may know it by this one.
 			s.next = i
 			return nil
 		}
@@ -854,6 +862,7 @@ func (s *conn) handle(p packet.Packet) error {
 		}
 		delete(s.ctrl, p.PacketID)
 		c.ids.del(p.PacketID)
+		s.progress()
 		for i, code := range p.ReasonCodes {
 			if code.IsError() && i < len(c.opts.Subscriptions) {
 				err := fmt.Errorf("subscription %q refused: %v (0x%02X)", c.opts.Subscriptions[i].Filter, code, byte(code))
