@@ -522,15 +522,19 @@ func TestClientSubscriptionIdentifierNotForwarded(t *testing.T) {
 
 // A CONNECT that does not conform (here: the reserved flag set) closes the
 // connection: 3.1.1 without a CONNACK (MQTT-3.1.2-3, MQTT-3.1.4-1); 5.0 with
-// CONNACK 0x81 first (MQTT-3.1.2-3, MQTT-3.1.4-1, MQTT-3.2.2-7).
+// CONNACK 0x81 first (MQTT-3.1.2-3, MQTT-3.1.4-1, MQTT-3.2.2-7), or 0x84 for
+// a protocol name other than MQTT (MQTT-3.1.2-1).
 func TestMalformedConnect(t *testing.T) {
 	tb := startBroker(t, Options{}, nil, nil)
 	for _, c := range []struct {
-		v   packet.Version
-		raw []byte
+		v    packet.Version
+		raw  []byte
+		want packet.ReasonCode // 5.0 CONNACK
 	}{
-		{packet.V311, []byte{0x10, 0x0D, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x03, 0, 60, 0, 1, 'c'}},
-		{packet.V5, []byte{0x10, 0x0E, 0, 4, 'M', 'Q', 'T', 'T', 5, 0x03, 0, 60, 0, 0, 1, 'c'}},
+		{packet.V311, []byte{0x10, 0x0D, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x03, 0, 60, 0, 1, 'c'}, 0},
+		{packet.V5, []byte{0x10, 0x0E, 0, 4, 'M', 'Q', 'T', 'T', 5, 0x03, 0, 60, 0, 0, 1, 'c'}, packet.MalformedPacket},
+		// Level 5 under another protocol name (5.0 MQTT-3.1.2-1): 0x84.
+		{packet.V5, []byte{0x10, 0x0E, 0, 4, 'M', 'Q', 'T', 'X', 5, 0x02, 0, 60, 0, 0, 1, 'c'}, packet.UnsupportedProtocolVersion},
 	} {
 		nc, err := net.Dial("tcp", tb.addr)
 		if err != nil {
@@ -545,8 +549,8 @@ func TestMalformedConnect(t *testing.T) {
 		r.SetVersion(c.v)
 		p, err := r.ReadPacket()
 		if c.v == packet.V5 {
-			if ca, ok := p.(*packet.Connack); !ok || ca.ReasonCode != packet.MalformedPacket {
-				t.Fatalf("5.0: got %#v %v, want CONNACK 0x81", p, err)
+			if ca, ok := p.(*packet.Connack); !ok || ca.ReasonCode != c.want {
+				t.Fatalf("5.0: got %#v %v, want CONNACK %v", p, err, c.want)
 			}
 			p, err = r.ReadPacket()
 		}

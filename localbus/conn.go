@@ -205,6 +205,12 @@ func (c *conn) serve() {
 			log.Debug("bad CONNECT", "err", err)
 			c.version = packet.V311
 			switch {
+			case pe.Code == packet.UnsupportedProtocolVersion && head.connectLevel() == packet.V5:
+				// Level 5 with another protocol name: 5.0 MQTT-3.1.2-1
+				// allows CONNACK 0x84, then the close.
+				c.version = packet.V5
+				c.startWriter()
+				c.send(&packet.Connack{ReasonCode: packet.UnsupportedProtocolVersion})
 			case pe.Code == packet.UnsupportedProtocolVersion:
 				// 3.1.1 MQTT-3.1.2-2: CONNACK return code 0x01.
 				c.startWriter()
