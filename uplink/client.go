@@ -115,7 +115,7 @@ type Client struct {
 	pause      *backoff.ExponentialBackOff // after quota/busy refusals
 	pauseUntil time.Time
 	firstConn  bool
-	warned     map[string]bool
+	warned     map[string]bool // guarded by mu
 	acks       *acker
 	willQoS    byte
 	willRetain bool
@@ -197,13 +197,16 @@ func (c *Client) setError(err error) {
 	c.mu.Unlock()
 }
 
-// warnOnce logs a warning the first time key is seen.
+// warnOnce logs a warning the first time key is seen. Safe for concurrent
+// use (the downlink worker calls it too).
 func (c *Client) warnOnce(key, msg string, args ...any) {
-	if c.warned[key] {
-		return
-	}
+	c.mu.Lock()
+	seen := c.warned[key]
 	c.warned[key] = true
-	c.log.Warn(msg, args...)
+	c.mu.Unlock()
+	if !seen {
+		c.log.Warn(msg, args...)
+	}
 }
 
 // Run connects, forwards and reconnects (with backoff) until ctx is
