@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -182,6 +183,9 @@ func BenchmarkReopen(b *testing.B) {
 func rssChild(spec string) {
 	parts := strings.Split(spec, ",")
 	n, _ := strconv.Atoi(parts[1])
+	stop := make(chan struct{})
+	peaks := make(chan [3]int, 1)
+	go samplePeaks(stop, peaks)
 	q, err := Open(Options{Dir: parts[0], Logger: quiet})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "open:", err)
@@ -189,7 +193,9 @@ func rssChild(spec string) {
 	}
 	switch parts[2] {
 	case "fill":
+		start := time.Now()
 		err = fill(q, n)
+		fmt.Printf("FillRate %d\n", int(float64(n)/time.Since(start).Seconds()))
 	case "reopen":
 		for left := 1000; left > 0 && err == nil; {
 			var recs []Record
@@ -202,14 +208,58 @@ func rssChild(spec string) {
 		os.Exit(3)
 	}
 	fmt.Printf("messages %d\n", q.Stats().Messages)
-	status, _ := os.ReadFile("/proc/self/status")
-	for _, l := range strings.Split(string(status), "\n") {
-		if strings.HasPrefix(l, "VmHWM") || strings.HasPrefix(l, "VmRSS") || strings.HasPrefix(l, "RssAnon") || strings.HasPrefix(l, "RssFile") {
-			fmt.Println(strings.Join(strings.Fields(l), " "))
+	close(stop)
+	p := <-peaks
+	fmt.Printf("PeakAnon %d\nPeakFile %d\nPeakHeap %d\n", p[0], p[1], p[2])
+	for k, v := range procStatus() {
+		switch k {
+		case "VmHWM", "VmRSS", "RssAnon", "RssFile":
+			fmt.Println(k, v)
 		}
 	}
 	if err := q.Close(); err != nil {
 		os.Exit(4)
+	}
+}
+
+// procStatus returns the kB figures of /proc/self/status by name.
+func procStatus() map[string]int {
+	res := map[string]int{}
+	status, _ := os.ReadFile("/proc/self/status")
+	for _, l := range strings.Split(string(status), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 2 {
+			v, err := strconv.Atoi(f[1])
+			if err == nil {
+				res[strings.TrimSuffix(f[0], ":")] = v
+			}
+		}
+	}
+	return res
+}
+
+// samplePeaks reads RssAnon and RssFile every 20ms until stop is closed,
+// and the Go heap in use, then sends their highest values (KiB): VmHWM
+// alone does not tell
+// anonymous memory (Go heap, Badger's buffers) from mapped file pages
+// (value log, tables), which the kernel can drop under pressure.
+func samplePeaks(stop <-chan struct{}, out chan<- [3]int) {
+	var p [3]int
+	var ms runtime.MemStats
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		st := procStatus()
+		p[0] = max(p[0], st["RssAnon"])
+		p[1] = max(p[1], st["RssFile"])
+		runtime.ReadMemStats(&ms)
+		p[2] = max(p[2], int(ms.HeapInuse>>10))
+		select {
+		case <-stop:
+			out <- p
+			return
+		case <-t.C:
+		}
 	}
 }
 
@@ -247,9 +297,12 @@ func BenchmarkRSS(b *testing.B) {
 			b.Fatalf("children saw %d and %d messages, want %d", fillRes["messages"], reopen["messages"], n)
 		}
 		b.ReportMetric(float64(fillRes["VmHWM"])/1024, "fill-peak-MiB")
-		b.ReportMetric(float64(fillRes["RssAnon"])/1024, "fill-anon-MiB")
+		b.ReportMetric(float64(fillRes["PeakAnon"])/1024, "fill-peak-anon-MiB")
+		b.ReportMetric(float64(fillRes["PeakFile"])/1024, "fill-peak-file-MiB")
+		b.ReportMetric(float64(fillRes["PeakHeap"])/1024, "fill-peak-heap-MiB")
+		b.ReportMetric(float64(fillRes["FillRate"]), "fill-msgs/s")
 		b.ReportMetric(float64(reopen["VmHWM"])/1024, "reopen-peak-MiB")
-		b.ReportMetric(float64(reopen["RssAnon"])/1024, "reopen-anon-MiB")
+		b.ReportMetric(float64(reopen["PeakAnon"])/1024, "reopen-peak-anon-MiB")
 	}
 }
 
