@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"holdfast/config"
 	"holdfast/internal/packet"
@@ -83,6 +84,14 @@ func uplinkOptions(cfg *config.Config, log *slog.Logger) (uplink.Options, error)
 			StableAfter:   u.Backoff.StableAfter,
 		},
 		Logger: log.With("component", "uplink"),
+	}
+	// The config's 0 disables keep alive and stall detection and ends the
+	// session at disconnect; the uplink reads 0 as its default and a
+	// negative value as off.
+	for _, d := range []*time.Duration{&o.KeepAlive, &o.SessionExpiry, &o.StallTimeout} {
+		if *d == 0 {
+			*d = -1
+		}
 	}
 	if u.Protocol == config.Protocol311 {
 		o.Protocol = packet.V311
