@@ -238,11 +238,10 @@ func procStatus() map[string]int {
 	return res
 }
 
-// samplePeaks reads RssAnon and RssFile every 20ms until stop is closed,
-// and the Go heap in use, then sends their highest values (KiB): VmHWM
-// alone does not tell
-// anonymous memory (Go heap, Badger's buffers) from mapped file pages
-// (value log, tables), which the kernel can drop under pressure.
+// samplePeaks reads RssAnon, RssFile and the Go heap in use every 20ms
+// until stop is closed, then sends their highest values (KiB). VmHWM
+// alone does not tell anonymous memory (Go heap, Badger's buffers) from
+// mapped file pages (value log, tables), which the kernel can drop.
 func samplePeaks(stop <-chan struct{}, out chan<- [3]int) {
 	var p [3]int
 	var ms runtime.MemStats

@@ -3,6 +3,9 @@ package queue
 import (
 	"fmt"
 	"log/slog"
+	"math"
+	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -53,11 +56,11 @@ const (
 	DefaultDiskCheckInterval = 100 * time.Millisecond
 	DefaultGCInterval        = 5 * time.Minute
 	DefaultGCAfterDrainBytes = 16 << 20
-	DefaultMemTableSize      = 8 << 20
+	DefaultMemTableSize      = 4 << 20
 	DefaultNumMemtables      = 2
 	DefaultBaseTableSize     = 2 << 20
 	DefaultValueLogFileSize  = 32 << 20
-	DefaultValueThreshold    = 64 << 10
+	DefaultValueThreshold    = 64
 	DefaultBlockCacheSize    = 4 << 20
 	DefaultIndexCacheSize    = 4 << 20
 	// DefaultMinDiskReserve is the floor of the computed disk reserve.
@@ -111,7 +114,7 @@ type Options struct {
 	// directory shrinks. Default 16 MiB; negative disables it.
 	GCAfterDrainBytes int64
 	// MemTableSize is Badger's memtable size; NumMemtables of them live
-	// in RAM. Default 8 MiB. Larger: fewer L0 flushes, more RAM.
+	// in RAM. Default 4 MiB. Larger: fewer L0 flushes, more RAM.
 	MemTableSize int64
 	// NumMemtables is how many memtables Badger keeps (active plus
 	// waiting to flush). Default 2.
@@ -121,9 +124,13 @@ type Options struct {
 	// ValueLogFileSize is the size of one value-log file. Default 32 MiB.
 	ValueLogFileSize int64
 	// ValueThreshold: encoded records below this size live inside the LSM
-	// tree (exact byte accounting, reclaimed by compaction), larger ones
-	// in the value log (reclaimed by value-log GC). Default 64 KiB,
-	// capped at 15% of MemTableSize.
+	// tree, larger ones in the value log, with only their key and a
+	// pointer in the LSM tree. Default 64 bytes, so nearly every record
+	// is in the value log: Badger's flushes and compactions then handle
+	// keys only, which keeps their buffers small while a backlog is
+	// written (records in the LSM tree made a process filling 1,000,000
+	// messages peak at ~550 MiB of heap). Value-log space comes back
+	// through value-log GC. Capped at 15% of MemTableSize.
 	ValueThreshold int64
 	// BlockCacheSize is Badger's block cache (bytes). Default 4 MiB.
 	BlockCacheSize int64
@@ -175,6 +182,29 @@ func (o *Options) setDefaults() {
 	if o.DiskReserve <= 0 {
 		o.DiskReserve = max(int64(DefaultMinDiskReserve), o.badgerBurst())
 	}
+}
+
+// memoryLimit is the soft limit on the Go runtime's memory that Open sets
+// when the process has none. Badger builds memtables and tables in Go
+// heap memory and drops them at every flush and compaction; without a
+// limit the garbage collector lets the heap grow to twice what is live
+// (4-5 times while a backlog is written as fast as possible). The limit
+// makes the collector run earlier instead; it is soft: a process that
+// really holds more keeps working, with more frequent collections.
+const memoryLimit = 64 << 20
+
+// applyMemoryLimit sets memoryLimit unless the program chose a limit
+// itself (GOMEMLIMIT in the environment, "off" included, or an earlier
+// debug.SetMemoryLimit).
+func applyMemoryLimit(l *slog.Logger) {
+	if _, set := os.LookupEnv("GOMEMLIMIT"); set {
+		return
+	}
+	if debug.SetMemoryLimit(-1) != math.MaxInt64 {
+		return
+	}
+	debug.SetMemoryLimit(memoryLimit)
+	l.Info("queue: Go memory limit set", "bytes", memoryLimit)
 }
 
 // badgerBurst estimates the disk Badger may claim at once: a new value-log

@@ -153,6 +153,12 @@ type commitStats struct {
 // callback and maintenance goroutines. It reads the persisted counters
 // instead of scanning the records, so it takes about the same time for
 // an empty queue and for a million records.
+//
+// Unless the program chose a Go memory limit itself (GOMEMLIMIT, or
+// debug.SetMemoryLimit before Open), Open sets a soft limit of 64 MiB for
+// the process, so that the garbage collector reclaims Badger's discarded
+// memtables and table buffers before the heap grows far beyond what is
+// live (docs/queue.md, memory profile).
 func Open(opts Options) (*Queue, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("queue: options: Dir is required")
@@ -164,6 +170,7 @@ func Open(opts Options) (*Queue, error) {
 		return nil, errors.New("queue: options: limits, TTL and CommitWait must not be negative")
 	}
 	opts.setDefaults()
+	applyMemoryLimit(opts.Logger)
 	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("queue: data dir %s: %w", opts.Dir, err)
 	}
