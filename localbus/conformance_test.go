@@ -450,7 +450,8 @@ func TestUnsubscribeCompletesInflight(t *testing.T) {
 }
 
 // A QoS 0 retained message replaces the retained message and is delivered
-// to new subscribers (3.1.1 MQTT-3.3.1-5, MQTT-3.3.1-7).
+// to new subscribers (3.1.1 MQTT-3.3.1-5, MQTT-3.3.1-7), also after the
+// publisher's session has ended.
 func TestRetainedQoS0(t *testing.T) {
 	for _, v := range versions() {
 		t.Run(v.String(), func(t *testing.T) {
@@ -459,6 +460,10 @@ func TestRetainedQoS0(t *testing.T) {
 			pub.Publish(&packet.Publish{Topic: "r0", QoS: 1, Retain: true, Payload: []byte("old")})
 			pub.Publish(&packet.Publish{Topic: "r0", QoS: 0, Retain: true, Payload: []byte("new")})
 			testenv.WaitFor(t, wait, "QoS 0 retained stored", func() bool { return len(tb.store.messages()) == 2 })
+			// Retained messages are not session state: they outlive the
+			// publisher's session (3.1.1 section 3.1.2.4).
+			pub.Disconnect()
+			testenv.WaitFor(t, wait, "publisher's session gone", func() bool { return tb.Stats().Sessions == 0 })
 			sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", Version: v, CleanStart: true})
 			sub.Subscribe(packet.Subscription{Filter: "r0", QoS: 2})
 			if p := recv(t, sub); !p.Retain || p.QoS != 0 || string(p.Payload) != "new" {
@@ -563,5 +568,67 @@ func TestMalformedConnect(t *testing.T) {
 	}
 	if tb.Stats().Sessions != 0 {
 		t.Fatalf("stats %+v", tb.Stats())
+	}
+}
+
+// Topics are matched byte for byte: a leading U+FEFF is neither stripped
+// nor skipped (5.0 MQTT-1.5.4-3, MQTT-4.7.3-4; 3.1.1 MQTT-1.5.3-3,
+// MQTT-4.7.3-4), and case and Unicode normal forms are kept apart.
+func TestTopicNotNormalized(t *testing.T) {
+	for _, v := range versions() {
+		t.Run(v.String(), func(t *testing.T) {
+			tb := startBroker(t, Options{}, nil, nil)
+			topics := []string{"\uFEFFbom", "bom", "Bom", "caf\u00e9", "cafe\u0301"}
+			subs := make([]*testclient.Client, len(topics))
+			for i, tp := range topics {
+				subs[i] = dial(t, tb.addr, testclient.Options{ClientID: "s" + string(rune('a'+i)), Version: v, CleanStart: true})
+				subs[i].Subscribe(packet.Subscription{Filter: tp, QoS: 1})
+			}
+			pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", Version: v, CleanStart: true})
+			for _, tp := range topics {
+				pub.Publish(&packet.Publish{Topic: tp, QoS: 1, Payload: []byte(tp)})
+			}
+			for i, tp := range topics {
+				if p := recv(t, subs[i]); p.Topic != tp || string(p.Payload) != tp {
+					t.Fatalf("subscriber of %q got %q", tp, p.Topic)
+				}
+				noPublish(t, subs[i])
+			}
+		})
+	}
+}
+
+// Invalid topic filters (MQTT-4.7.1-1, MQTT-4.7.1-2, shared subscription
+// syntax MQTT-4.8.2-1, MQTT-4.8.2-2) fail in the SUBACK: 5.0 0x8F, 3.1.1
+// 0x80; the valid filters of the same SUBSCRIBE are granted (MQTT-3.8.4-5).
+func TestInvalidFiltersRefused(t *testing.T) {
+	for _, v := range versions() {
+		t.Run(v.String(), func(t *testing.T) {
+			tb := startBroker(t, Options{}, nil, nil)
+			c := dial(t, tb.addr, testclient.Options{ClientID: "c", Version: v, CleanStart: true})
+			bad := packet.TopicFilterInvalid
+			if v == packet.V311 {
+				bad = packet.SubackFailure
+			}
+			rcs, err := c.Subscribe(
+				packet.Subscription{Filter: "a/#/b", QoS: 1},
+				packet.Subscription{Filter: "a/b#", QoS: 1},
+				packet.Subscription{Filter: "a+/b", QoS: 1},
+				packet.Subscription{Filter: "ok/+", QoS: 1},
+				packet.Subscription{Filter: "$share//x", QoS: 1},
+				packet.Subscription{Filter: "$share/g+/x", QoS: 1},
+				packet.Subscription{Filter: "$share/g", QoS: 1},
+			)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []packet.ReasonCode{bad, bad, bad, packet.GrantedQoS1, bad, bad, bad}
+			if !slices.Equal(rcs, want) {
+				t.Fatalf("SUBACK %v, want %v", rcs, want)
+			}
+			if n := tb.Stats().Subscriptions; n != 1 {
+				t.Fatalf("%d subscriptions, want 1", n)
+			}
+		})
 	}
 }
