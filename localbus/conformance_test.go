@@ -632,3 +632,119 @@ func TestInvalidFiltersRefused(t *testing.T) {
 		})
 	}
 }
+
+// Packet identifiers the server assigns to QoS 1/2 PUBLISH packets in
+// flight at once are non-zero and distinct (5.0 MQTT-2.2.1-4; 3.1.1
+// MQTT-2.3.1-4).
+func TestServerPacketIDsUnused(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	var props packet.Properties
+	props.ReceiveMaximum, props.HasReceiveMaximum = 20, true
+	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", CleanStart: true, Properties: props})
+	sub.Subscribe(packet.Subscription{Filter: "ids", QoS: 2})
+	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	seen := map[uint16]bool{}
+	for round := range 3 {
+		for i := range 20 {
+			pub.Publish(&packet.Publish{Topic: "ids", QoS: byte(1 + i%2), Payload: []byte{byte(i)}})
+		}
+		var held []*packet.Publish
+		for range 20 {
+			p, err := sub.ReadPacket(wait)
+			if err != nil {
+				t.Fatal(err)
+			}
+			q := p.(*packet.Publish)
+			if q.PacketID == 0 || seen[q.PacketID] {
+				t.Fatalf("round %d: packet id %d in use", round, q.PacketID)
+			}
+			seen[q.PacketID] = true
+			held = append(held, q)
+		}
+		// Complete every flow; the ids become free (they may be reused).
+		for _, q := range held {
+			if q.QoS == 1 {
+				sub.Send(&packet.Puback{PacketID: q.PacketID})
+				continue
+			}
+			sub.Send(&packet.Pubrec{PacketID: q.PacketID})
+			if p, err := sub.ReadPacket(wait); err != nil || p.Type() != packet.PUBREL {
+				t.Fatalf("got %v %v, want PUBREL", p, err)
+			}
+			sub.Send(&packet.Pubcomp{PacketID: q.PacketID})
+		}
+		testenv.WaitFor(t, wait, "flows completed", func() bool { return tb.Stats().Queued == 0 })
+		clear(seen)
+	}
+}
+
+// After PUBACK, a QoS 1 PUBLISH with the same packet id is a new message,
+// whatever its DUP flag (5.0 MQTT-4.3.2-5; 3.1.1 section 4.3.2). A PUBREL
+// for an id not awaiting one gets PUBCOMP 0x92 (5.0 section 3.7.2.1).
+func TestInboundPacketIDReuse(t *testing.T) {
+	for _, v := range versions() {
+		t.Run(v.String(), func(t *testing.T) {
+			tb := startBroker(t, Options{}, nil, nil)
+			c := dial(t, tb.addr, testclient.Options{ClientID: "c", Version: v, CleanStart: true})
+			for i, dup := range []bool{false, true, false} {
+				if _, err := c.Publish(&packet.Publish{Topic: "reuse", QoS: 1, PacketID: 7, Dup: dup, Payload: []byte{byte(i)}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := len(tb.store.messages()); n != 3 {
+				t.Fatalf("%d messages stored, want 3", n)
+			}
+			c.Send(&packet.Pubrel{PacketID: 77})
+			p, err := c.ReadPacket(wait)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := packet.ReasonCode(0)
+			if v == packet.V5 {
+				want = packet.PacketIdentifierNotFound
+			}
+			if pc, ok := p.(*packet.Pubcomp); !ok || pc.PacketID != 77 || pc.ReasonCode != want {
+				t.Fatalf("got %#v, want PUBCOMP 77 %v", p, want)
+			}
+		})
+	}
+}
+
+// A QoS 2 message sent to a shared subscription member whose connection
+// breaks before the flow completes goes to that member when it reconnects,
+// not to another member (MQTT-4.8.2-4).
+func TestSharedQoS2CompletedWithSameMember(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	oa := testclient.Options{ClientID: "a", SessionExpiry: 60, CleanStart: true}
+	a := dial(t, tb.addr, oa)
+	a.Subscribe(packet.Subscription{Filter: "$share/g/q2", QoS: 2})
+	b := dial(t, tb.addr, testclient.Options{ClientID: "b", SessionExpiry: 60, CleanStart: true})
+	b.Subscribe(packet.Subscription{Filter: "$share/g/q2", QoS: 2})
+	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	// Publish until a member other than b gets one: a holds it unacknowledged.
+	var held *packet.Publish
+	for i := 0; held == nil; i++ {
+		if i == 20 {
+			t.Fatal("round robin never chose a")
+		}
+		pub.Publish(&packet.Publish{Topic: "q2", QoS: 2, Payload: []byte{byte(i)}})
+		if p, err := a.ReadPacket(wait / 20); err == nil {
+			held = p.(*packet.Publish)
+			break
+		}
+		recv(t, b)
+	}
+	a.Close()
+	testenv.WaitFor(t, wait, "a offline", func() bool {
+		tb.mu.Lock()
+		defer tb.mu.Unlock()
+		return tb.sessions["a"].conn == nil
+	})
+	noPublish(t, b)
+	oa.CleanStart = false
+	a = dial(t, tb.addr, oa)
+	if p := recv(t, a); !p.Dup || p.PacketID != held.PacketID || !bytes.Equal(p.Payload, held.Payload) {
+		t.Fatalf("resent %+v, want %+v with DUP", p, held)
+	}
+	noPublish(t, b)
+}
