@@ -748,3 +748,46 @@ func TestSharedQoS2CompletedWithSameMember(t *testing.T) {
 	}
 	noPublish(t, b)
 }
+
+// Message expiry is not applied to a QoS 2 message once its PUBLISH has
+// been sent: on session resumption it is sent again after its expiry
+// interval has passed, and the flow completes (MQTT-4.3.3-7, MQTT-4.3.3-13).
+func TestInflightQoS2NotExpired(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	o := testclient.Options{ClientID: "x", SessionExpiry: 60, CleanStart: true}
+	c := dial(t, tb.addr, o)
+	c.Subscribe(packet.Subscription{Filter: "x", QoS: 2})
+	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	m := &packet.Publish{Topic: "x", QoS: 2, Payload: []byte("sent")}
+	m.Properties.MessageExpiry, m.Properties.HasMessageExpiry = 1, true
+	pub.Publish(m)
+	start := time.Now()
+	p, err := c.ReadPacket(wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := p.(*packet.Publish)
+	c.Close()
+	testenv.WaitFor(t, wait, "expiry interval passed", func() bool { return time.Since(start) > 1100*time.Millisecond })
+	o.CleanStart = false
+	c = dial(t, tb.addr, o)
+	p, err = c.ReadPacket(wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok := p.(*packet.Publish)
+	if !ok || !got.Dup || got.PacketID != held.PacketID || string(got.Payload) != "sent" {
+		t.Fatalf("resent %#v", p)
+	}
+	c.Send(&packet.Pubrec{PacketID: got.PacketID})
+	if p, err := c.ReadPacket(wait); err != nil {
+		t.Fatal(err)
+	} else if rel, ok := p.(*packet.Pubrel); !ok || rel.PacketID != got.PacketID || rel.ReasonCode != 0 {
+		t.Fatalf("got %#v, want PUBREL %d", p, got.PacketID)
+	}
+	c.Send(&packet.Pubcomp{PacketID: got.PacketID})
+	testenv.WaitFor(t, wait, "flow completed", func() bool { return tb.Stats().Queued == 0 })
+	if n := tb.Stats().DroppedExpired; n != 0 {
+		t.Fatalf("%d dropped as expired", n)
+	}
+}
