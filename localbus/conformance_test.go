@@ -791,3 +791,75 @@ func TestInflightQoS2NotExpired(t *testing.T) {
 		t.Fatalf("%d dropped as expired", n)
 	}
 }
+
+// Takeover by a connection that resumes the session within the Will Delay:
+// the old connection's will is not sent (MQTT-3.1.3-9). Takeover with Clean
+// Start 1 ends the old session, so its will is sent at once (MQTT-3.1.2-8).
+func TestTakeoverWillDelay(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", CleanStart: true})
+	sub.Subscribe(packet.Subscription{Filter: "will/#", QoS: 1})
+	will := func(topic string) *packet.Publish {
+		p := &packet.Publish{Topic: topic, QoS: 1, Payload: []byte(topic)}
+		p.Properties.WillDelay, p.Properties.HasWillDelay = 3600, true
+		return p
+	}
+	old := dial(t, tb.addr, testclient.Options{ClientID: "d", SessionExpiry: 7200, CleanStart: true, Will: will("will/resumed")})
+	dial(t, tb.addr, testclient.Options{ClientID: "d", SessionExpiry: 7200})
+	expectDisconnect(t, old, packet.SessionTakenOver)
+	noPublish(t, sub)
+
+	old = dial(t, tb.addr, testclient.Options{ClientID: "e", SessionExpiry: 7200, CleanStart: true, Will: will("will/ended")})
+	dial(t, tb.addr, testclient.Options{ClientID: "e", SessionExpiry: 7200, CleanStart: true})
+	expectDisconnect(t, old, packet.SessionTakenOver)
+	if p := recv(t, sub); p.Topic != "will/ended" {
+		t.Fatalf("got %q, want will/ended (will/resumed must not be sent)", p.Topic)
+	}
+}
+
+// Retained messages: the Message Expiry Interval applies (expired ones are
+// not sent to new subscribers, others carry the remaining interval;
+// MQTT-3.3.2-5, MQTT-3.3.2-6), and the subscription's identifier is carried
+// (MQTT-3.3.4-3). Shared subscriptions get no retained messages (5.0 section
+// 4.8.2).
+func TestRetainedExpiryAndIdentifiers(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	short := &packet.Publish{Topic: "rx/short", QoS: 1, Retain: true, Payload: []byte("short")}
+	short.Properties.MessageExpiry, short.Properties.HasMessageExpiry = 1, true
+	long := &packet.Publish{Topic: "rx/long", QoS: 1, Retain: true, Payload: []byte("long")}
+	long.Properties.MessageExpiry, long.Properties.HasMessageExpiry = 600, true
+	pub.Publish(short)
+	pub.Publish(long)
+	start := time.Now()
+	testenv.WaitFor(t, wait, "short expiry passed", func() bool { return time.Since(start) > 1100*time.Millisecond })
+	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", CleanStart: true})
+	sub.Send(&packet.Subscribe{PacketID: 1, Properties: packet.Properties{SubscriptionIdentifiers: []uint32{4}},
+		Subscriptions: []packet.Subscription{{Filter: "rx/+", QoS: 1}}})
+	if p, err := sub.ReadPacket(wait); err != nil || p.Type() != packet.SUBACK {
+		t.Fatalf("%v %v", p, err)
+	}
+	p := recv(t, sub)
+	if p.Topic != "rx/long" || !p.Retain || !slices.Equal(p.Properties.SubscriptionIdentifiers, []uint32{4}) ||
+		!p.Properties.HasMessageExpiry || p.Properties.MessageExpiry >= 600 || p.Properties.MessageExpiry < 590 {
+		t.Fatalf("retained %+v", p)
+	}
+	noPublish(t, sub)
+	sh := dial(t, tb.addr, testclient.Options{ClientID: "sh", CleanStart: true})
+	sh.Subscribe(packet.Subscription{Filter: "$share/g/rx/+", QoS: 1})
+	noPublish(t, sh)
+	// Unsubscribing the shared subscription by its full filter works.
+	sh.Send(&packet.Unsubscribe{PacketID: 9, Filters: []string{"$share/g/rx/+"}})
+	q, err := sh.ReadPacket(wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ua, ok := q.(*packet.Unsuback); !ok || len(ua.ReasonCodes) != 1 || ua.ReasonCodes[0] != 0 {
+		t.Fatalf("got %#v, want UNSUBACK 0x00", q)
+	}
+	pub.Publish(&packet.Publish{Topic: "rx/long", QoS: 1, Payload: []byte("live")})
+	if p := recv(t, sub); string(p.Payload) != "live" {
+		t.Fatalf("%+v", p)
+	}
+	noPublish(t, sh)
+}
