@@ -863,3 +863,74 @@ func TestRetainedExpiryAndIdentifiers(t *testing.T) {
 	}
 	noPublish(t, sh)
 }
+
+// No Local applies per subscription (MQTT-3.8.3-3): a client's own message
+// still reaches it through an overlapping subscription without No Local,
+// once, carrying only that subscription's identifier.
+func TestNoLocalWithOverlap(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	c := dial(t, tb.addr, testclient.Options{ClientID: "c", CleanStart: true})
+	c.Send(&packet.Subscribe{PacketID: 1, Properties: packet.Properties{SubscriptionIdentifiers: []uint32{1}},
+		Subscriptions: []packet.Subscription{{Filter: "nl/#", QoS: 1, NoLocal: true}}})
+	c.Send(&packet.Subscribe{PacketID: 2, Properties: packet.Properties{SubscriptionIdentifiers: []uint32{2}},
+		Subscriptions: []packet.Subscription{{Filter: "nl/+", QoS: 1}}})
+	for range 2 {
+		if p, err := c.ReadPacket(wait); err != nil || p.Type() != packet.SUBACK {
+			t.Fatalf("%v %v", p, err)
+		}
+	}
+	if _, err := c.Publish(&packet.Publish{Topic: "nl/a", QoS: 1, Payload: []byte("own")}); err != nil {
+		t.Fatal(err)
+	}
+	p := recv(t, c)
+	if string(p.Payload) != "own" || !slices.Equal(p.Properties.SubscriptionIdentifiers, []uint32{2}) {
+		t.Fatalf("got %q with identifiers %v, want own with [2]", p.Payload, p.Properties.SubscriptionIdentifiers)
+	}
+	noPublish(t, c)
+	// Only the No Local subscription matches: nothing comes back.
+	c.Publish(&packet.Publish{Topic: "nl/a/b", QoS: 1, Payload: []byte("deep")})
+	noPublish(t, c)
+}
+
+// Until PUBREL, a QoS 2 PUBLISH with a packet id awaiting it is answered with
+// PUBREC again and not delivered twice (5.0 MQTT-4.3.3-10; 3.1.1
+// MQTT-4.3.3-2), with or without DUP; PUBREL gets PUBCOMP (MQTT-4.3.3-11).
+func TestQoS2DuplicateNotDeliveredTwice(t *testing.T) {
+	for _, v := range versions() {
+		t.Run(v.String(), func(t *testing.T) {
+			tb := startBroker(t, Options{}, nil, nil)
+			sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", Version: v, CleanStart: true})
+			sub.Subscribe(packet.Subscription{Filter: "d2", QoS: 2})
+			pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", Version: v, CleanStart: true})
+			for i, dup := range []bool{false, true, false} {
+				if err := pub.Send(&packet.Publish{Topic: "d2", QoS: 2, PacketID: 5, Dup: dup, Payload: []byte{byte(i)}}); err != nil {
+					t.Fatal(err)
+				}
+				p, err := pub.ReadPacket(wait)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if rec, ok := p.(*packet.Pubrec); !ok || rec.PacketID != 5 || rec.ReasonCode != 0 {
+					t.Fatalf("send %d: got %#v, want PUBREC 5", i, p)
+				}
+			}
+			if err := pub.Send(&packet.Pubrel{PacketID: 5}); err != nil {
+				t.Fatal(err)
+			}
+			p, err := pub.ReadPacket(wait)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pc, ok := p.(*packet.Pubcomp); !ok || pc.PacketID != 5 || pc.ReasonCode != 0 {
+				t.Fatalf("got %#v, want PUBCOMP 5", p)
+			}
+			if got := recv(t, sub); got.Payload[0] != 0 {
+				t.Fatalf("delivered %v, want the first copy", got.Payload)
+			}
+			noPublish(t, sub)
+			if n := len(tb.store.messages()); n != 1 {
+				t.Fatalf("%d stored, want 1", n)
+			}
+		})
+	}
+}
