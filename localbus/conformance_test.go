@@ -2,9 +2,12 @@ package localbus
 
 import (
 	"bytes"
+	"context"
 	"net"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -932,5 +935,50 @@ func TestQoS2DuplicateNotDeliveredTwice(t *testing.T) {
 				t.Fatalf("%d stored, want 1", n)
 			}
 		})
+	}
+}
+
+// DISCONNECT 0x04 (Disconnect with Will Message) keeps the will and its
+// Will Delay Interval: it is published once the delay has passed
+// (MQTT-3.1.2-8, 5.0 section 3.14.2.1).
+func TestDisconnectWithWillKeepsDelay(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", CleanStart: true})
+	sub.Subscribe(packet.Subscription{Filter: "will/#", QoS: 1})
+	w := &packet.Publish{Topic: "will/04", QoS: 1, Payload: []byte("delayed")}
+	w.Properties.WillDelay, w.Properties.HasWillDelay = 1, true
+	c := dial(t, tb.addr, testclient.Options{ClientID: "w", SessionExpiry: 60, CleanStart: true, Will: w})
+	start := time.Now()
+	if err := c.Send(&packet.Disconnect{ReasonCode: packet.DisconnectWithWill}); err != nil {
+		t.Fatal(err)
+	}
+	p := recv(t, sub)
+	if p.Topic != "will/04" {
+		t.Fatalf("%+v", p)
+	}
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Fatalf("will sent after %v, before its 1s delay", d)
+	}
+}
+
+// TestPahoInterop runs scenarios of the Eclipse Paho interoperability tests
+// with python3 paho (the Debian package) as an independent client:
+// overlapping subscriptions in both versions, zero-length client id,
+// $-topics, offline message queueing and subscription options.
+func TestPahoInterop(t *testing.T) {
+	py := "/usr/bin/python3" // Debian's, where python3-paho-mqtt installs
+	if out, err := exec.Command(py, "-c", "import paho.mqtt.client").CombinedOutput(); err != nil {
+		t.Skipf("python3-paho-mqtt not installed: %s", out)
+	}
+	tb := startBroker(t, Options{}, nil, nil)
+	i := strings.LastIndexByte(tb.addr, ':')
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, py, "testdata/paho_interop.py", tb.addr[:i], tb.addr[i+1:]).CombinedOutput()
+	if err != nil {
+		t.Fatalf("paho interop failed: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "ALL OK") {
+		t.Fatalf("paho interop output:\n%s", out)
 	}
 }
