@@ -53,24 +53,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer collects a child's output safely.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // gateway is one holdfast configuration under test, restartable.
 type gateway struct {
 	t         testing.TB
@@ -79,7 +61,7 @@ type gateway struct {
 	listen    string
 	admin     string
 	upstream  string
-	log       syncBuffer
+	log       testenv.LockedBuffer
 	cmd       *exec.Cmd
 	done      chan struct{}
 	exitState *os.ProcessState

@@ -92,7 +92,7 @@ type Mosquitto struct {
 	mu   sync.Mutex // guards cmd and done
 	cmd  *exec.Cmd
 	done chan struct{}
-	log  lockedBuffer
+	log  LockedBuffer
 }
 
 // StartMosquitto starts a broker on a free loopback port and stops it when the
@@ -210,20 +210,22 @@ func (m *Mosquitto) Log() string {
 	return m.log.String()
 }
 
-// lockedBuffer is a bytes.Buffer safe for the concurrent writes of a child
+// LockedBuffer is a bytes.Buffer safe for the concurrent writes of a child
 // process's stdout and stderr copiers.
-type lockedBuffer struct {
+type LockedBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+// Write appends p.
+func (b *LockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *lockedBuffer) String() string {
+// String returns everything written so far.
+func (b *LockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
