@@ -982,3 +982,31 @@ func TestPahoInterop(t *testing.T) {
 		t.Fatalf("paho interop output:\n%s", out)
 	}
 }
+
+// Any control packet within 1.5 x Keep Alive keeps the connection: a client
+// that only sends PINGREQ every half keep alive stays connected past several
+// keep-alive periods (3.1.1 MQTT-3.1.2-24, 5.0 MQTT-3.1.2-22, MQTT-3.12.4-1).
+func TestKeepAliveKeptByPings(t *testing.T) {
+	for _, v := range versions() {
+		t.Run(v.String(), func(t *testing.T) {
+			t.Parallel()
+			tb := startBroker(t, Options{}, nil, nil)
+			c := dial(t, tb.addr, testclient.Options{ClientID: "ping", Version: v, CleanStart: true, KeepAlive: 1})
+			start := time.Now()
+			for time.Since(start) < 3500*time.Millisecond {
+				testenv.WaitFor(t, wait, "half keep alive", func() bool { return time.Since(start)%time.Second >= 500*time.Millisecond })
+				if err := c.Send(&packet.Pingreq{}); err != nil {
+					t.Fatal(err)
+				}
+				p, err := c.ReadPacket(wait)
+				if err != nil || p.Type() != packet.PINGRESP {
+					t.Fatalf("after %v: got %v %v, want PINGRESP", time.Since(start), p, err)
+				}
+				testenv.WaitFor(t, wait, "next period", func() bool { return time.Since(start)%time.Second < 500*time.Millisecond })
+			}
+			if n := tb.Stats().Connections; n != 1 {
+				t.Fatalf("%d connections", n)
+			}
+		})
+	}
+}
