@@ -14,7 +14,8 @@ const gcDiscardRatio = 0.5
 
 // maintain runs value-log GC every GCInterval, and GC plus a full
 // compaction when the queue drained after being large, so the data
-// directory shrinks again. Close waits for it.
+// directory shrinks again; while the queue is in use it also releases the
+// mapped value-log pages every pageOutInterval. Close waits for it.
 func (q *Queue) maintain() {
 	defer q.wg.Done()
 	var tick <-chan time.Time
@@ -23,6 +24,9 @@ func (q *Queue) maintain() {
 		defer t.Stop()
 		tick = t.C
 	}
+	page := time.NewTicker(pageOutInterval)
+	defer page.Stop()
+	var pagedAt uint64
 	for {
 		select {
 		case <-q.closed:
@@ -31,9 +35,23 @@ func (q *Queue) maintain() {
 			q.reclaim(false)
 		case <-q.gcKick:
 			q.reclaim(true)
+		case <-page.C:
+			q.mu.Lock()
+			commits := q.cs.commits
+			q.mu.Unlock()
+			if commits != pagedAt {
+				pagedAt = commits
+				_, _ = pageOutValueLog(q.mapDir) // a hint; refused on old kernels
+			}
 		}
 	}
 }
+
+// pageOutInterval is how often, while commits happen, the maintenance
+// goroutine has the kernel reclaim the mapped value-log pages
+// (pageOutValueLog), so that the process's RSS does not grow with the
+// backlog written or read.
+const pageOutInterval = 250 * time.Millisecond
 
 // reclaim, when full is set and the queue is empty, has the commit
 // goroutine drop every record key from disk; then it rewrites value-log

@@ -34,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -108,6 +109,9 @@ type request struct {
 type Queue struct {
 	opts Options
 	db   *badger.DB
+	// mapDir is Dir as /proc/self/maps shows it (absolute, symlinks
+	// resolved), for pageOutValueLog.
+	mapDir string
 
 	// pending writes, guarded by pmu.
 	pmu           sync.Mutex
@@ -202,6 +206,7 @@ func Open(opts Options) (*Queue, error) {
 	q := &Queue{
 		opts:    opts,
 		db:      db,
+		mapDir:  resolvedDir(opts.Dir),
 		wake:    make(chan struct{}, 1),
 		wctr:    c,
 		ctr:     c,
@@ -219,6 +224,19 @@ func Open(opts Options) (*Queue, error) {
 	go q.notes.run(&q.wg)
 	go q.maintain()
 	return q, nil
+}
+
+// resolvedDir returns dir absolute and with symlinks resolved, or dir
+// when that fails.
+func resolvedDir(dir string) string {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return dir
+	}
+	if r, err := filepath.EvalSymlinks(abs); err == nil {
+		return r
+	}
+	return abs
 }
 
 // firstLive returns the first live record's seq at or after from, or
