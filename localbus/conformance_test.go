@@ -85,8 +85,15 @@ func TestSubscriptionReplaced(t *testing.T) {
 				t.Fatalf("after replacement: %+v", p)
 			}
 			noPublish(t, sub)
-			if n := tb.Stats().Subscriptions; n != 1 {
-				t.Fatalf("%d subscriptions, want 1", n)
+			// The non-retained "live" left the retained message alone (5.0
+			// MQTT-3.3.1-8; 3.1.1 MQTT-3.3.1-12).
+			late := dial(t, tb.addr, testclient.Options{ClientID: "late", Version: v, CleanStart: true})
+			late.Subscribe(packet.Subscription{Filter: "rs/1", QoS: 1})
+			if p := recv(t, late); !p.Retain || string(p.Payload) != "kept" {
+				t.Fatalf("retained after a non-retained publish: %+v", p)
+			}
+			if n := tb.Stats().Subscriptions; n != 2 {
+				t.Fatalf("%d subscriptions, want 2 (one each)", n)
 			}
 		})
 	}
@@ -146,9 +153,20 @@ func TestClientReceiveMaximum(t *testing.T) {
 func TestKeepAliveTimeoutPublishesWill(t *testing.T) {
 	for _, v := range versions() {
 		t.Run(v.String(), func(t *testing.T) {
+			t.Parallel()
 			tb := startBroker(t, Options{}, nil, nil)
 			sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", Version: v, CleanStart: true})
-			sub.Subscribe(packet.Subscription{Filter: "will/#", QoS: 1})
+			sub.Subscribe(packet.Subscription{Filter: "#", QoS: 1})
+			// Without a will, a timed-out client leaves nothing (3.1.1
+			// MQTT-3.1.2-12).
+			nw := dial(t, tb.addr, testclient.Options{ClientID: "nowill", Version: v, CleanStart: true, KeepAlive: 1})
+			if v == packet.V5 {
+				expectDisconnect(t, nw, packet.KeepAliveTimeout)
+			} else {
+				expectDisconnect(t, nw, 0)
+			}
+			testenv.WaitFor(t, wait, "session gone", func() bool { return tb.Stats().Sessions == 1 })
+			noPublish(t, sub)
 			w := dial(t, tb.addr, testclient.Options{ClientID: "ka", Version: v, CleanStart: true, KeepAlive: 1,
 				Will: &packet.Publish{Topic: "will/ka", QoS: 1, Retain: true, Payload: []byte("timed out")}})
 			if v == packet.V5 {
