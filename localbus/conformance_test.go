@@ -1028,3 +1028,16 @@ func TestKeepAliveKeptByPings(t *testing.T) {
 		})
 	}
 }
+
+// A second CONNECT on a 3.1.1 connection is a protocol violation: the
+// connection is closed (3.1.1 MQTT-3.1.0-2, MQTT-4.8.0-1), and only it.
+func TestSecondConnect311(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	other := dial(t, tb.addr, testclient.Options{ClientID: "other", Version: packet.V311, CleanStart: true})
+	c := dial(t, tb.addr, testclient.Options{ClientID: "twice", Version: packet.V311, CleanStart: true})
+	if err := c.Send(&packet.Connect{ProtocolName: "MQTT", Version: packet.V311, ClientID: "twice", CleanStart: true}); err != nil {
+		t.Fatal(err)
+	}
+	expectDisconnect(t, c, 0)
+	noPublish(t, other)
+}
