@@ -278,9 +278,10 @@ func (c *Client) Subscribe(subs ...packet.Subscription) ([]packet.ReasonCode, er
 	return a.(*packet.Suback).ReasonCodes, nil
 }
 
-// Receive returns the next PUBLISH, acknowledging it as its QoS requires
-// (for QoS 2: PUBREC, then PUBREL is awaited and PUBCOMP sent). It waits at
-// most timeout.
+// Receive returns the next PUBLISH, acknowledging it as its QoS requires:
+// PUBACK for QoS 1, PUBREC for QoS 2. The PUBREL that follows a QoS 2
+// message is answered with PUBCOMP by the next Receive, Publish or
+// Subscribe call that reads it. It waits at most timeout.
 func (c *Client) Receive(timeout time.Duration) (*packet.Publish, error) {
 	c.mu.Lock()
 	if len(c.pending) > 0 {
