@@ -206,10 +206,12 @@ type ReleaseError struct {
 	Err      error
 }
 
+// Error says which packet id could not be released and why.
 func (e *ReleaseError) Error() string {
 	return fmt.Sprintf("testclient: releasing packet %d: %v", e.PacketID, e.Err)
 }
 
+// Unwrap returns the connection error.
 func (e *ReleaseError) Unwrap() error { return e.Err }
 
 // Release sends PUBREL for id and waits for PUBCOMP.
