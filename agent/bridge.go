@@ -127,11 +127,19 @@ func (s *source) Ack(seqs ...uint64) error {
 func (s *source) Release(seqs ...uint64) { s.a.q.Release(seqs...) }
 
 func (s *source) Mark(ctx context.Context, seq uint64, data []byte) error {
-	return s.a.q.Mark(ctx, seq, data)
+	return gone(s.a.q.Mark(ctx, seq, data))
 }
 
 func (s *source) DeadLetter(ctx context.Context, seq uint64, reason string) error {
-	return s.a.q.DeadLetter(ctx, seq, reason)
+	return gone(s.a.q.DeadLetter(ctx, seq, reason))
+}
+
+// gone tells the uplink that a record it holds was evicted from the queue.
+func gone(err error) error {
+	if errors.Is(err, queue.ErrNotFound) {
+		return fmt.Errorf("%w: %w", uplink.ErrGone, err)
+	}
+	return err
 }
 
 // downlink hands messages from the upstream subscriptions to the local

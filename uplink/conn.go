@@ -764,7 +764,11 @@ func (s *conn) send(e *entry) error {
 		id := c.ids.next(derivedID(e.Seq))
 		if qos == 2 && id != derivedID(e.Seq) {
 			// A restarted client must find this id again.
-			if err := c.src.Mark(s.ctx, e.Seq, markData(markPub, id)); err != nil {
+			if err := c.src.Mark(s.ctx, e.Seq, markData(markPub, id)); errors.Is(err, ErrGone) {
+				c.log.Debug("message left the queue before it was sent", "seq", e.Seq)
+				s.finish(e)
+				return nil
+			} else if err != nil {
 				return fmt.Errorf("queue mark of seq %d: %w", e.Seq, err)
 			}
 		}
@@ -807,7 +811,10 @@ func (s *conn) finish(e *entry) {
 // deadLetter moves e to the dead-letter store.
 func (s *conn) deadLetter(e *entry, reason string) error {
 	c := s.c
-	if err := c.src.DeadLetter(s.ctx, e.Seq, reason); err != nil {
+	if err := c.src.DeadLetter(s.ctx, e.Seq, reason); errors.Is(err, ErrGone) {
+		s.finish(e) // already out of the queue
+		return nil
+	} else if err != nil {
 		return fmt.Errorf("queue dead letter of seq %d: %w", e.Seq, err)
 	}
 	c.log.Warn("message moved to the dead-letter store", "seq", e.Seq, "topic", e.Topic, "reason", reason)
@@ -940,7 +947,9 @@ func (s *conn) acked(id uint16, t packet.Type, code packet.ReasonCode, pr *packe
 
 // marked sends PUBREL once "rec" is stored.
 func (s *conn) marked(m markResult) error {
-	if m.err != nil {
+	// A message evicted from the queue after PUBREC: the upstream has it,
+	// so PUBREL still goes out; only the restart record is missing.
+	if m.err != nil && !errors.Is(m.err, ErrGone) {
 		return fmt.Errorf("queue mark of seq %d: %w", m.e.Seq, m.err)
 	}
 	m.e.rec = true

@@ -3,7 +3,6 @@ package uplink
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -131,14 +130,14 @@ func (s *memSource) Mark(ctx context.Context, seq uint64, data []byte) error {
 			return nil
 		}
 	}
-	return errors.New("memsource: not found")
+	return fmt.Errorf("memsource: seq %d: %w", seq, ErrGone)
 }
 
 func (s *memSource) DeadLetter(ctx context.Context, seq uint64, reason string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.remove(seq) {
-		return errors.New("memsource: not found")
+		return fmt.Errorf("memsource: seq %d: %w", seq, ErrGone)
 	}
 	s.dead[seq] = reason
 	s.signal()

@@ -323,12 +323,21 @@ type Source interface {
 	// position.
 	Release(seqs ...uint64)
 	// Mark stores per-message data durably; later Leases return it in
-	// Message.Mark, also after a restart.
+	// Message.Mark, also after a restart. An error wrapping ErrGone means
+	// the message is no longer in the source.
 	Mark(ctx context.Context, seq uint64, data []byte) error
 	// DeadLetter moves a message out of the queue into the dead-letter
-	// store, with the reason.
+	// store, with the reason. An error wrapping ErrGone means the message
+	// is no longer in the source.
 	DeadLetter(ctx context.Context, seq uint64, reason string) error
 }
+
+// ErrGone is what Source.Mark and Source.DeadLetter wrap when the message
+// was removed from the source while leased: the queue's drop_oldest policy
+// evicts from the head, which is what the uplink holds during an outage. The
+// uplink then finishes the message's flow without the stored state instead
+// of treating the connection as broken (which would resend it forever).
+var ErrGone = errors.New("uplink: message no longer in the source")
 
 // Downlink receives the messages of the upstream subscriptions.
 type Downlink interface {
