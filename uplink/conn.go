@@ -31,15 +31,16 @@ var errStalled = errors.New("uplink: link stalled: no acknowledgement within the
 // conn is the state of one network connection. Its loop runs on the Run
 // goroutine and owns the Client's forwarding state while it runs.
 type conn struct {
-	c       *Client
-	nc      net.Conn
-	bw      *bufio.Writer
-	buf     []byte
-	v       packet.Version
-	ctx     context.Context // cancelled when the connection ends
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	session bool // CONNACK Session Present
+	c         *Client
+	nc        net.Conn
+	bw        *bufio.Writer
+	unflushed []*entry // QoS 0 messages written to bw, not yet flushed
+	buf       []byte
+	v         packet.Version
+	ctx       context.Context // cancelled when the connection ends
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	session   bool // CONNACK Session Present
 
 	// Server limits from CONNACK.
 	window      int
@@ -440,6 +441,11 @@ func (s *conn) flush() error {
 		return err
 	}
 	s.lastSend = time.Now()
+	for i, e := range s.unflushed {
+		s.complete(e)
+		s.unflushed[i] = nil
+	}
+	s.unflushed = s.unflushed[:0]
 	return nil
 }
 
@@ -753,11 +759,14 @@ func (s *conn) send(e *entry) error {
 		}
 	}
 	if qos == 0 {
-		p.PacketID = 0
+		p.PacketID, p.Dup = 0, false
 		if err := s.write(p); err != nil {
 			return err
 		}
-		s.complete(e)
+		// Acked in the source only once flushed to the socket: a message
+		// still in the write buffer when the link fails goes again.
+		e.state = stSent
+		s.unflushed = append(s.unflushed, e)
 		return nil
 	}
 	if e.id == 0 {
