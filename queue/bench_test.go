@@ -122,6 +122,21 @@ func BenchmarkAppendAsync(b *testing.B) {
 	b.ReportMetric(float64(st.AvgCommitLatency.Microseconds()), "us/commit")
 }
 
+// BenchmarkCommitEmpty: one producer committing writes that carry
+// neither messages nor state, as the agent does for a local publish no
+// forward rule selects, only to keep its acknowledgement in order.
+func BenchmarkCommitEmpty(b *testing.B) {
+	q := open(b, Options{})
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := q.Commit(ctx, Write{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func BenchmarkDrain(b *testing.B) {
 	q := open(b, Options{})
 	if err := fill(q, b.N); err != nil {

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -90,109 +91,53 @@ type effects struct {
 }
 
 // commit writes batch in as few transactions as fit, syncs once, then
-// publishes the new state and releases every waiter.
+// publishes the new state and releases every waiter. A batch whose
+// requests write nothing (empty writes, kept only for their callback's
+// place in order) opens no transaction and does not sync: everything
+// submitted before it is durable already, because batches are committed
+// and their callbacks queued one after the other.
 func (q *Queue) commit(batch []*request) {
 	start := time.Now()
 	q.checkDisk(start)
 	res := make([]error, len(batch))
+	for i, r := range batch {
+		res[i] = r.err
+	}
 	var eff effects
 	c := q.wctr
-	segStart, segCtr, segEff := 0, c, 0
-	txn := q.db.NewTransaction(true)
 	var failed error // a segment commit failed: the rest fails too
-
-	commitSeg := func(end int) {
-		if end > segStart && failed == nil {
-			if eff.headMoved {
-				c.head = seekLiveTxn(txn, c.head, c.nextSeq)
-				eff.headMoved = false
-				if err := txn.Set(countersKey, c.encode()); err != nil && !errors.Is(err, badger.ErrTxnTooBig) {
-					failed = err
-				}
-			}
-			if failed == nil {
-				failed = txn.Commit()
-			}
-			if failed != nil {
-				failed = fmt.Errorf("queue: commit: %w", failed)
-				for i := segStart; i < end; i++ {
-					if res[i] == nil {
-						res[i] = failed
-					}
-				}
-				c, eff.removed = segCtr, eff.removed[:segEff]
-			}
-		}
-		txn.Discard()
-		txn = q.db.NewTransaction(true)
-		segStart, segCtr, segEff = end, c, len(eff.removed)
-	}
-
-	for i := 0; i < len(batch); i++ {
-		r := batch[i]
-		if r.err != nil {
-			res[i] = r.err
-			continue
-		}
+	wrote := false
+	for i := 0; i < len(batch); {
+		var w bool
+		i, w, failed = q.commitSegment(batch, res, i, &c, &eff)
+		wrote = wrote || w
 		if failed != nil {
-			res[i] = failed
-			continue
-		}
-		err := q.apply(txn, r, &c, &eff)
-		if cleanErr(err) {
-			if serr := txn.Set(countersKey, c.encode()); serr != nil {
-				err = serr
+			for j := i; j < len(batch); j++ {
+				if res[j] == nil {
+					res[j] = failed
+				}
 			}
+			break
 		}
-		if cleanErr(err) {
-			res[i] = err
-			continue
-		}
-		// The transaction is full, or r failed half-way: start over
-		// without r in a fresh transaction.
-		tooBig := errors.Is(err, badger.ErrTxnTooBig)
-		txn.Discard()
-		txn = q.db.NewTransaction(true)
-		c, eff.removed, eff.headMoved = segCtr, eff.removed[:segEff], false
-		switch {
-		case tooBig && i == segStart:
-			r.err = fmt.Errorf("%w: %d records, %d bytes, %d state ops", ErrTooLarge, len(r.recs), r.size, len(r.state))
-		case !tooBig:
-			r.err = fmt.Errorf("queue: write: %w", err)
-		}
-		for j := segStart; j < i; j++ {
-			if batch[j].err != nil {
-				continue
-			}
-			res[j] = q.apply(txn, batch[j], &c, &eff)
-			if err := txn.Set(countersKey, c.encode()); err != nil && res[j] == nil {
-				res[j] = err
-			}
-		}
-		if r.err != nil {
-			res[i] = r.err
-			continue
-		}
-		commitSeg(i)
-		i--
 	}
-	commitSeg(len(batch))
-	txn.Discard()
-	if failed == nil {
+	if wrote {
+		// Also after a failed segment: the ones before it committed and
+		// are reported as stored.
 		if err := q.db.Sync(); err != nil {
-			failed = fmt.Errorf("queue: sync: %w", err)
+			err = fmt.Errorf("queue: sync: %w", err)
 			for i := range res {
 				if res[i] == nil {
-					res[i] = failed
+					res[i] = err
 				}
 			}
+			failed = cmp.Or(failed, err)
 		}
 	}
 	if failed != nil {
 		q.opts.Logger.Error("queue commit failed", "err", failed, "writes", len(batch))
 	}
 	q.wctr = c
-	q.publish(c, &eff, len(batch), time.Since(start))
+	q.publish(c, &eff, len(batch), wrote, time.Since(start))
 	var notes []note
 	for i, r := range batch {
 		if r.ch != nil {
@@ -205,12 +150,114 @@ func (q *Queue) commit(batch []*request) {
 	q.notes.push(notes)
 }
 
+// writesNothing reports whether r needs no transaction: it failed
+// before reaching the committer, or has nothing to write or delete.
+func (r *request) writesNothing() bool {
+	if r.err != nil {
+		return true
+	}
+	switch r.kind {
+	case reqWrite:
+		return len(r.recs) == 0 && len(r.state) == 0
+	case reqAck, reqExpire, reqCorrupt:
+		return len(r.seqs) == 0
+	}
+	return false
+}
+
+// commitSegment applies batch[from:] to one transaction, as many
+// requests as fit together with the counters, and commits it. It
+// returns the index of the first request it did not handle, whether it
+// committed a transaction, and the commit error, if any; results go to
+// res (requests it refuses also get r.err set, so that a retry skips
+// them). The counters key is set once, after the requests, and a segment
+// that does not fit with it is shortened, so that per-request sets do not
+// use up the transaction's entry budget. On failure c and eff are as
+// they were before the segment.
+func (q *Queue) commitSegment(batch []*request, res []error, from int, c *counters, eff *effects) (int, bool, error) {
+	limit := len(batch)
+	segCtr, segEff := *c, len(eff.removed)
+	for {
+		*c, eff.removed, eff.headMoved = segCtr, eff.removed[:segEff], false
+		txn := q.db.NewTransaction(true)
+		applied, last := 0, -1 // requests applied, index of the last one
+		end := from
+		var stop error // the error that ended the segment at batch[end]
+		for ; end < limit; end++ {
+			r := batch[end]
+			if r.writesNothing() {
+				continue
+			}
+			err := q.apply(txn, r, c, eff)
+			if !cleanErr(err) {
+				stop = err
+				break
+			}
+			res[end] = err
+			applied, last = applied+1, end
+		}
+		if stop != nil {
+			// The transaction is full, or batch[end] failed half-way:
+			// start over without it, or up to it.
+			txn.Discard()
+			r := batch[end]
+			switch tooBig := errors.Is(stop, badger.ErrTxnTooBig); {
+			case !tooBig:
+				r.err = fmt.Errorf("queue: write: %w", stop)
+				res[end] = r.err
+			case applied == 0:
+				r.err = fmt.Errorf("%w: %d records, %d bytes, %d state ops", ErrTooLarge, len(r.recs), r.size, len(r.state))
+				res[end] = r.err
+			default:
+				limit = end
+			}
+			continue
+		}
+		if applied == 0 {
+			txn.Discard()
+			return end, false, nil
+		}
+		if eff.headMoved {
+			c.head = seekLiveTxn(txn, c.head, c.nextSeq)
+			eff.headMoved = false
+		}
+		err := txn.Set(countersKey, c.encode())
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			// No room left for the counters: commit one request less.
+			txn.Discard()
+			if applied == 1 {
+				r := batch[last]
+				r.err = fmt.Errorf("%w: %d records, %d bytes, %d state ops", ErrTooLarge, len(r.recs), r.size, len(r.state))
+				res[last] = r.err
+			} else {
+				limit = last
+			}
+			continue
+		}
+		if err == nil {
+			err = txn.Commit()
+		}
+		txn.Discard()
+		if err != nil {
+			err = fmt.Errorf("queue: commit: %w", err)
+			for i := from; i < end; i++ {
+				if res[i] == nil {
+					res[i] = err
+				}
+			}
+			*c, eff.removed = segCtr, eff.removed[:segEff]
+			return end, true, err
+		}
+		return end, true, nil
+	}
+}
+
 func seekLiveTxn(txn *badger.Txn, from, next uint64) uint64 {
 	return seekLive(txn, from, next)
 }
 
 // publish makes a committed batch visible to consumers.
-func (q *Queue) publish(c counters, eff *effects, n int, lat time.Duration) {
+func (q *Queue) publish(c counters, eff *effects, n int, synced bool, lat time.Duration) {
 	q.mu.Lock()
 	grew := c.nextSeq > q.tail
 	q.ctr = c
@@ -223,6 +270,9 @@ func (q *Queue) publish(c counters, eff *effects, n int, lat time.Duration) {
 		q.readSeq = c.head
 	}
 	q.cs.commits++
+	if synced {
+		q.cs.syncs++
+	}
 	q.cs.writes += uint64(n)
 	q.cs.lastBatch = n
 	q.cs.lastLatency = lat

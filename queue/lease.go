@@ -223,6 +223,9 @@ type Stats struct {
 	LastBatch         int
 	AvgCommitLatency  time.Duration
 	LastCommitLatency time.Duration
+	// Syncs counts the commits that wrote to the store and synced it to
+	// disk; a commit whose writes carry nothing neither writes nor syncs.
+	Syncs uint64
 }
 
 // Stats returns current figures. It reads the head record to compute
@@ -235,7 +238,7 @@ func (q *Queue) Stats() Stats {
 		Appended: c.appended, Acked: c.acked, Evicted: c.evicted, Expired: c.expired,
 		DeadLettered: c.deadLettered, DeadLetters: c.deadLetters, Corrupt: c.corrupt,
 		RefusedFull: c.refusedFull, RefusedDisk: c.refusedDisk,
-		Commits: cs.commits, LastBatch: cs.lastBatch, LastCommitLatency: cs.lastLatency,
+		Commits: cs.commits, Syncs: cs.syncs, LastBatch: cs.lastBatch, LastCommitLatency: cs.lastLatency,
 	}
 	q.mu.Unlock()
 	s.DiskFull = q.diskFull.Load()

@@ -147,6 +147,7 @@ type Queue struct {
 
 type commitStats struct {
 	commits     uint64
+	syncs       uint64
 	writes      uint64
 	lastBatch   int
 	lastLatency time.Duration
