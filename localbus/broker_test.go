@@ -106,6 +106,21 @@ func recv(t testing.TB, c *testclient.Client) *packet.Publish {
 // (PINGREQ) that proves the broker has handled everything before it.
 func noPublish(t testing.TB, c *testclient.Client) {
 	t.Helper()
+	untilPingresp(t, c, func(p packet.Packet) {
+		switch q := p.(type) {
+		case *packet.Pubrel:
+			c.Send(&packet.Pubcomp{PacketID: q.PacketID})
+		case *packet.Publish:
+			t.Fatalf("unexpected PUBLISH %q %q", q.Topic, q.Payload)
+		}
+	})
+}
+
+// untilPingresp sends PINGREQ and hands each packet that arrives before the
+// PINGRESP to each: the broker answers PINGREQ at once, after everything it
+// had to send before.
+func untilPingresp(t testing.TB, c *testclient.Client, each func(packet.Packet)) {
+	t.Helper()
 	if err := c.Send(&packet.Pingreq{}); err != nil {
 		t.Fatal(err)
 	}
@@ -114,14 +129,10 @@ func noPublish(t testing.TB, c *testclient.Client) {
 		if err != nil {
 			t.Fatalf("waiting for PINGRESP: %v", err)
 		}
-		switch q := p.(type) {
-		case *packet.Pingresp:
+		if _, ok := p.(*packet.Pingresp); ok {
 			return
-		case *packet.Pubrel:
-			c.Send(&packet.Pubcomp{PacketID: q.PacketID})
-		case *packet.Publish:
-			t.Fatalf("unexpected PUBLISH %q %q", q.Topic, q.Payload)
 		}
+		each(p)
 	}
 }
 

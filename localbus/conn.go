@@ -33,14 +33,13 @@ const (
 // ackEntry is one packet from the client waiting for its answer. Answers go
 // out in the order the packets came, each once its store write is done.
 type ackEntry struct {
-	kind  int
-	pid   uint16
-	done  bool
-	err   error             // store error
-	rc    packet.ReasonCode // reason code when err is nil
-	pkt   packet.Packet
-	then  func()
-	dupOf *ackEntry // a QoS 2 resend answered like its original
+	kind int
+	pid  uint16
+	done bool
+	err  error             // store error
+	rc   packet.ReasonCode // reason code when err is nil
+	pkt  packet.Packet
+	then func()
 }
 
 // conn is one client connection.
@@ -368,12 +367,8 @@ func (c *conn) flushAcks() {
 		case <-c.slots:
 		default:
 		}
-		err := e.err
-		if e.dupOf != nil && e.dupOf.err != nil {
-			err = e.dupOf.err
-		}
 		if !c.closed {
-			c.answer(e, err)
+			c.answer(e, e.err)
 		}
 		if e.then != nil {
 			// Even on a closed connection: it makes the retained messages
@@ -817,18 +812,23 @@ func (c *conn) handlePublish(p *packet.Publish) bool {
 	if p.QoS == 2 {
 		if _, dup := s.inbound[p.PacketID]; dup {
 			// Received before (perhaps before a restart): answer, do not
-			// store it twice (section 4.3.3, Method B).
+			// store it twice (section 4.3.3, Method B). While the original
+			// is still being written, the answer waits for its outcome: a
+			// PUBREC before then could acknowledge what a crash loses or
+			// what the store refuses.
 			e := c.newEntry(ackPubrec, p.PacketID)
-			for _, x := range c.acks {
-				if x != e && x.kind == ackPubrec && x.pid == p.PacketID && x.dupOf == nil {
-					e.dupOf = x // answered after it, with its outcome
+			pend := s.inPending[p.PacketID]
+			if pend == nil || pend.c == c {
+				c.inflightIn-- // counted by the original
+				if c.inflightIn < 0 {
+					c.inflightIn = 0
 				}
 			}
-			e.done = true
-			c.inflightIn-- // counted by the original
-			if c.inflightIn < 0 {
-				c.inflightIn = 0
+			if pend != nil {
+				pend.waiters = append(pend.waiters, inWaiter{c: c, e: e})
+				return true
 			}
+			e.done = true
 			c.flushAcks()
 			return true
 		}
@@ -864,19 +864,33 @@ func (c *conn) handlePublish(p *packet.Publish) bool {
 	kind := []int{ackNone, ackPuback, ackPubrec}[p.QoS]
 	e := c.newEntry(kind, p.PacketID)
 	pid := p.PacketID
+	var pend *inPending
 	if p.QoS == 2 {
 		s.inbound[pid] = s.persistent
 		if s.persistent {
 			ops = append(ops, StateOp{Key: inboundKey(s.cid, pid), Value: []byte{1}})
 		}
+		pend = &inPending{c: c}
+		s.inPending[pid] = pend
 	}
 	b.ingest(sm, ops, now, func(err error) {
 		e.done, e.err = true, err
-		if err != nil && p.QoS == 2 {
-			if st, ok := s.inbound[pid]; ok {
-				delete(s.inbound, pid)
-				if st {
-					b.save([]StateOp{{Key: inboundKey(s.cid, pid)}}, nil)
+		if pend != nil {
+			if s.inPending[pid] == pend {
+				delete(s.inPending, pid)
+			}
+			if err != nil {
+				if st, ok := s.inbound[pid]; ok {
+					delete(s.inbound, pid)
+					if st {
+						b.save([]StateOp{{Key: inboundKey(s.cid, pid)}}, nil)
+					}
+				}
+			}
+			for _, w := range pend.waiters {
+				w.e.done, w.e.err = true, err
+				if w.c != c {
+					w.c.flushAcks()
 				}
 			}
 		}

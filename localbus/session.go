@@ -53,6 +53,10 @@ type session struct {
 	pids     map[uint16]*outMsg
 	nextPID  uint16
 	inbound  map[uint16]bool // QoS 2 packet ids awaiting PUBREL (true: stored)
+	// inPending holds the inbound QoS 2 messages handed to the store and
+	// not yet durable, by packet id: a resend of one, on this connection or
+	// the next, is answered only when the original's write is done.
+	inPending map[uint16]*inPending
 
 	expiryTimer *time.Timer
 	willTimer   *time.Timer
@@ -66,7 +70,21 @@ func newSession(cid string) *session {
 		subs:    make(map[string]*subscription),
 		pids:    make(map[uint16]*outMsg),
 		inbound: make(map[uint16]bool),
+
+		inPending: make(map[uint16]*inPending),
 	}
+}
+
+// inPending is an inbound QoS 2 message whose store write is in flight.
+type inPending struct {
+	c       *conn // the connection it arrived on
+	waiters []inWaiter
+}
+
+// inWaiter is the answer to a resend, made when the original is durable.
+type inWaiter struct {
+	c *conn
+	e *ackEntry
 }
 
 // subOrder returns the session's filters sorted, for stable records.

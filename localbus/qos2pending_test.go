@@ -1,0 +1,122 @@
+package localbus
+
+import (
+	"fmt"
+	"testing"
+
+	"holdfast/internal/packet"
+	"holdfast/internal/testclient"
+	"holdfast/internal/testenv"
+)
+
+// noPubrec asserts that no PUBREC arrives before the answer to a PINGREQ,
+// which the broker sends at once.
+func noPubrec(t *testing.T, c *testclient.Client) {
+	t.Helper()
+	untilPingresp(t, c, func(p packet.Packet) {
+		if r, ok := p.(*packet.Pubrec); ok {
+			t.Fatalf("PUBREC id %d before the original QoS 2 PUBLISH is durable", r.PacketID)
+		}
+	})
+}
+
+// readPubrec reads the next packet and checks it is PUBREC id with rc.
+func readPubrec(t *testing.T, c *testclient.Client, id uint16, rc packet.ReasonCode) {
+	t.Helper()
+	p, err := c.ReadPacket(wait)
+	if err != nil {
+		t.Fatalf("waiting for PUBREC %d: %v", id, err)
+	}
+	if r, ok := p.(*packet.Pubrec); !ok || r.PacketID != id || r.ReasonCode != rc {
+		t.Fatalf("got %#v, want PUBREC %d rc %#x", p, id, byte(rc))
+	}
+}
+
+// A QoS 2 PUBLISH sent again (DUP) while the first copy is not yet durable
+// is answered only once the first copy is: a device whose connection dropped
+// before PUBREC, and which resends on a new connection of its persistent
+// session, is never told a message arrived that a crash could still lose or
+// that the store then refuses (MQTT 5.0 section 4.3.3: PUBREC only after
+// taking ownership of the message).
+func TestQoS2DuplicateWaitsForOriginal(t *testing.T) {
+	for _, v := range versions() {
+		for _, refuse := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/refuse=%v", v, refuse), func(t *testing.T) {
+				st := newMemStore(t)
+				tb := startBroker(t, Options{}, st, nil)
+				t.Cleanup(func() { st.setHold(false); st.release() })
+				t.Cleanup(func() { st.setHold(false); st.release() }) // before the broker closes
+				o := testclient.Options{ClientID: "dev", Version: v, SessionExpiry: 300}
+				c1 := dial(t, tb.addr, o)
+				if refuse {
+					st.setRefuse(fmt.Errorf("queue full: %w", ErrRefused))
+				}
+				st.setHold(true)
+				if err := c1.Send(&packet.Publish{Topic: "q2", QoS: 2, PacketID: 7, Payload: []byte("x")}); err != nil {
+					t.Fatal(err)
+				}
+				testenv.WaitFor(t, wait, "the first copy handed to the store", func() bool { return st.heldCount() == 1 })
+				c1.Close()
+
+				c2 := dial(t, tb.addr, o)
+				if err := c2.Send(&packet.Publish{Topic: "q2", QoS: 2, PacketID: 7, Dup: true, Payload: []byte("x")}); err != nil {
+					t.Fatal(err)
+				}
+				noPubrec(t, c2)
+				st.setHold(false)
+				st.release()
+				switch {
+				case !refuse:
+					readPubrec(t, c2, 7, 0)
+					if err := c2.Send(&packet.Pubrel{PacketID: 7}); err != nil {
+						t.Fatal(err)
+					}
+					p, err := c2.ReadPacket(wait)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if pc, ok := p.(*packet.Pubcomp); !ok || pc.PacketID != 7 || pc.ReasonCode != 0 {
+						t.Fatalf("got %#v, want PUBCOMP 7", p)
+					}
+					if n := len(st.messages()); n != 1 {
+						t.Fatalf("%d stored, want 1", n)
+					}
+				case v == packet.V5:
+					readPubrec(t, c2, 7, packet.QuotaExceeded)
+				default:
+					// 3.1.1 cannot refuse: the connection closes unanswered.
+					p, err := c2.ReadPacket(wait)
+					if err == nil {
+						t.Fatalf("got %#v, want the connection closed", p)
+					}
+				}
+			})
+		}
+	}
+}
+
+// The same on one connection: the resend is answered after the original,
+// with its outcome.
+func TestQoS2DuplicateSameConnectionWaits(t *testing.T) {
+	for _, v := range versions() {
+		t.Run(v.String(), func(t *testing.T) {
+			st := newMemStore(t)
+			tb := startBroker(t, Options{}, st, nil)
+			c := dial(t, tb.addr, testclient.Options{ClientID: "dev", Version: v, CleanStart: true})
+			st.setHold(true)
+			for _, dup := range []bool{false, true} {
+				if err := c.Send(&packet.Publish{Topic: "q2", QoS: 2, PacketID: 7, Dup: dup}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			noPubrec(t, c)
+			st.setHold(false)
+			st.release()
+			readPubrec(t, c, 7, 0)
+			readPubrec(t, c, 7, 0)
+			if n := len(st.messages()); n != 1 {
+				t.Fatalf("%d stored, want 1", n)
+			}
+		})
+	}
+}
