@@ -71,6 +71,13 @@ type conn struct {
 
 	slots chan struct{} // bounds entries in acks
 
+	// Deliveries (PUBLISH and PUBREL to the client) held until the save of
+	// the QoS 2 state they depend on is durable, in order; guarded by b.mu.
+	held      []heldPacket
+	saves     uint64          // delivery-state saves started
+	savedUpTo uint64          // every save up to this one is done
+	savedOut  map[uint64]bool // done out of order, above savedUpTo
+
 	outMu      sync.Mutex
 	out        []packet.Packet
 	outClose   bool
@@ -103,6 +110,50 @@ func (c *conn) send(p packet.Packet) {
 	case c.outSig <- struct{}{}:
 	default:
 	}
+}
+
+// heldPacket is a delivery waiting for the save numbered after.
+type heldPacket struct {
+	p     packet.Packet
+	after uint64
+}
+
+// deliver sends a PUBLISH or PUBREL to the client once the delivery-state
+// save numbered after (0: none) is done and every delivery before it has
+// gone. Called with b.mu held.
+func (c *conn) deliver(p packet.Packet, after uint64) {
+	if after <= c.savedUpTo && len(c.held) == 0 {
+		c.send(p)
+		return
+	}
+	c.held = append(c.held, heldPacket{p: p, after: after})
+}
+
+// saveDelivery saves ops that deliveries about to be made depend on and
+// returns the number to pass to deliver. Called with b.mu held.
+func (c *conn) saveDelivery(ops []StateOp) uint64 {
+	c.saves++
+	n := c.saves
+	c.b.save(ops, func(error) { c.saved(n) })
+	return n
+}
+
+// saved records that save n is done and sends the deliveries it released.
+func (c *conn) saved(n uint64) {
+	if c.savedOut == nil {
+		c.savedOut = make(map[uint64]bool)
+	}
+	c.savedOut[n] = true
+	for c.savedOut[c.savedUpTo+1] {
+		delete(c.savedOut, c.savedUpTo+1)
+		c.savedUpTo++
+	}
+	i := 0
+	for ; i < len(c.held) && c.held[i].after <= c.savedUpTo; i++ {
+		c.send(c.held[i].p)
+		c.held[i] = heldPacket{}
+	}
+	c.held = c.held[i:]
 }
 
 // closeOut makes the writer close the connection after what is queued.
@@ -724,13 +775,16 @@ func (c *conn) handle(p packet.Packet) bool {
 		case p.ReasonCode.IsError():
 			b.acked(s, o)
 		default:
+			// PUBREL only once PUBREC is on disk: after a crash the
+			// message must be released, never sent again as new.
+			var after uint64
 			if !o.pubrec {
 				o.pubrec = true
 				if o.persisted {
-					b.save([]StateOp{{Key: queuedKey(s.cid, o.seq), Value: encodeQueued(o)}}, nil)
+					after = c.saveDelivery([]StateOp{{Key: queuedKey(s.cid, o.seq), Value: encodeQueued(o)}})
 				}
 			}
-			c.send(&packet.Pubrel{PacketID: p.PacketID})
+			c.deliver(&packet.Pubrel{PacketID: p.PacketID}, after)
 		}
 	case *packet.Pubcomp:
 		if o := s.pids[p.PacketID]; o != nil && o.qos == 2 && s.conn == c {

@@ -120,3 +120,58 @@ func TestQoS2DuplicateSameConnectionWaits(t *testing.T) {
 		})
 	}
 }
+
+// A QoS 2 PUBLISH to a persistent session goes out only once its packet id
+// is stored, and PUBREL only once the PUBREC is: after a crash the broker
+// resends with the same id (DUP) or releases, and never delivers the
+// message to the device a second time as a new one.
+func TestQoS2DeliveryStateStoredBeforeSend(t *testing.T) {
+	for _, v := range versions() {
+		t.Run(v.String(), func(t *testing.T) {
+			st := newMemStore(t)
+			tb := startBroker(t, Options{}, st, nil)
+			t.Cleanup(func() { st.setHold(false); st.release() })
+			sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", Version: v, SessionExpiry: 300})
+			if _, err := sub.Subscribe(packet.Subscription{Filter: "q2", QoS: 2}); err != nil {
+				t.Fatal(err)
+			}
+			pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", Version: v, CleanStart: true})
+			nothingYet := func(what string) {
+				untilPingresp(t, sub, func(p packet.Packet) { t.Fatalf("%T before %s is stored", p, what) })
+			}
+
+			st.setHold(true)
+			if err := pub.Send(&packet.Publish{Topic: "q2", QoS: 2, PacketID: 1, Payload: []byte("m")}); err != nil {
+				t.Fatal(err)
+			}
+			testenv.WaitFor(t, wait, "the message handed to the store", func() bool { return st.heldCount() == 1 })
+			st.release()
+			testenv.WaitFor(t, wait, "the packet id handed to the store", func() bool { return st.heldCount() == 1 })
+			nothingYet("its packet id")
+			st.release()
+			p, err := sub.ReadPacket(wait)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pp, ok := p.(*packet.Publish)
+			if !ok || pp.QoS != 2 || string(pp.Payload) != "m" {
+				t.Fatalf("got %#v, want the QoS 2 PUBLISH", p)
+			}
+
+			if err := sub.Send(&packet.Pubrec{PacketID: pp.PacketID}); err != nil {
+				t.Fatal(err)
+			}
+			testenv.WaitFor(t, wait, "the PUBREC handed to the store", func() bool { return st.heldCount() == 1 })
+			nothingYet("the PUBREC")
+			st.setHold(false)
+			st.release()
+			p, err = sub.ReadPacket(wait)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rel, ok := p.(*packet.Pubrel); !ok || rel.PacketID != pp.PacketID {
+				t.Fatalf("got %#v, want PUBREL %d", p, pp.PacketID)
+			}
+		})
+	}
+}

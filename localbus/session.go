@@ -283,10 +283,22 @@ func (b *Broker) complete(m *stored, targets []*outMsg, err error) {
 
 // pump sends what s's connection may receive now: waiting messages in
 // order, as long as they are ready and the client's Receive Maximum allows.
+//
+// A QoS 2 PUBLISH to a persistent session goes out only once its packet id
+// is on disk, and everything after it waits as well, so that a restarted
+// broker resends it with the same id (DUP) and never as a new message.
 func (b *Broker) pump(s *session) {
 	var ops []StateOp
+	var gated []packet.Packet // sent after ops are saved
+	var gc *conn
 	defer func() {
-		if len(ops) > 0 {
+		switch {
+		case gc != nil:
+			after := gc.saveDelivery(ops)
+			for _, p := range gated {
+				gc.deliver(p, after)
+			}
+		case len(ops) > 0:
 			b.save(ops, nil)
 		}
 	}()
@@ -358,11 +370,16 @@ func (b *Broker) pump(s *session) {
 			s.pids[o.pid] = o
 			if o.persisted && o.qos == 2 {
 				ops = append(ops, StateOp{Key: queuedKey(s.cid, o.seq), Value: encodeQueued(o)})
+				gc = c
 			}
 		}
 		commitAlias()
 		b.stats.out.Add(1)
-		c.send(p)
+		if gc != nil {
+			gated = append(gated, p)
+		} else {
+			c.deliver(p, 0)
+		}
 	}
 }
 
@@ -373,12 +390,12 @@ func (b *Broker) resend(s *session) {
 	now := time.Now()
 	for _, o := range s.inflight {
 		if o.pubrec {
-			c.send(&packet.Pubrel{PacketID: o.pid})
+			c.deliver(&packet.Pubrel{PacketID: o.pid}, 0)
 			continue
 		}
 		p := c.publishPacket(o, true, now)
 		c.applyAlias(p)()
-		c.send(p)
+		c.deliver(p, 0)
 	}
 }
 
