@@ -105,7 +105,10 @@ type Options struct {
 	MaxConnections int
 	// MaxQueuedMessages caps the messages waiting for one session (offline,
 	// or online behind its window); beyond it the oldest is dropped and
-	// counted. Default 1000; negative queues nothing for offline sessions.
+	// counted. It also caps the packets waiting to be written to a client
+	// that reads slower than QoS 0 messages come; beyond it new QoS 0
+	// messages are dropped and counted. Default 1000; negative queues
+	// nothing for offline sessions.
 	MaxQueuedMessages int
 	// MaxSessionExpiry caps the session expiry interval a client may ask for;
 	// a 3.1.1 client with clean session 0 gets exactly this. Default 7 days;

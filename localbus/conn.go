@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"holdfast/internal/packet"
@@ -78,6 +79,7 @@ type conn struct {
 	savedUpTo uint64          // every save up to this one is done
 	savedOut  map[uint64]bool // done out of order, above savedUpTo
 
+	unwritten  atomic.Int64 // packets handed to send and not yet flushed
 	outMu      sync.Mutex
 	out        []packet.Packet
 	outClose   bool
@@ -105,6 +107,7 @@ func (c *conn) send(p packet.Packet) {
 		return
 	}
 	c.out = append(c.out, p)
+	c.unwritten.Add(1)
 	c.outMu.Unlock()
 	select {
 	case c.outSig <- struct{}{}:
@@ -220,6 +223,7 @@ func (c *conn) writer() {
 			fail()
 			return
 		}
+		c.unwritten.Add(-int64(len(batch)))
 		if closing {
 			c.outMu.Lock()
 			c.outDead = true

@@ -395,6 +395,47 @@ func TestQueueLimitDropsOldest(t *testing.T) {
 	}
 }
 
+// A subscriber that stops reading while QoS 0 keeps coming: once its socket
+// is full, no more than MaxQueuedMessages wait for it in memory; the rest are
+// dropped and counted, and every message is either delivered or counted.
+func TestSlowSubscriberQoS0Bounded(t *testing.T) {
+	// The limit is well above what piles up between routing and the store's
+	// answer, so the drops counted here are those of the slow socket.
+	const limit, n = 1000, 6000
+	tb := startBroker(t, Options{MaxQueuedMessages: limit}, nil, nil)
+	sub := dial(t, tb.addr, testclient.Options{ClientID: "slow", CleanStart: true})
+	if _, err := sub.Subscribe(packet.Subscription{Filter: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	payload := bytes.Repeat([]byte("x"), 8<<10) // n of them: 48 MiB, far more than socket buffers
+	for range n {
+		if err := pub.Send(&packet.Publish{Topic: "t", Payload: payload}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.WaitFor(t, wait, "all published", func() bool { return tb.Stats().MessagesIn == n })
+	dropped := tb.Stats().DroppedQueueFull
+	if dropped == 0 {
+		t.Fatal("nothing dropped: the slow subscriber's backlog grew without bound")
+	}
+	got := 0
+	for {
+		p, err := sub.ReadPacket(2 * time.Second)
+		if err != nil {
+			break
+		}
+		if _, ok := p.(*packet.Publish); ok {
+			got++
+		}
+	}
+	st := tb.Stats()
+	if uint64(got) != st.MessagesOut || uint64(got)+st.DroppedQueueFull != n {
+		t.Fatalf("received %d, stats %+v: want received = MessagesOut and received + dropped = %d", got, st, n)
+	}
+	t.Logf("received %d, dropped %d", got, st.DroppedQueueFull)
+}
+
 func TestInflightResentOnReconnect(t *testing.T) {
 	tb := startBroker(t, Options{}, nil, nil)
 	o := testclient.Options{ClientID: "r", SessionExpiry: 600, CleanStart: true}

@@ -213,6 +213,14 @@ func (b *Broker) route(m *stored, ops []StateOp, now time.Time) ([]*outMsg, []St
 	return out, ops
 }
 
+// queueLimit is the most messages waiting for one online session.
+func (b *Broker) queueLimit() int {
+	if b.opts.MaxQueuedMessages < 0 {
+		return DefaultMaxQueuedMessages
+	}
+	return b.opts.MaxQueuedMessages
+}
+
 // enqueue appends o to s's queue, dropping the oldest waiting message when
 // the queue is full, and appends the store records that takes.
 func (b *Broker) enqueue(s *session, o *outMsg, ops []StateOp) ([]StateOp, bool) {
@@ -220,14 +228,11 @@ func (b *Broker) enqueue(s *session, o *outMsg, ops []StateOp) ([]StateOp, bool)
 		b.stats.dropOffline.Add(1)
 		return ops, false
 	}
-	limit := b.opts.MaxQueuedMessages
-	if limit < 0 {
-		if s.conn == nil {
-			b.stats.dropFull.Add(1)
-			return ops, false
-		}
-		limit = DefaultMaxQueuedMessages
+	if b.opts.MaxQueuedMessages < 0 && s.conn == nil {
+		b.stats.dropFull.Add(1)
+		return ops, false
 	}
+	limit := b.queueLimit()
 	for len(s.queue) >= limit && len(s.queue) > 0 {
 		old := s.queue[0]
 		s.queue = s.queue[1:]
@@ -349,6 +354,13 @@ func (b *Broker) pump(s *session) {
 		}
 		if !c.lo.ACL.CanReceive(c.username, s.cid, o.m.Topic) {
 			drop(&b.stats.dropDenied)
+			continue
+		}
+		if o.qos == 0 && c.unwritten.Load() >= int64(b.queueLimit()) {
+			// A client that reads slower than QoS 0 arrives: its socket
+			// is full and the packets pile up here; the limit that holds
+			// for its queue holds for them too.
+			drop(&b.stats.dropFull)
 			continue
 		}
 		if o.qos > 0 {
