@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"holdfast/internal/packet"
@@ -143,10 +144,55 @@ func gone(err error) error {
 }
 
 // downlink hands messages from the upstream subscriptions to the local
-// broker under the local topic of the first downlink rule that matches.
+// broker under the local topic of the first downlink rule that matches. It
+// is an uplink.MarkedDownlink: the mark of a QoS 2 message is a state entry
+// stored in the same commit as the message.
 type downlink struct{ a *Agent }
 
+// downlinkMarkPrefix starts the state keys of the downlink QoS 2 marks,
+// followed by the packet id in four hex digits.
+const downlinkMarkPrefix = "ul/dl2/"
+
 func (d *downlink) Deliver(ctx context.Context, m *uplink.Message) error {
+	return d.deliver(ctx, m, nil)
+}
+
+func (d *downlink) DeliverMarked(ctx context.Context, m *uplink.Message, id uint16) error {
+	return d.deliver(ctx, m, []localbus.StateOp{{Key: fmt.Sprintf("%s%04x", downlinkMarkPrefix, id), Value: []byte{1}}})
+}
+
+func (d *downlink) Marks() ([]uint16, error) {
+	var ids []uint16
+	var bad []queue.StateOp
+	err := d.a.q.ScanState(downlinkMarkPrefix, func(key string, _ []byte) error {
+		id, err := strconv.ParseUint(key[len(downlinkMarkPrefix):], 16, 16)
+		if err != nil || id == 0 {
+			d.a.log.Warn("dropping unreadable downlink mark", "key", key)
+			bad = append(bad, queue.StateOp{Key: key})
+			return nil
+		}
+		ids = append(ids, uint16(id))
+		return nil
+	})
+	if len(bad) > 0 {
+		d.a.q.CommitAsync(queue.Write{State: bad}, func(error) {})
+	}
+	return ids, err
+}
+
+func (d *downlink) Unmark(ids ...uint16) {
+	ops := make([]queue.StateOp, len(ids))
+	for i, id := range ids {
+		ops[i] = queue.StateOp{Key: fmt.Sprintf("%s%04x", downlinkMarkPrefix, id)}
+	}
+	d.a.q.CommitAsync(queue.Write{State: ops}, func(err error) {
+		if err != nil {
+			d.a.log.Warn("removing downlink marks failed", "err", err)
+		}
+	})
+}
+
+func (d *downlink) deliver(ctx context.Context, m *uplink.Message, marks []localbus.StateOp) error {
 	a := d.a
 	for _, r := range a.cfg.Downlink {
 		if !topic.Match(r.Subscription(a.cfg.Upstream.ClientID, a.cfg.GatewayID), m.Topic) {
@@ -169,7 +215,7 @@ func (d *downlink) Deliver(ctx context.Context, m *uplink.Message) error {
 				return nil // expired on the way: nothing to deliver
 			}
 		}
-		return a.broker.Publish(ctx, lm)
+		return a.broker.PublishWith(ctx, lm, marks)
 	}
 	a.log.Debug("downlink message matches no rule", "topic", m.Topic)
 	return nil

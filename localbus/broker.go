@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -604,6 +605,19 @@ func (b *Broker) Stats() Stats {
 // retained message are durably stored, or with the store's error; online
 // subscribers get it then. m.Expiry, when set, is its message expiry.
 func (b *Broker) Publish(ctx context.Context, m *Message) error {
+	return b.PublishWith(ctx, m, nil)
+}
+
+// PublishWith is Publish with the caller's own state ops stored in the same
+// durable write as m, so that they exist exactly when m does (the uplink's
+// mark of a delivered QoS 2 downlink message). Their keys must not start
+// with the broker's prefix "lb/".
+func (b *Broker) PublishWith(ctx context.Context, m *Message, extra []StateOp) error {
+	for _, op := range extra {
+		if strings.HasPrefix(op.Key, keyPrefix) {
+			return fmt.Errorf("localbus: publish: state key %q is the broker's", op.Key)
+		}
+	}
 	if err := topic.ValidName(m.Topic); err != nil {
 		return fmt.Errorf("localbus: publish: %w", err)
 	}
@@ -620,7 +634,7 @@ func (b *Broker) Publish(ctx context.Context, m *Message) error {
 	if sm.Retain && !b.opts.RetainAvailable {
 		sm.Retain = false
 	}
-	var ops []StateOp
+	ops := slices.Clone(extra)
 	if sm.Retain {
 		ops = append(ops, retainOp(sm))
 	}

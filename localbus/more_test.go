@@ -1,7 +1,9 @@
 package localbus
 
 import (
+	"context"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"holdfast/internal/auth"
@@ -94,5 +96,22 @@ func TestRetainNotAvailable(t *testing.T) {
 		Will: &packet.Publish{Topic: "w", Retain: true}})
 	if err == nil {
 		t.Fatal("retained will accepted without retain available")
+	}
+}
+
+// TestPublishWithStoresCallerState: PublishWith stores the caller's state
+// ops in the message's write and refuses keys under the broker's prefix.
+func TestPublishWithStoresCallerState(t *testing.T) {
+	st := newMemStore(t)
+	tb := startBroker(t, Options{}, st, nil)
+	ctx := context.Background()
+	if err := tb.PublishWith(ctx, &Message{Topic: "a", Payload: []byte("x")}, []StateOp{{Key: "lb/s/x", Value: []byte{1}}}); err == nil {
+		t.Fatal("a key under the broker's prefix was accepted")
+	}
+	if err := tb.PublishWith(ctx, &Message{Topic: "a", Payload: []byte("x"), Retain: true}, []StateOp{{Key: "ext/k", Value: []byte{1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(st.keys("ext/"), []string{"ext/k"}) || len(st.keys("lb/r/")) != 1 {
+		t.Fatalf("stored %v and %v, want ext/k with the retained message", st.keys("ext/"), st.keys("lb/r/"))
 	}
 }

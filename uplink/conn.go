@@ -189,6 +189,9 @@ func (s *conn) handshake(ctx context.Context, r *packet.Reader) error {
 	}
 	pr := &ack.Properties
 	s.session = ack.SessionPresent && !o.CleanStart
+	if !s.session {
+		c.forgetDownlinkIDs()
+	}
 	s.window = o.Inflight
 	if pr.HasReceiveMaximum && int(pr.ReceiveMaximum) < s.window && pr.ReceiveMaximum > 0 {
 		s.window = int(pr.ReceiveMaximum)
@@ -870,7 +873,13 @@ func (s *conn) handle(p packet.Packet) error {
 	case *packet.Publish:
 		return s.incoming(p)
 	case *packet.Pubrel:
-		delete(c.rx, p.PacketID)
+		if c.rx[p.PacketID] || c.marked[p.PacketID] {
+			delete(c.rx, p.PacketID)
+			delete(c.marked, p.PacketID)
+			if md, ok := c.down.(MarkedDownlink); ok {
+				md.Unmark(p.PacketID)
+			}
+		}
 		return s.write(&packet.Pubcomp{PacketID: p.PacketID})
 	case *packet.Suback:
 		if s.ctrl[p.PacketID] != "subscribe" {
@@ -1029,6 +1038,18 @@ func (s *conn) incoming(p *packet.Publish) error {
 		// Delivered before; the server did not see our PUBREC.
 		return s.write(&packet.Pubrec{PacketID: p.PacketID})
 	}
+	if p.QoS == 2 && c.marked[p.PacketID] {
+		delete(c.marked, p.PacketID)
+		if p.Dup {
+			// Delivered before holdfast restarted; the server did not see
+			// our PUBREC.
+			c.rx[p.PacketID] = true
+			return s.write(&packet.Pubrec{PacketID: p.PacketID})
+		}
+		// A first transmission: the server completed the flow of the
+		// marked message (our PUBCOMP went out, the unmark was lost in a
+		// crash) and reuses the id for a new one.
+	}
 	if c.down == nil {
 		// No subscriptions of ours (a server-side subscription): ack.
 		return s.ackDownlink(p)
@@ -1049,6 +1070,29 @@ func (s *conn) incoming(p *packet.Publish) error {
 	}
 	s.dlQueue = append(s.dlQueue, p)
 	return nil
+}
+
+// forgetDownlinkIDs drops the downlink QoS 2 packet ids of a session the
+// server no longer has: it will not send PUBREL for them, and it may use
+// the ids for new messages.
+func (c *Client) forgetDownlinkIDs() {
+	if len(c.rx) == 0 && len(c.marked) == 0 {
+		return
+	}
+	ids := make([]uint16, 0, len(c.rx)+len(c.marked))
+	for id := range c.rx {
+		ids = append(ids, id)
+	}
+	for id := range c.marked {
+		if !c.rx[id] {
+			ids = append(ids, id)
+		}
+	}
+	clear(c.rx)
+	clear(c.marked)
+	if md, ok := c.down.(MarkedDownlink); ok {
+		md.Unmark(ids...)
+	}
 }
 
 // feedDownlink hands the next downlink message to the worker when idle.
@@ -1114,9 +1158,16 @@ func (s *conn) downlinkWorker() {
 			m.CorrelationData = pr.CorrelationData
 		}
 		m.UserProperties = pr.UserProperties
+		md, marked := c.down.(MarkedDownlink)
+		marked = marked && p.QoS == 2
 		delay := 100 * time.Millisecond
 		for {
-			err := c.down.Deliver(s.ctx, m)
+			var err error
+			if marked {
+				err = md.DeliverMarked(s.ctx, m, p.PacketID)
+			} else {
+				err = c.down.Deliver(s.ctx, m)
+			}
 			if err == nil {
 				break
 			}
