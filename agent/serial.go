@@ -16,24 +16,18 @@ type serialBus struct {
 	port string
 }
 
-// Publish stores m for upstream when a forward rule selects it, then hands it
-// to the local broker's subscribers.
+// Publish publishes m as a local client's PUBLISH: stored for upstream when
+// a forward rule selects it, in the same commit as the copies for the local
+// broker's persistent sessions, which get it then.
 func (b *serialBus) Publish(ctx context.Context, m serial.Message) error {
 	lm := &localbus.Message{
 		Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain,
 		ClientID: "serial:" + b.port,
 	}
-	done := make(chan error, 1)
-	(&store{a: b.a}).Ingest(lm, nil, func(err error) { done <- err })
-	select {
-	case err := <-done:
-		if err != nil {
-			return fmt.Errorf("storing %s: %w", m.Topic, err)
-		}
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := b.a.broker.Ingest(ctx, lm); err != nil {
+		return fmt.Errorf("storing %s: %w", m.Topic, err)
 	}
-	return b.a.broker.Publish(ctx, lm)
+	return nil
 }
 
 // Subscribe delivers what local clients publish on filter to fn (write-back

@@ -656,6 +656,44 @@ func (b *Broker) PublishWith(ctx context.Context, m *Message, extra []StateOp) e
 	}
 }
 
+// Ingest publishes m the way a client's PUBLISH is published: through
+// Store.Ingest, in one write with the copies for persistent sessions and the
+// retained message, so the store's forwarding applies to it and a crash
+// never finds one without the other. It is for messages that originate on
+// the gateway (serial adapters). It returns once that write is done, with
+// the store's error (wrapping ErrRefused when the store refused m); online
+// subscribers get m then.
+func (b *Broker) Ingest(ctx context.Context, m *Message) error {
+	if err := topic.ValidName(m.Topic); err != nil {
+		return fmt.Errorf("localbus: ingest: %w", err)
+	}
+	if m.QoS > 2 {
+		return fmt.Errorf("localbus: ingest: invalid QoS %d", m.QoS)
+	}
+	now := time.Now()
+	sm := newStored(m, now)
+	b.mu.Lock()
+	if b.closing {
+		b.mu.Unlock()
+		return ErrClosed
+	}
+	if sm.Retain && !b.opts.RetainAvailable {
+		sm.Retain = false
+	}
+	ch := make(chan error, 1)
+	b.ingest(sm, nil, now, func(err error) { ch <- err })
+	b.mu.Unlock()
+	select {
+	case err := <-ch:
+		if err != nil {
+			return fmt.Errorf("localbus: ingest: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Subscribe registers an in-process subscriber: fn is called, on a goroutine
 // of its own, for every message matching filter that is published from then
 // on (by clients, wills or Publish), in order. Shared subscription filters

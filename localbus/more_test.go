@@ -115,3 +115,35 @@ func TestPublishWithStoresCallerState(t *testing.T) {
 		t.Fatalf("stored %v and %v, want ext/k with the retained message", st.keys("ext/"), st.keys("lb/r/"))
 	}
 }
+
+// TestIngestOneWrite: Ingest hands the message to Store.Ingest together with
+// the copy for a persistent session (one write), and the subscriber gets it.
+func TestIngestOneWrite(t *testing.T) {
+	st := newMemStore(t)
+	tb := startBroker(t, Options{}, st, nil)
+	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", SessionExpiry: 300, CleanStart: true})
+	if _, err := sub.Subscribe(packet.Subscription{Filter: "s/#", QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	sub.Close()
+	testenv.WaitFor(t, wait, "offline", func() bool { return tb.Stats().Connections == 0 })
+	st.setHold(true)
+	t.Cleanup(func() { st.setHold(false); st.release() })
+	done := make(chan error, 1)
+	go func() { done <- tb.Ingest(context.Background(), &Message{Topic: "s/1", Payload: []byte("v"), QoS: 1, ClientID: "serial:x"}) }()
+	testenv.WaitFor(t, wait, "one store call", func() bool { return st.heldCount() == 1 })
+	if st.ingestCount() != 1 {
+		t.Fatalf("%d Ingest calls, want the message in one", st.ingestCount())
+	}
+	st.release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := len(st.keys("lb/q/")); n != 1 || len(st.messages()) != 1 {
+		t.Fatalf("%d queued copies and %d messages stored, want 1 and 1", n, len(st.messages()))
+	}
+	sub = dial(t, tb.addr, testclient.Options{ClientID: "sub", SessionExpiry: 300})
+	if p := recv(t, sub); string(p.Payload) != "v" {
+		t.Fatalf("got %q", p.Payload)
+	}
+}
