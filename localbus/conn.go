@@ -68,16 +68,12 @@ type conn struct {
 	closed     bool
 	acks       []*ackEntry
 	inflightIn int // QoS 1/2 publishes not fully acknowledged
-	slotHeld   bool
+	// inQoS2 holds the QoS 2 packet ids counted in inflightIn, so that a
+	// resend on this connection is counted once and released once.
+	inQoS2   map[uint16]bool
+	slotHeld bool
 
 	slots chan struct{} // bounds entries in acks
-
-	// Deliveries (PUBLISH and PUBREL to the client) held until the save of
-	// the QoS 2 state they depend on is durable, in order; guarded by b.mu.
-	held      []heldPacket
-	saves     uint64          // delivery-state saves started
-	savedUpTo uint64          // every save up to this one is done
-	savedOut  map[uint64]bool // done out of order, above savedUpTo
 
 	unwritten  atomic.Int64 // packets handed to send and not yet flushed
 	outMu      sync.Mutex
@@ -113,50 +109,6 @@ func (c *conn) send(p packet.Packet) {
 	case c.outSig <- struct{}{}:
 	default:
 	}
-}
-
-// heldPacket is a delivery waiting for the save numbered after.
-type heldPacket struct {
-	p     packet.Packet
-	after uint64
-}
-
-// deliver sends a PUBLISH or PUBREL to the client once the delivery-state
-// save numbered after (0: none) is done and every delivery before it has
-// gone. Called with b.mu held.
-func (c *conn) deliver(p packet.Packet, after uint64) {
-	if after <= c.savedUpTo && len(c.held) == 0 {
-		c.send(p)
-		return
-	}
-	c.held = append(c.held, heldPacket{p: p, after: after})
-}
-
-// saveDelivery saves ops that deliveries about to be made depend on and
-// returns the number to pass to deliver. Called with b.mu held.
-func (c *conn) saveDelivery(ops []StateOp) uint64 {
-	c.saves++
-	n := c.saves
-	c.b.save(ops, func(error) { c.saved(n) })
-	return n
-}
-
-// saved records that save n is done and sends the deliveries it released.
-func (c *conn) saved(n uint64) {
-	if c.savedOut == nil {
-		c.savedOut = make(map[uint64]bool)
-	}
-	c.savedOut[n] = true
-	for c.savedOut[c.savedUpTo+1] {
-		delete(c.savedOut, c.savedUpTo+1)
-		c.savedUpTo++
-	}
-	i := 0
-	for ; i < len(c.held) && c.held[i].after <= c.savedUpTo; i++ {
-		c.send(c.held[i].p)
-		c.held[i] = heldPacket{}
-	}
-	c.held = c.held[i:]
 }
 
 // closeOut makes the writer close the connection after what is queued.
@@ -399,8 +351,17 @@ func (c *conn) newEntry(kind int, pid uint16) *ackEntry {
 		default:
 		}
 	}
-	if kind == ackPuback || kind == ackPubrec {
+	switch kind {
+	case ackPuback:
 		c.inflightIn++
+	case ackPubrec:
+		if !c.inQoS2[pid] {
+			if c.inQoS2 == nil {
+				c.inQoS2 = make(map[uint16]bool)
+			}
+			c.inQoS2[pid] = true
+			c.inflightIn++
+		}
 	}
 	return e
 }
@@ -408,6 +369,14 @@ func (c *conn) newEntry(kind int, pid uint16) *ackEntry {
 func (c *conn) inflightDone() {
 	if c.inflightIn > 0 {
 		c.inflightIn--
+	}
+}
+
+// qos2Done ends the count of QoS 2 packet id pid on this connection.
+func (c *conn) qos2Done(pid uint16) {
+	if c.inQoS2[pid] {
+		delete(c.inQoS2, pid)
+		c.inflightDone()
 	}
 }
 
@@ -451,18 +420,18 @@ func (c *conn) answer(e *ackEntry, err error) {
 		switch {
 		case err == nil:
 			if e.rc.IsError() {
-				c.inflightDone()
+				c.qos2Done(e.pid)
 			}
 			c.send(&packet.Pubrec{PacketID: e.pid, ReasonCode: e.rc})
 		case v5:
-			c.inflightDone()
+			c.qos2Done(e.pid)
 			c.send(&packet.Pubrec{PacketID: e.pid, ReasonCode: storeCode(err)})
 		default:
-			c.inflightDone()
+			c.qos2Done(e.pid)
 			c.closeWith(0)
 		}
 	case ackPubcomp:
-		c.inflightDone()
+		c.qos2Done(e.pid)
 		c.send(&packet.Pubcomp{PacketID: e.pid, ReasonCode: e.rc})
 	case ackPacket:
 		c.send(e.pkt)
@@ -785,10 +754,10 @@ func (c *conn) handle(p packet.Packet) bool {
 			if !o.pubrec {
 				o.pubrec = true
 				if o.persisted {
-					after = c.saveDelivery([]StateOp{{Key: queuedKey(s.cid, o.seq), Value: encodeQueued(o)}})
+					after = s.saveDelivery(b, []StateOp{{Key: queuedKey(s.cid, o.seq), Value: encodeQueued(o)}})
 				}
 			}
-			c.deliver(&packet.Pubrel{PacketID: p.PacketID}, after)
+			s.deliver(c, &packet.Pubrel{PacketID: p.PacketID}, after)
 		}
 	case *packet.Pubcomp:
 		if o := s.pids[p.PacketID]; o != nil && o.qos == 2 && s.conn == c {
@@ -874,15 +843,8 @@ func (c *conn) handlePublish(p *packet.Publish) bool {
 			// is still being written, the answer waits for its outcome: a
 			// PUBREC before then could acknowledge what a crash loses or
 			// what the store refuses.
-			e := c.newEntry(ackPubrec, p.PacketID)
-			pend := s.inPending[p.PacketID]
-			if pend == nil || pend.c == c {
-				c.inflightIn-- // counted by the original
-				if c.inflightIn < 0 {
-					c.inflightIn = 0
-				}
-			}
-			if pend != nil {
+			e := c.newEntry(ackPubrec, p.PacketID) // counted once per connection
+			if pend := s.inPending[p.PacketID]; pend != nil {
 				pend.waiters = append(pend.waiters, inWaiter{c: c, e: e})
 				return true
 			}

@@ -130,7 +130,9 @@ func TestIngestOneWrite(t *testing.T) {
 	st.setHold(true)
 	t.Cleanup(func() { st.setHold(false); st.release() })
 	done := make(chan error, 1)
-	go func() { done <- tb.Ingest(context.Background(), &Message{Topic: "s/1", Payload: []byte("v"), QoS: 1, ClientID: "serial:x"}) }()
+	go func() {
+		done <- tb.Ingest(context.Background(), &Message{Topic: "s/1", Payload: []byte("v"), QoS: 1, ClientID: "serial:x"})
+	}()
 	testenv.WaitFor(t, wait, "one store call", func() bool { return st.heldCount() == 1 })
 	if st.ingestCount() != 1 {
 		t.Fatalf("%d Ingest calls, want the message in one", st.ingestCount())

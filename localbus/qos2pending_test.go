@@ -44,7 +44,6 @@ func TestQoS2DuplicateWaitsForOriginal(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/refuse=%v", v, refuse), func(t *testing.T) {
 				st := newMemStore(t)
 				tb := startBroker(t, Options{}, st, nil)
-				t.Cleanup(func() { st.setHold(false); st.release() })
 				t.Cleanup(func() { st.setHold(false); st.release() }) // before the broker closes
 				o := testclient.Options{ClientID: "dev", Version: v, SessionExpiry: 300}
 				c1 := dial(t, tb.addr, o)
@@ -174,4 +173,83 @@ func TestQoS2DeliveryStateStoredBeforeSend(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The wait for the delivery state survives a takeover: a new connection of
+// the session gets its resends (PUBREL here) only once the save its
+// predecessor started is durable.
+func TestQoS2DeliveryStateWaitSurvivesTakeover(t *testing.T) {
+	for _, v := range versions() {
+		t.Run(v.String(), func(t *testing.T) {
+			st := newMemStore(t)
+			tb := startBroker(t, Options{}, st, nil)
+			t.Cleanup(func() { st.setHold(false); st.release() })
+			o := testclient.Options{ClientID: "sub", Version: v, SessionExpiry: 300}
+			sub := dial(t, tb.addr, o)
+			if _, err := sub.Subscribe(packet.Subscription{Filter: "q2", QoS: 2}); err != nil {
+				t.Fatal(err)
+			}
+			pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", Version: v, CleanStart: true})
+			if err := pub.Send(&packet.Publish{Topic: "q2", QoS: 2, PacketID: 1, Payload: []byte("m")}); err != nil {
+				t.Fatal(err)
+			}
+			p, err := sub.ReadPacket(wait)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pp, ok := p.(*packet.Publish)
+			if !ok {
+				t.Fatalf("got %#v, want PUBLISH", p)
+			}
+			st.setHold(true)
+			if err := sub.Send(&packet.Pubrec{PacketID: pp.PacketID}); err != nil {
+				t.Fatal(err)
+			}
+			testenv.WaitFor(t, wait, "the PUBREC handed to the store", func() bool { return st.heldCount() == 1 })
+			sub2 := dial(t, tb.addr, o)
+			if !sub2.Connack.SessionPresent {
+				t.Fatal("session not present")
+			}
+			untilPingresp(t, sub2, func(p packet.Packet) { t.Fatalf("%T before the PUBREC is stored", p) })
+			st.setHold(false)
+			st.release()
+			p, err = sub2.ReadPacket(wait)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rel, ok := p.(*packet.Pubrel); !ok || rel.PacketID != pp.PacketID {
+				t.Fatalf("got %#v, want PUBREL %d", p, pp.PacketID)
+			}
+		})
+	}
+}
+
+// A QoS 2 resend on a new connection, of a message received on the one
+// before, counts against the new connection's Receive Maximum until its
+// PUBCOMP (it is that connection's flow now).
+func TestQoS2ResendCountsOnNewConnection(t *testing.T) {
+	st := newMemStore(t)
+	tb := startBroker(t, Options{ReceiveMaximum: 2}, st, nil)
+	t.Cleanup(func() { st.setHold(false); st.release() })
+	o := testclient.Options{ClientID: "dev", Version: packet.V5, SessionExpiry: 300}
+	c1 := dial(t, tb.addr, o)
+	if err := c1.Send(&packet.Publish{Topic: "q2", QoS: 2, PacketID: 1, Payload: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	readPubrec(t, c1, 1, 0)
+	c1.Close()
+
+	c2 := dial(t, tb.addr, o)
+	if err := c2.Send(&packet.Publish{Topic: "q2", QoS: 2, PacketID: 1, Dup: true, Payload: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	readPubrec(t, c2, 1, 0)
+	st.setHold(true)
+	for id := uint16(2); id <= 3; id++ {
+		if err := c2.Send(&packet.Publish{Topic: "q1", QoS: 1, PacketID: id, Payload: []byte("y")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Ids 1 and 2 fill the window of 2: id 3 exceeds it.
+	expectDisconnect(t, c2, packet.ReceiveMaximumExceeded)
 }

@@ -58,6 +58,15 @@ type session struct {
 	// the next, is answered only when the original's write is done.
 	inPending map[uint16]*inPending
 
+	// Deliveries (PUBLISH and PUBREL to the client) wait, in order, until
+	// the saves of the QoS 2 state they depend on are durable. The count is
+	// the session's, so a new connection's resends wait for the saves its
+	// predecessor started.
+	held      []heldPacket
+	saves     uint64          // delivery-state saves started
+	savedUpTo uint64          // every save up to this one is done
+	savedOut  map[uint64]bool // done out of order, above savedUpTo
+
 	expiryTimer *time.Timer
 	willTimer   *time.Timer
 	pendingWill *will // published when willTimer fires or the session ends
@@ -73,6 +82,63 @@ func newSession(cid string) *session {
 
 		inPending: make(map[uint16]*inPending),
 	}
+}
+
+// heldPacket is a delivery to connection c waiting for the save numbered
+// after.
+type heldPacket struct {
+	c     *conn
+	p     packet.Packet
+	after uint64
+}
+
+// deliver sends a PUBLISH or PUBREL to c once the delivery-state save
+// numbered after (0: none) is done and every delivery before it has gone.
+// Called with b.mu held.
+func (s *session) deliver(c *conn, p packet.Packet, after uint64) {
+	if after <= s.savedUpTo && len(s.held) == 0 {
+		c.send(p)
+		return
+	}
+	s.held = append(s.held, heldPacket{c: c, p: p, after: after})
+}
+
+// saveDelivery saves ops that deliveries about to be made depend on and
+// returns the number to pass to deliver. Called with b.mu held. While the
+// broker closes, the save is not made and what waits for it is never sent:
+// the connections are closing too.
+func (s *session) saveDelivery(b *Broker, ops []StateOp) uint64 {
+	s.saves++
+	n := s.saves
+	b.save(ops, func(err error) { s.saved(b, n, err) })
+	return n
+}
+
+// saved records that save n is done and sends the deliveries it released
+// to the connection they were made for, if it is still the session's. A
+// failed save closes the connection instead: the client gets the packets
+// again when it reconnects, and the state is saved again as it changes.
+func (s *session) saved(b *Broker, n uint64, err error) {
+	if s.savedOut == nil {
+		s.savedOut = make(map[uint64]bool)
+	}
+	s.savedOut[n] = true
+	for s.savedOut[s.savedUpTo+1] {
+		delete(s.savedOut, s.savedUpTo+1)
+		s.savedUpTo++
+	}
+	if err != nil && s.conn != nil {
+		b.log.Warn("delivery state not stored; closing the connection", "client_id", s.cid, "err", err)
+		s.conn.closeWith(packet.UnspecifiedError)
+	}
+	i := 0
+	for ; i < len(s.held) && s.held[i].after <= s.savedUpTo; i++ {
+		if h := s.held[i]; h.c == s.conn && !h.c.closed {
+			h.c.send(h.p)
+		}
+		s.held[i] = heldPacket{}
+	}
+	s.held = s.held[i:]
 }
 
 // inPending is an inbound QoS 2 message whose store write is in flight.
@@ -299,9 +365,9 @@ func (b *Broker) pump(s *session) {
 	defer func() {
 		switch {
 		case gc != nil:
-			after := gc.saveDelivery(ops)
+			after := s.saveDelivery(b, ops)
 			for _, p := range gated {
-				gc.deliver(p, after)
+				s.deliver(gc, p, after)
 			}
 		case len(ops) > 0:
 			b.save(ops, nil)
@@ -390,24 +456,28 @@ func (b *Broker) pump(s *session) {
 		if gc != nil {
 			gated = append(gated, p)
 		} else {
-			c.deliver(p, 0)
+			s.deliver(c, p, 0)
 		}
 	}
 }
 
 // resend sends s's in-flight messages again on a new connection (DUP set, or
 // PUBREL for those whose PUBREC came), as MQTT-4.4.0-1 requires.
+//
+// What the previous connection still held is dropped: these resends cover
+// it, and they wait for every delivery-state save already started.
 func (b *Broker) resend(s *session) {
 	c := s.conn
 	now := time.Now()
+	s.held = slices.DeleteFunc(s.held, func(h heldPacket) bool { return h.c != c })
 	for _, o := range s.inflight {
 		if o.pubrec {
-			c.deliver(&packet.Pubrel{PacketID: o.pid}, 0)
+			s.deliver(c, &packet.Pubrel{PacketID: o.pid}, s.saves)
 			continue
 		}
 		p := c.publishPacket(o, true, now)
 		c.applyAlias(p)()
-		c.deliver(p, 0)
+		s.deliver(c, p, s.saves)
 	}
 }
 
