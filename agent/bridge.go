@@ -180,16 +180,12 @@ func (d *downlink) Marks() ([]uint16, error) {
 	return ids, err
 }
 
-func (d *downlink) Unmark(ids ...uint16) {
+func (d *downlink) Unmark(ids ...uint16) error {
 	ops := make([]queue.StateOp, len(ids))
 	for i, id := range ids {
 		ops[i] = queue.StateOp{Key: fmt.Sprintf("%s%04x", downlinkMarkPrefix, id)}
 	}
-	d.a.q.CommitAsync(queue.Write{State: ops}, func(err error) {
-		if err != nil {
-			d.a.log.Warn("removing downlink marks failed", "err", err)
-		}
-	})
+	return d.a.q.Commit(context.Background(), queue.Write{State: ops})
 }
 
 func (d *downlink) deliver(ctx context.Context, m *uplink.Message, marks []localbus.StateOp) error {

@@ -5,10 +5,8 @@ import (
 	"log/slog"
 	"slices"
 	"testing"
-	"time"
 
 	"holdfast/config"
-	"holdfast/internal/testenv"
 	"holdfast/localbus"
 	"holdfast/queue"
 	"holdfast/uplink"
@@ -67,9 +65,10 @@ func TestDownlinkMarkStoredWithMessage(t *testing.T) {
 	if ids, err := d.Marks(); err != nil || !slices.Equal(ids, []uint16{7}) {
 		t.Fatalf("after reopen marks %v (%v), want 7", ids, err)
 	}
-	d.Unmark(7)
-	testenv.WaitFor(t, 10*time.Second, "the mark removed", func() bool {
-		ids, err := d.Marks()
-		return err == nil && len(ids) == 0
-	})
+	if err := d.Unmark(7); err != nil {
+		t.Fatal(err)
+	}
+	if ids, err := d.Marks(); err != nil || len(ids) != 0 {
+		t.Fatalf("after Unmark marks %v (%v), want none", ids, err)
+	}
 }

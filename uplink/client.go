@@ -105,17 +105,13 @@ type Client struct {
 	running atomic.Bool
 
 	// Owned by the goroutine running Run.
-	clientID  string
-	pending   []*entry // leased, not finished, in queue order
-	doneCount int      // finished entries still in pending
-	byID      map[uint16]*entry
-	ids       idSet
-	ctrlNext  uint16
-	rx        map[uint16]bool // downlink QoS 2 ids answered with PUBREC, awaiting PUBREL
-	// marked holds the downlink QoS 2 ids whose marks were found in the
-	// MarkedDownlink at start: delivered before a restart, perhaps
-	// unanswered; only a resend (DUP) of one is a duplicate.
-	marked     map[uint16]bool
+	clientID   string
+	pending    []*entry // leased, not finished, in queue order
+	doneCount  int      // finished entries still in pending
+	byID       map[uint16]*entry
+	ids        idSet
+	ctrlNext   uint16
+	rx         map[uint16]bool // downlink QoS 2 ids answered with PUBREC, awaiting PUBREL
 	bo         *backoff.ExponentialBackOff
 	pause      *backoff.ExponentialBackOff // after quota/busy refusals
 	pauseUntil time.Time
@@ -152,7 +148,6 @@ func New(opts Options, src Source, down Downlink) (*Client, error) {
 		clientID: o.ClientID,
 		byID:     make(map[uint16]*entry),
 		rx:       make(map[uint16]bool),
-		marked:   make(map[uint16]bool),
 		warned:   make(map[string]bool),
 	}
 	if md, ok := down.(MarkedDownlink); ok {
@@ -161,7 +156,7 @@ func New(opts Options, src Source, down Downlink) (*Client, error) {
 			return nil, fmt.Errorf("uplink: reading downlink marks: %w", err)
 		}
 		for _, id := range ids {
-			c.marked[id] = true
+			c.rx[id] = true // delivered before a restart, awaiting PUBREL
 		}
 	}
 	c.bo = c.newBackoff()

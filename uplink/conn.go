@@ -190,7 +190,9 @@ func (s *conn) handshake(ctx context.Context, r *packet.Reader) error {
 	pr := &ack.Properties
 	s.session = ack.SessionPresent && !o.CleanStart
 	if !s.session {
-		c.forgetDownlinkIDs()
+		if err := c.forgetDownlinkIDs(); err != nil {
+			return err
+		}
 	}
 	s.window = o.Inflight
 	if pr.HasReceiveMaximum && int(pr.ReceiveMaximum) < s.window && pr.ReceiveMaximum > 0 {
@@ -873,12 +875,14 @@ func (s *conn) handle(p packet.Packet) error {
 	case *packet.Publish:
 		return s.incoming(p)
 	case *packet.Pubrel:
-		if c.rx[p.PacketID] || c.marked[p.PacketID] {
-			delete(c.rx, p.PacketID)
-			delete(c.marked, p.PacketID)
+		if c.rx[p.PacketID] {
 			if md, ok := c.down.(MarkedDownlink); ok {
-				md.Unmark(p.PacketID)
+				// Durable before PUBCOMP: the server may reuse the id then.
+				if err := md.Unmark(p.PacketID); err != nil {
+					return fmt.Errorf("removing downlink mark %d: %w", p.PacketID, err)
+				}
 			}
+			delete(c.rx, p.PacketID)
 		}
 		return s.write(&packet.Pubcomp{PacketID: p.PacketID})
 	case *packet.Suback:
@@ -1035,20 +1039,9 @@ func (s *conn) incoming(p *packet.Publish) error {
 		return packet.Errorf(packet.TopicAliasInvalid, "server used topic alias %d; none was allowed", p.Properties.TopicAlias)
 	}
 	if p.QoS == 2 && c.rx[p.PacketID] {
-		// Delivered before; the server did not see our PUBREC.
+		// Delivered before (perhaps before a restart); the server did not
+		// see our PUBREC.
 		return s.write(&packet.Pubrec{PacketID: p.PacketID})
-	}
-	if p.QoS == 2 && c.marked[p.PacketID] {
-		delete(c.marked, p.PacketID)
-		if p.Dup {
-			// Delivered before holdfast restarted; the server did not see
-			// our PUBREC.
-			c.rx[p.PacketID] = true
-			return s.write(&packet.Pubrec{PacketID: p.PacketID})
-		}
-		// A first transmission: the server completed the flow of the
-		// marked message (our PUBCOMP went out, the unmark was lost in a
-		// crash) and reuses the id for a new one.
 	}
 	if c.down == nil {
 		// No subscriptions of ours (a server-side subscription): ack.
@@ -1075,24 +1068,21 @@ func (s *conn) incoming(p *packet.Publish) error {
 // forgetDownlinkIDs drops the downlink QoS 2 packet ids of a session the
 // server no longer has: it will not send PUBREL for them, and it may use
 // the ids for new messages.
-func (c *Client) forgetDownlinkIDs() {
-	if len(c.rx) == 0 && len(c.marked) == 0 {
-		return
+func (c *Client) forgetDownlinkIDs() error {
+	if len(c.rx) == 0 {
+		return nil
 	}
-	ids := make([]uint16, 0, len(c.rx)+len(c.marked))
-	for id := range c.rx {
-		ids = append(ids, id)
-	}
-	for id := range c.marked {
-		if !c.rx[id] {
+	if md, ok := c.down.(MarkedDownlink); ok {
+		ids := make([]uint16, 0, len(c.rx))
+		for id := range c.rx {
 			ids = append(ids, id)
+		}
+		if err := md.Unmark(ids...); err != nil {
+			return fmt.Errorf("removing downlink marks: %w", err)
 		}
 	}
 	clear(c.rx)
-	clear(c.marked)
-	if md, ok := c.down.(MarkedDownlink); ok {
-		md.Unmark(ids...)
-	}
+	return nil
 }
 
 // feedDownlink hands the next downlink message to the worker when idle.
@@ -1164,7 +1154,9 @@ func (s *conn) downlinkWorker() {
 		for {
 			var err error
 			if marked {
-				err = md.DeliverMarked(s.ctx, m, p.PacketID)
+				// Not cancelled midway: a message stored with its mark
+				// after the caller gave up would be delivered again.
+				err = md.DeliverMarked(context.WithoutCancel(s.ctx), m, p.PacketID)
 			} else {
 				err = c.down.Deliver(s.ctx, m)
 			}

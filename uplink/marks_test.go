@@ -8,16 +8,19 @@ import (
 	"time"
 
 	"holdfast/internal/packet"
-	"holdfast/internal/testenv"
 )
 
 // markedDownlink is a MarkedDownlink in memory; it outlives the Clients of
 // a test as a store outlives a restart.
 type markedDownlink struct {
-	mu      sync.Mutex
-	marks   map[uint16]bool
-	got     []string
-	unmarks int
+	mu    sync.Mutex
+	marks map[uint16]bool
+	got   []string
+	// entered, when set, is told of each DeliverMarked call, which then
+	// waits for its ctx to end, or 2 seconds; like the agent's, a call
+	// whose ctx ended meanwhile stores the message and still reports ctx's
+	// error.
+	entered chan struct{}
 }
 
 func newMarkedDownlink() *markedDownlink { return &markedDownlink{marks: make(map[uint16]bool)} }
@@ -30,11 +33,18 @@ func (d *markedDownlink) Deliver(ctx context.Context, m *Message) error {
 }
 
 func (d *markedDownlink) DeliverMarked(ctx context.Context, m *Message, id uint16) error {
+	if d.entered != nil {
+		d.entered <- struct{}{}
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+		}
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.got = append(d.got, string(m.Payload))
 	d.marks[id] = true
-	return nil
+	return ctx.Err()
 }
 
 func (d *markedDownlink) Marks() ([]uint16, error) {
@@ -48,13 +58,13 @@ func (d *markedDownlink) Marks() ([]uint16, error) {
 	return ids, nil
 }
 
-func (d *markedDownlink) Unmark(ids ...uint16) {
+func (d *markedDownlink) Unmark(ids ...uint16) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, id := range ids {
 		delete(d.marks, id)
 	}
-	d.unmarks++
+	return nil
 }
 
 func (d *markedDownlink) delivered() []string {
@@ -125,7 +135,9 @@ func TestDownlinkQoS2OnceAcrossRestart(t *testing.T) {
 	if got := down.delivered(); !slices.Equal(got, []string{"a"}) {
 		t.Fatalf("delivered %q, want a once", got)
 	}
-	testenv.WaitFor(t, 10*time.Second, "the mark removed", func() bool { return !down.marked(5) })
+	if down.marked(5) {
+		t.Fatal("PUBCOMP sent before the mark was removed")
+	}
 
 	// The id is free again: a new message under it is delivered.
 	fc.send(&packet.Publish{QoS: 2, PacketID: 5, Topic: "cmd/a", Payload: []byte("b")})
@@ -135,10 +147,11 @@ func TestDownlinkQoS2OnceAcrossRestart(t *testing.T) {
 	}
 }
 
-// TestDownlinkStaleMarks: a mark left behind (the unmark lost in a crash)
-// does not swallow a new message the server sends under its packet id (DUP
-// clear), and a server that lost the session has every mark dropped.
-func TestDownlinkStaleMarks(t *testing.T) {
+// TestDownlinkMarksAndSessions: a marked id is an unfinished flow, so any
+// PUBLISH under it (DUP or not) is answered PUBREC without a delivery while
+// the server keeps the session; a server without the session has every
+// mark dropped before anything else happens on the connection.
+func TestDownlinkMarksAndSessions(t *testing.T) {
 	for _, present := range []bool{true, false} {
 		name := map[bool]string{true: "session present", false: "new session"}[present]
 		t.Run(name, func(t *testing.T) {
@@ -148,27 +161,55 @@ func TestDownlinkStaleMarks(t *testing.T) {
 			o := Options{URL: f.URL(), ClientID: "dl", KeepAlive: -1, Subscriptions: []Subscription{{Filter: "cmd/#", QoS: 2}}}
 			defer run(t, newClient(t, o, newMemSource(), down))()
 			fc := connectDownlink(t, f, present)
-			if !present {
-				testenv.WaitFor(t, 10*time.Second, "the old session's marks dropped", func() bool {
-					return !down.marked(5) && !down.marked(9)
-				})
+			if !present && (down.marked(5) || down.marked(9)) {
+				t.Fatal("the old session's marks kept")
 			}
-			fc.send(&packet.Publish{QoS: 2, PacketID: 5, Topic: "cmd/a", Payload: []byte("new")})
+			fc.send(&packet.Publish{QoS: 2, PacketID: 5, Topic: "cmd/a", Payload: []byte("m5")})
 			expectPubrec(t, fc, 5)
-			want := []string{"new"}
+			fc.send(&packet.Publish{QoS: 2, PacketID: 9, Dup: true, Topic: "cmd/a", Payload: []byte("m9")})
+			expectPubrec(t, fc, 9)
+			var want []string
 			if !present {
-				// Even a DUP under a marked id is a message of the new
-				// session: the old session's ids mean nothing now.
-				fc.send(&packet.Publish{QoS: 2, PacketID: 9, Dup: true, Topic: "cmd/a", Payload: []byte("dup")})
-				expectPubrec(t, fc, 9)
-				want = append(want, "dup")
+				want = []string{"m5", "m9"} // messages of the new session
 			}
 			if got := down.delivered(); !slices.Equal(got, want) {
 				t.Fatalf("delivered %q, want %q", got, want)
 			}
-			if !down.marked(5) {
-				t.Fatal("the new message delivered without its mark")
+			if !down.marked(5) || !down.marked(9) {
+				t.Fatal("marks missing for flows awaiting PUBREL")
+			}
+			fc.send(&packet.Pubrel{PacketID: 5})
+			expectPubcomp(t, fc, 5)
+			if down.marked(5) {
+				t.Fatal("PUBCOMP sent before the mark was removed")
 			}
 		})
+	}
+}
+
+// TestDownlinkMarkedDeliveryNotCancelled: a connection that ends while a
+// QoS 2 message is being stored with its mark does not abandon it: the
+// stored message counts as delivered, and the server's resend on the next
+// connection gets PUBREC without a second delivery.
+func TestDownlinkMarkedDeliveryNotCancelled(t *testing.T) {
+	f := startFake(t)
+	down := newMarkedDownlink()
+	down.entered = make(chan struct{}, 1)
+	o := Options{URL: f.URL(), ClientID: "dl", KeepAlive: -1, Subscriptions: []Subscription{{Filter: "cmd/#", QoS: 2}}}
+	defer run(t, newClient(t, o, newMemSource(), down))()
+	fc := connectDownlink(t, f, false)
+	fc.send(&packet.Publish{QoS: 2, PacketID: 5, Topic: "cmd/a", Payload: []byte("a")})
+	select {
+	case <-down.entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("DeliverMarked not called")
+	}
+	fc.nc.Close() // the connection ends while the message is being stored
+
+	fc = connectDownlink(t, f, true)
+	fc.send(&packet.Publish{QoS: 2, PacketID: 5, Dup: true, Topic: "cmd/a", Payload: []byte("a")})
+	expectPubrec(t, fc, 5)
+	if got := down.delivered(); !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("delivered %q, want a once", got)
 	}
 }

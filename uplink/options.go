@@ -349,19 +349,20 @@ type Downlink interface {
 // MarkedDownlink is a Downlink that can store, in the same durable write as
 // a delivered QoS 2 message, a mark saying its packet id was delivered. With
 // it, a QoS 2 downlink message is delivered once even when holdfast
-// restarts between storing it and the server's PUBREL: the server's resend
-// (DUP set) of a marked packet id is answered with PUBREC and not delivered
-// again. Without it that guarantee holds only while the process lives.
+// restarts between storing it and the server's PUBREL: a PUBLISH under a
+// marked packet id is answered with PUBREC and not delivered again (MQTT
+// 4.3.3, Method B, kept across restarts). Without it that guarantee holds
+// only while the process lives.
 type MarkedDownlink interface {
 	Downlink
 	// DeliverMarked is Deliver for a QoS 2 message, storing the mark for
-	// id with it.
+	// id with it. The uplink does not cancel ctx once the message may have
+	// been handed to the store.
 	DeliverMarked(ctx context.Context, m *Message, id uint16) error
 	// Marks returns the packet ids marked and not yet unmarked.
 	Marks() ([]uint16, error)
 	// Unmark removes the marks of ids (their PUBREL came, or the server
-	// has a new session). It need not be durable when it returns: a mark
-	// left behind by a crash is recognised as stale when the server sends
-	// a new message (DUP clear) under its packet id.
-	Unmark(ids ...uint16)
+	// has a new session) and returns once that is durable: PUBCOMP goes
+	// out only then, so a mark always stands for an unfinished flow.
+	Unmark(ids ...uint16) error
 }
