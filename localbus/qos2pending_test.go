@@ -1,6 +1,7 @@
 package localbus
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 
@@ -181,26 +182,7 @@ func TestQoS2DeliveryStateStoredBeforeSend(t *testing.T) {
 func TestQoS2DeliveryStateWaitSurvivesTakeover(t *testing.T) {
 	for _, v := range versions() {
 		t.Run(v.String(), func(t *testing.T) {
-			st := newMemStore(t)
-			tb := startBroker(t, Options{}, st, nil)
-			t.Cleanup(func() { st.setHold(false); st.release() })
-			o := testclient.Options{ClientID: "sub", Version: v, SessionExpiry: 300}
-			sub := dial(t, tb.addr, o)
-			if _, err := sub.Subscribe(packet.Subscription{Filter: "q2", QoS: 2}); err != nil {
-				t.Fatal(err)
-			}
-			pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", Version: v, CleanStart: true})
-			if err := pub.Send(&packet.Publish{Topic: "q2", QoS: 2, PacketID: 1, Payload: []byte("m")}); err != nil {
-				t.Fatal(err)
-			}
-			p, err := sub.ReadPacket(wait)
-			if err != nil {
-				t.Fatal(err)
-			}
-			pp, ok := p.(*packet.Publish)
-			if !ok {
-				t.Fatalf("got %#v, want PUBLISH", p)
-			}
+			st, tb, o, sub, pp := qos2Delivered(t, v)
 			st.setHold(true)
 			if err := sub.Send(&packet.Pubrec{PacketID: pp.PacketID}); err != nil {
 				t.Fatal(err)
@@ -213,7 +195,7 @@ func TestQoS2DeliveryStateWaitSurvivesTakeover(t *testing.T) {
 			untilPingresp(t, sub2, func(p packet.Packet) { t.Fatalf("%T before the PUBREC is stored", p) })
 			st.setHold(false)
 			st.release()
-			p, err = sub2.ReadPacket(wait)
+			p, err := sub2.ReadPacket(wait)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -252,4 +234,59 @@ func TestQoS2ResendCountsOnNewConnection(t *testing.T) {
 	}
 	// Ids 1 and 2 fill the window of 2: id 3 exceeds it.
 	expectDisconnect(t, c2, packet.ReceiveMaximumExceeded)
+}
+
+// A failed save of delivery state closes the connection without sending
+// what depended on it, and the next connection stores the state again
+// before its resends go out.
+func TestQoS2DeliveryStateSavedAgainAfterFailure(t *testing.T) {
+	st, tb, o, sub, pp := qos2Delivered(t, packet.V5)
+	st.setSaveErr(errors.New("disk gone"))
+	if err := sub.Send(&packet.Pubrec{PacketID: pp.PacketID}); err != nil {
+		t.Fatal(err)
+	}
+	expectDisconnect(t, sub, packet.UnspecifiedError)
+
+	st.setSaveErr(nil)
+	st.setHold(true)
+	sub = dial(t, tb.addr, o)
+	testenv.WaitFor(t, wait, "the state saved again", func() bool { return st.heldCount() >= 1 })
+	untilPingresp(t, sub, func(p packet.Packet) { t.Fatalf("%T before the state is saved again", p) })
+	st.setHold(false)
+	st.release()
+	p, err := sub.ReadPacket(wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel, ok := p.(*packet.Pubrel); !ok || rel.PacketID != pp.PacketID {
+		t.Fatalf("got %#v, want PUBREL %d", p, pp.PacketID)
+	}
+}
+
+// qos2Delivered starts a broker with a persistent QoS 2 subscriber "sub"
+// (options o) and returns it with the QoS 2 PUBLISH it has just received,
+// not yet answered.
+func qos2Delivered(t *testing.T, v packet.Version) (*memStore, *testBroker, testclient.Options, *testclient.Client, *packet.Publish) {
+	t.Helper()
+	st := newMemStore(t)
+	tb := startBroker(t, Options{}, st, nil)
+	t.Cleanup(func() { st.setHold(false); st.release() })
+	o := testclient.Options{ClientID: "sub", Version: v, SessionExpiry: 300}
+	sub := dial(t, tb.addr, o)
+	if _, err := sub.Subscribe(packet.Subscription{Filter: "q2", QoS: 2}); err != nil {
+		t.Fatal(err)
+	}
+	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", Version: v, CleanStart: true})
+	if err := pub.Send(&packet.Publish{Topic: "q2", QoS: 2, PacketID: 1, Payload: []byte("m")}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := sub.ReadPacket(wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pp, ok := p.(*packet.Publish)
+	if !ok {
+		t.Fatalf("got %#v, want PUBLISH", p)
+	}
+	return st, tb, o, sub, pp
 }

@@ -66,6 +66,7 @@ type session struct {
 	saves     uint64          // delivery-state saves started
 	savedUpTo uint64          // every save up to this one is done
 	savedOut  map[uint64]bool // done out of order, above savedUpTo
+	stateLost bool            // a delivery-state save failed: resend saves it again
 
 	expiryTimer *time.Timer
 	willTimer   *time.Timer
@@ -127,9 +128,12 @@ func (s *session) saved(b *Broker, n uint64, err error) {
 		delete(s.savedOut, s.savedUpTo+1)
 		s.savedUpTo++
 	}
-	if err != nil && s.conn != nil {
-		b.log.Warn("delivery state not stored; closing the connection", "client_id", s.cid, "err", err)
-		s.conn.closeWith(packet.UnspecifiedError)
+	if err != nil {
+		s.stateLost = true
+		if s.conn != nil {
+			b.log.Warn("delivery state not stored; closing the connection", "client_id", s.cid, "err", err)
+			s.conn.closeWith(packet.UnspecifiedError)
+		}
 	}
 	i := 0
 	for ; i < len(s.held) && s.held[i].after <= s.savedUpTo; i++ {
@@ -422,7 +426,7 @@ func (b *Broker) pump(s *session) {
 			drop(&b.stats.dropDenied)
 			continue
 		}
-		if o.qos == 0 && c.unwritten.Load() >= int64(b.queueLimit()) {
+		if o.qos == 0 && c.unwritten.Load()+int64(len(s.held)) >= int64(b.queueLimit()) {
 			// A client that reads slower than QoS 0 arrives: its socket
 			// is full and the packets pile up here; the limit that holds
 			// for its queue holds for them too.
@@ -470,6 +474,20 @@ func (b *Broker) resend(s *session) {
 	c := s.conn
 	now := time.Now()
 	s.held = slices.DeleteFunc(s.held, func(h heldPacket) bool { return h.c != c })
+	if s.stateLost {
+		// A save failed before: store the in-flight state again before
+		// acting on it.
+		s.stateLost = false
+		var ops []StateOp
+		for _, o := range s.inflight {
+			if o.persisted {
+				ops = append(ops, StateOp{Key: queuedKey(s.cid, o.seq), Value: encodeQueued(o)})
+			}
+		}
+		if len(ops) > 0 {
+			s.saveDelivery(b, ops)
+		}
+	}
 	for _, o := range s.inflight {
 		if o.pubrec {
 			s.deliver(c, &packet.Pubrel{PacketID: o.pid}, s.saves)

@@ -20,6 +20,7 @@ type memStore struct {
 	hold     bool
 	pending  []func() // held calls, in call order
 	refuse   error    // returned by Ingest when set
+	saveErr  error    // returned by Save when set (nothing applied)
 	ingests  int      // Ingest calls
 	saves    int
 	closed   bool // calls after this fail the test
@@ -124,13 +125,24 @@ func (s *memStore) Ingest(m *Message, ops []StateOp, done func(error)) {
 func (s *memStore) Save(ops []StateOp, done func(error)) {
 	s.mu.Lock()
 	s.saves++
+	saveErr := s.saveErr
 	s.mu.Unlock()
 	s.run(func() {
+		if saveErr != nil {
+			done(saveErr)
+			return
+		}
 		s.mu.Lock()
 		s.apply(ops)
 		s.mu.Unlock()
 		done(nil)
 	})
+}
+
+func (s *memStore) setSaveErr(err error) {
+	s.mu.Lock()
+	s.saveErr = err
+	s.mu.Unlock()
 }
 
 func (s *memStore) Load(prefix string, fn func(key string, value []byte) error) error {

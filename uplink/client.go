@@ -105,13 +105,21 @@ type Client struct {
 	running atomic.Bool
 
 	// Owned by the goroutine running Run.
-	clientID   string
-	pending    []*entry // leased, not finished, in queue order
-	doneCount  int      // finished entries still in pending
-	byID       map[uint16]*entry
-	ids        idSet
-	ctrlNext   uint16
-	rx         map[uint16]bool // downlink QoS 2 ids answered with PUBREC, awaiting PUBREL
+	clientID  string
+	pending   []*entry // leased, not finished, in queue order
+	doneCount int      // finished entries still in pending
+	byID      map[uint16]*entry
+	ids       idSet
+	ctrlNext  uint16
+	rx        map[uint16]bool // downlink QoS 2 ids answered with PUBREC, awaiting PUBREL
+	// restored holds the marks found at start (MarkedDownlink): delivered
+	// before a restart, or left by a crash while the ids of a session the
+	// server no longer had were being forgotten. Only a re-delivery (DUP
+	// set, MQTT-3.3.1-1) under one of them is a duplicate.
+	restored map[uint16]bool
+	// unmark holds ids whose marks are forgotten in memory but not yet
+	// removed from the store; retried at every connect.
+	unmark     map[uint16]bool
 	bo         *backoff.ExponentialBackOff
 	pause      *backoff.ExponentialBackOff // after quota/busy refusals
 	pauseUntil time.Time
@@ -155,8 +163,9 @@ func New(opts Options, src Source, down Downlink) (*Client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("uplink: reading downlink marks: %w", err)
 		}
+		c.restored = make(map[uint16]bool, len(ids))
 		for _, id := range ids {
-			c.rx[id] = true // delivered before a restart, awaiting PUBREL
+			c.restored[id] = true
 		}
 	}
 	c.bo = c.newBackoff()

@@ -190,10 +190,9 @@ func (s *conn) handshake(ctx context.Context, r *packet.Reader) error {
 	pr := &ack.Properties
 	s.session = ack.SessionPresent && !o.CleanStart
 	if !s.session {
-		if err := c.forgetDownlinkIDs(); err != nil {
-			return err
-		}
+		c.forgetDownlinkIDs()
 	}
+	c.removeForgottenMarks()
 	s.window = o.Inflight
 	if pr.HasReceiveMaximum && int(pr.ReceiveMaximum) < s.window && pr.ReceiveMaximum > 0 {
 		s.window = int(pr.ReceiveMaximum)
@@ -875,7 +874,7 @@ func (s *conn) handle(p packet.Packet) error {
 	case *packet.Publish:
 		return s.incoming(p)
 	case *packet.Pubrel:
-		if c.rx[p.PacketID] {
+		if c.rx[p.PacketID] || c.restored[p.PacketID] {
 			if md, ok := c.down.(MarkedDownlink); ok {
 				// Durable before PUBCOMP: the server may reuse the id then.
 				if err := md.Unmark(p.PacketID); err != nil {
@@ -883,6 +882,7 @@ func (s *conn) handle(p packet.Packet) error {
 				}
 			}
 			delete(c.rx, p.PacketID)
+			delete(c.restored, p.PacketID)
 		}
 		return s.write(&packet.Pubcomp{PacketID: p.PacketID})
 	case *packet.Suback:
@@ -1038,10 +1038,19 @@ func (s *conn) incoming(p *packet.Publish) error {
 		// We announce no Topic Alias Maximum, so the server may not use one.
 		return packet.Errorf(packet.TopicAliasInvalid, "server used topic alias %d; none was allowed", p.Properties.TopicAlias)
 	}
-	if p.QoS == 2 && c.rx[p.PacketID] {
-		// Delivered before (perhaps before a restart); the server did not
-		// see our PUBREC.
-		return s.write(&packet.Pubrec{PacketID: p.PacketID})
+	if p.QoS == 2 {
+		id := p.PacketID
+		if c.restored[id] {
+			delete(c.restored, id)
+			if p.Dup {
+				c.rx[id] = true // delivered before the restart
+			} // else a first transmission: the mark is stale
+		}
+		if c.rx[id] {
+			// Delivered before; the server did not see our PUBREC.
+			return s.write(&packet.Pubrec{PacketID: id})
+		}
+		delete(c.unmark, id) // its delivery writes the mark anew
 	}
 	if c.down == nil {
 		// No subscriptions of ours (a server-side subscription): ack.
@@ -1067,22 +1076,42 @@ func (s *conn) incoming(p *packet.Publish) error {
 
 // forgetDownlinkIDs drops the downlink QoS 2 packet ids of a session the
 // server no longer has: it will not send PUBREL for them, and it may use
-// the ids for new messages.
-func (c *Client) forgetDownlinkIDs() error {
-	if len(c.rx) == 0 {
-		return nil
-	}
-	if md, ok := c.down.(MarkedDownlink); ok {
-		ids := make([]uint16, 0, len(c.rx))
-		for id := range c.rx {
-			ids = append(ids, id)
+// the ids for new messages. They are forgotten in memory at once; their
+// marks are removed by removeForgottenMarks.
+func (c *Client) forgetDownlinkIDs() {
+	if _, ok := c.down.(MarkedDownlink); ok {
+		if c.unmark == nil {
+			c.unmark = make(map[uint16]bool)
 		}
-		if err := md.Unmark(ids...); err != nil {
-			return fmt.Errorf("removing downlink marks: %w", err)
+		for id := range c.rx {
+			c.unmark[id] = true
+		}
+		for id := range c.restored {
+			c.unmark[id] = true
 		}
 	}
 	clear(c.rx)
-	return nil
+	clear(c.restored)
+}
+
+// removeForgottenMarks removes the marks of forgotten ids from the store.
+// A failure is logged and retried at the next connect: forgotten ids are
+// no longer duplicates, and a mark a crash leaves behind is restored under
+// the DUP rule.
+func (c *Client) removeForgottenMarks() {
+	md, ok := c.down.(MarkedDownlink)
+	if !ok || len(c.unmark) == 0 {
+		return
+	}
+	ids := make([]uint16, 0, len(c.unmark))
+	for id := range c.unmark {
+		ids = append(ids, id)
+	}
+	if err := md.Unmark(ids...); err != nil {
+		c.log.Warn("removing downlink marks failed; retrying at the next connect", "ids", len(ids), "err", err)
+		return
+	}
+	clear(c.unmark)
 }
 
 // feedDownlink hands the next downlink message to the worker when idle.

@@ -2,6 +2,7 @@ package uplink
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"testing"
@@ -16,6 +17,8 @@ type markedDownlink struct {
 	mu    sync.Mutex
 	marks map[uint16]bool
 	got   []string
+	// unmarkErr, when set, is what Unmark returns (removing nothing).
+	unmarkErr error
 	// entered, when set, is told of each DeliverMarked call, which then
 	// waits for its ctx to end, or 2 seconds; like the agent's, a call
 	// whose ctx ended meanwhile stores the message and still reports ctx's
@@ -61,6 +64,9 @@ func (d *markedDownlink) Marks() ([]uint16, error) {
 func (d *markedDownlink) Unmark(ids ...uint16) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.unmarkErr != nil {
+		return d.unmarkErr
+	}
 	for _, id := range ids {
 		delete(d.marks, id)
 	}
@@ -147,10 +153,12 @@ func TestDownlinkQoS2OnceAcrossRestart(t *testing.T) {
 	}
 }
 
-// TestDownlinkMarksAndSessions: a marked id is an unfinished flow, so any
-// PUBLISH under it (DUP or not) is answered PUBREC without a delivery while
-// the server keeps the session; a server without the session has every
-// mark dropped before anything else happens on the connection.
+// TestDownlinkMarksAndSessions: while the server keeps the session, a
+// re-delivery (DUP) under a mark found at start is answered PUBREC without
+// a delivery, and a first transmission (DUP clear) under one is a new
+// message: the mark was left by a crash while a lost session's ids were
+// being forgotten. A server without the session has every mark dropped
+// before anything else happens on the connection.
 func TestDownlinkMarksAndSessions(t *testing.T) {
 	for _, present := range []bool{true, false} {
 		name := map[bool]string{true: "session present", false: "new session"}[present]
@@ -168,7 +176,7 @@ func TestDownlinkMarksAndSessions(t *testing.T) {
 			expectPubrec(t, fc, 5)
 			fc.send(&packet.Publish{QoS: 2, PacketID: 9, Dup: true, Topic: "cmd/a", Payload: []byte("m9")})
 			expectPubrec(t, fc, 9)
-			var want []string
+			want := []string{"m5"}
 			if !present {
 				want = []string{"m5", "m9"} // messages of the new session
 			}
@@ -211,5 +219,41 @@ func TestDownlinkMarkedDeliveryNotCancelled(t *testing.T) {
 	expectPubrec(t, fc, 5)
 	if got := down.delivered(); !slices.Equal(got, []string{"a"}) {
 		t.Fatalf("delivered %q, want a once", got)
+	}
+}
+
+// TestDownlinkForgetSurvivesUnmarkFailure: when the marks of a session the
+// server lost cannot be removed, the ids are still forgotten (a message of
+// the new session under one is delivered, even as a re-delivery), and the
+// removal is retried at the next connect.
+func TestDownlinkForgetSurvivesUnmarkFailure(t *testing.T) {
+	f := startFake(t)
+	down := newMarkedDownlink()
+	down.marks[5], down.marks[7] = true, true
+	down.unmarkErr = errors.New("store unavailable")
+	o := Options{URL: f.URL(), ClientID: "dl", KeepAlive: -1, Subscriptions: []Subscription{{Filter: "cmd/#", QoS: 2}}}
+	defer run(t, newClient(t, o, newMemSource(), down))()
+	fc := connectDownlink(t, f, false) // the server lost the session: forget 5
+	fc.nc.Close()
+
+	fc = connectDownlink(t, f, true) // the session made by the last CONNECT
+	if !down.marked(5) {
+		t.Fatal("the failing store removed the mark anyway")
+	}
+	// The new session's message 5, whose first copy was lost on the way.
+	fc.send(&packet.Publish{QoS: 2, PacketID: 5, Dup: true, Topic: "cmd/a", Payload: []byte("new")})
+	expectPubrec(t, fc, 5)
+	if got := down.delivered(); !slices.Equal(got, []string{"new"}) {
+		t.Fatalf("delivered %q, want the new session's message", got)
+	}
+	down.mu.Lock()
+	down.unmarkErr = nil // the store works again
+	down.mu.Unlock()
+	fc.send(&packet.Pubrel{PacketID: 5})
+	expectPubcomp(t, fc, 5)
+	fc.nc.Close()
+	connectDownlink(t, f, true)
+	if down.marked(7) {
+		t.Fatal("the forgotten mark 7 not removed at the next connect")
 	}
 }
