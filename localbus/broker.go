@@ -618,42 +618,17 @@ func (b *Broker) PublishWith(ctx context.Context, m *Message, extra []StateOp) e
 			return fmt.Errorf("localbus: publish: state key %q is the broker's", op.Key)
 		}
 	}
-	if err := topic.ValidName(m.Topic); err != nil {
-		return fmt.Errorf("localbus: publish: %w", err)
-	}
-	if m.QoS > 2 {
-		return fmt.Errorf("localbus: publish: invalid QoS %d", m.QoS)
-	}
-	now := time.Now()
-	sm := newStored(m, now)
-	b.mu.Lock()
-	if b.closing {
-		b.mu.Unlock()
-		return ErrClosed
-	}
-	if sm.Retain && !b.opts.RetainAvailable {
-		sm.Retain = false
-	}
-	ops := slices.Clone(extra)
-	if sm.Retain {
-		ops = append(ops, retainOp(sm))
-	}
-	targets, ops := b.route(sm, ops, now)
-	ch := make(chan error, 1)
-	b.save(ops, func(err error) {
-		b.complete(sm, targets, err)
-		ch <- err
-	})
-	b.mu.Unlock()
-	select {
-	case err := <-ch:
-		if err != nil {
-			return fmt.Errorf("localbus: publish: %w", err)
+	return b.inject(ctx, m, "publish", func(sm *stored, now time.Time, done func(error)) {
+		ops := slices.Clone(extra)
+		if sm.Retain {
+			ops = append(ops, retainOp(sm))
 		}
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+		targets, ops := b.route(sm, ops, now)
+		b.save(ops, func(err error) {
+			b.complete(sm, targets, err)
+			done(err)
+		})
+	})
 }
 
 // Ingest publishes m the way a client's PUBLISH is published: through
@@ -664,11 +639,19 @@ func (b *Broker) PublishWith(ctx context.Context, m *Message, extra []StateOp) e
 // the store's error (wrapping ErrRefused when the store refused m); online
 // subscribers get m then.
 func (b *Broker) Ingest(ctx context.Context, m *Message) error {
+	return b.inject(ctx, m, "ingest", func(sm *stored, now time.Time, done func(error)) {
+		b.ingest(sm, nil, now, done)
+	})
+}
+
+// inject checks m, hands it to write with b.mu held and waits for write's
+// done; op names the caller in errors.
+func (b *Broker) inject(ctx context.Context, m *Message, op string, write func(sm *stored, now time.Time, done func(error))) error {
 	if err := topic.ValidName(m.Topic); err != nil {
-		return fmt.Errorf("localbus: ingest: %w", err)
+		return fmt.Errorf("localbus: %s: %w", op, err)
 	}
 	if m.QoS > 2 {
-		return fmt.Errorf("localbus: ingest: invalid QoS %d", m.QoS)
+		return fmt.Errorf("localbus: %s: invalid QoS %d", op, m.QoS)
 	}
 	now := time.Now()
 	sm := newStored(m, now)
@@ -681,12 +664,12 @@ func (b *Broker) Ingest(ctx context.Context, m *Message) error {
 		sm.Retain = false
 	}
 	ch := make(chan error, 1)
-	b.ingest(sm, nil, now, func(err error) { ch <- err })
+	write(sm, now, func(err error) { ch <- err })
 	b.mu.Unlock()
 	select {
 	case err := <-ch:
 		if err != nil {
-			return fmt.Errorf("localbus: ingest: %w", err)
+			return fmt.Errorf("localbus: %s: %w", op, err)
 		}
 		return nil
 	case <-ctx.Done():
