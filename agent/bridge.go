@@ -158,8 +158,10 @@ func (d *downlink) Deliver(ctx context.Context, m *uplink.Message) error {
 }
 
 func (d *downlink) DeliverMarked(ctx context.Context, m *uplink.Message, id uint16) error {
-	return d.deliver(ctx, m, []localbus.StateOp{{Key: fmt.Sprintf("%s%04x", downlinkMarkPrefix, id), Value: []byte{1}}})
+	return d.deliver(ctx, m, []localbus.StateOp{{Key: markKey(id), Value: []byte{1}}})
 }
+
+func markKey(id uint16) string { return fmt.Sprintf("%s%04x", downlinkMarkPrefix, id) }
 
 func (d *downlink) Marks() ([]uint16, error) {
 	var ids []uint16
@@ -183,7 +185,7 @@ func (d *downlink) Marks() ([]uint16, error) {
 func (d *downlink) Unmark(ids ...uint16) error {
 	ops := make([]queue.StateOp, len(ids))
 	for i, id := range ids {
-		ops[i] = queue.StateOp{Key: fmt.Sprintf("%s%04x", downlinkMarkPrefix, id)}
+		ops[i] = queue.StateOp{Key: markKey(id)}
 	}
 	return d.a.q.Commit(context.Background(), queue.Write{State: ops})
 }

@@ -259,9 +259,6 @@ func TestTemplates(t *testing.T) {
 		if got := tp.Expand("T/x", "C", "G"); got != tc.out {
 			t.Errorf("%q.Expand = %q, want %q", tc.in, got, tc.out)
 		}
-		if got := string(tp.AppendExpand([]byte("pre:"), "T/x", "C", "G")); got != "pre:"+tc.out {
-			t.Errorf("%q.AppendExpand = %q, want %q", tc.in, got, "pre:"+tc.out)
-		}
 		if tp.String() != tc.in || tp.IsZero() != (tc.in == "") {
 			t.Errorf("%q: String %q IsZero %v", tc.in, tp.String(), tp.IsZero())
 		}

@@ -108,19 +108,10 @@ func (t Template) literal() string {
 
 // Expand returns the template with its placeholders replaced. A template
 // that is exactly "{topic}" returns topic itself without allocating; any
-// other costs one allocation (see AppendExpand for none).
+// other costs one allocation.
 func (t Template) Expand(topic, clientID, gatewayID string) string {
 	if len(t.parts) == 1 {
-		switch t.parts[0].v {
-		case varNone:
-			return t.parts[0].lit
-		case varTopic:
-			return topic
-		case varClientID:
-			return clientID
-		case varGatewayID:
-			return gatewayID
-		}
+		return t.parts[0].value(topic, clientID, gatewayID)
 	}
 	n := 0
 	for _, p := range t.parts {
@@ -132,15 +123,6 @@ func (t Template) Expand(topic, clientID, gatewayID string) string {
 		b.WriteString(p.value(topic, clientID, gatewayID))
 	}
 	return b.String()
-}
-
-// AppendExpand appends the expanded template to dst and returns it, for
-// callers that reuse a buffer.
-func (t Template) AppendExpand(dst []byte, topic, clientID, gatewayID string) []byte {
-	for _, p := range t.parts {
-		dst = append(dst, p.value(topic, clientID, gatewayID)...)
-	}
-	return dst
 }
 
 func (p part) value(topic, clientID, gatewayID string) string {

@@ -18,12 +18,9 @@ func runConfig(args []string, stdout io.Writer) error {
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	cfg, err := cf.load()
+	cfg, err := cf.loadChecked()
 	if err != nil {
 		return err
-	}
-	if err := cfg.CheckFiles(); err != nil {
-		return &configError{err}
 	}
 	src := cf.config
 	if src == "" {

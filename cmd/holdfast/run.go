@@ -48,6 +48,19 @@ func (c *commonFlags) load() (*config.Config, error) {
 	return cfg, nil
 }
 
+// loadChecked is load, then the check that the files the configuration
+// names (certificates, password and ACL files) can be read.
+func (c *commonFlags) loadChecked() (*config.Config, error) {
+	cfg, err := c.load()
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.CheckFiles(); err != nil {
+		return nil, &configError{err}
+	}
+	return cfg, nil
+}
+
 // parseFlags parses args, turning flag errors into usage errors and refusing
 // stray arguments.
 func parseFlags(fs *flag.FlagSet, args []string) error {
@@ -71,12 +84,9 @@ func runAgent(args []string, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := cf.load()
+	cfg, err := cf.loadChecked()
 	if err != nil {
 		return err
-	}
-	if err := cfg.CheckFiles(); err != nil {
-		return &configError{err}
 	}
 	logger := newLogger(cfg.Log, stderr)
 	slog.SetDefault(logger)

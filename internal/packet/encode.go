@@ -153,29 +153,13 @@ func (e *encoder) measure(p Packet, v Version) error {
 	case *Pingreq, *Pingresp:
 	case *Disconnect:
 		if v5 {
-			k, e2 := propsLen(&p.Properties, disconnectProps, "DISCONNECT")
-			e.props = k
-			add(0, e2)
-			switch {
-			case k > 0:
-				n = 1 + varintLen(k) + k
-			case p.ReasonCode != Success:
-				n = 1
-			}
+			n = e.reasonLen(p.ReasonCode, &p.Properties, disconnectProps, "DISCONNECT", &err)
 		}
 	case *Auth:
 		if !v5 {
 			return fmt.Errorf("mqtt: AUTH does not exist in MQTT %s", v)
 		}
-		k, e2 := propsLen(&p.Properties, authProps, "AUTH")
-		e.props = k
-		add(0, e2)
-		switch {
-		case k > 0:
-			n = 1 + varintLen(k) + k
-		case p.ReasonCode != Success:
-			n = 1
-		}
+		n = e.reasonLen(p.ReasonCode, &p.Properties, authProps, "AUTH", &err)
 	case nil:
 		return fmt.Errorf("mqtt: nil packet")
 	default:
@@ -214,6 +198,24 @@ func (e *encoder) ackLen(t Type, id uint16, rc ReasonCode, p *Properties, v5 boo
 		return 3
 	}
 	return 2
+}
+
+// reasonLen is the body length of a 5.0 DISCONNECT or AUTH: empty for
+// Success without properties, else the reason code and, when there are
+// any, the properties.
+func (e *encoder) reasonLen(rc ReasonCode, p *Properties, allowed propSet, what string, err *error) int {
+	k, e2 := propsLen(p, allowed, what)
+	if e2 != nil && *err == nil {
+		*err = e2
+	}
+	e.props = k
+	switch {
+	case k > 0:
+		return 1 + varintLen(k) + k
+	case rc != Success:
+		return 1
+	}
+	return 0
 }
 
 // write appends the packet measured by measure.
@@ -360,18 +362,19 @@ func (e *encoder) write(dst []byte, p Packet, v Version) []byte {
 			}
 		}
 	case *Disconnect:
-		if e.remaining > 0 {
-			dst = append(dst, byte(p.ReasonCode))
-			if e.remaining > 1 {
-				dst = appendProperties(dst, &p.Properties, e.props)
-			}
-		}
+		dst = e.appendReason(dst, p.ReasonCode, &p.Properties)
 	case *Auth:
-		if e.remaining > 0 {
-			dst = append(dst, byte(p.ReasonCode))
-			if e.remaining > 1 {
-				dst = appendProperties(dst, &p.Properties, e.props)
-			}
+		dst = e.appendReason(dst, p.ReasonCode, &p.Properties)
+	}
+	return dst
+}
+
+// appendReason writes the body reasonLen measured.
+func (e *encoder) appendReason(dst []byte, rc ReasonCode, p *Properties) []byte {
+	if e.remaining > 0 {
+		dst = append(dst, byte(rc))
+		if e.remaining > 1 {
+			dst = appendProperties(dst, p, e.props)
 		}
 	}
 	return dst
