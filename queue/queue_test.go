@@ -623,3 +623,39 @@ func TestDirShrinksAfterDrain(t *testing.T) {
 	})
 	t.Logf("dir: empty %d KiB, full %d KiB, drained %d KiB", empty>>10, full>>10, dirSize(t, dir)>>10)
 }
+
+func TestStatsOldestAge(t *testing.T) {
+	q := open(t, Options{})
+	if st := q.Stats(); st.OldestAge != 0 {
+		t.Fatalf("empty queue: OldestAge %v, want 0", st.OldestAge)
+	}
+	now := time.Now()
+	old, newer := msg(0), msg(1)
+	old.ReceivedAt = now.Add(-2 * time.Hour)
+	newer.ReceivedAt = now.Add(-time.Hour)
+	if err := q.Append(ctxT(t), old, newer); err != nil {
+		t.Fatal(err)
+	}
+	// near reports whether got is want give or take a minute (the test
+	// may run slowly, never an hour slowly).
+	near := func(got, want time.Duration) bool { return got >= want && got < want+time.Minute }
+	if st := q.Stats(); !near(st.OldestAge, 2*time.Hour) {
+		t.Fatalf("two queued: OldestAge %v, want about 2h", st.OldestAge)
+	}
+	recs := leaseN(t, q, 2)
+	if st := q.Stats(); !near(st.OldestAge, 2*time.Hour) {
+		t.Fatalf("both leased, none acked: OldestAge %v, want about 2h", st.OldestAge)
+	}
+	if err := q.Ack(recs[0].Seq); err != nil {
+		t.Fatal(err)
+	}
+	if st := q.Stats(); !near(st.OldestAge, time.Hour) {
+		t.Fatalf("oldest acked: OldestAge %v, want about 1h", st.OldestAge)
+	}
+	if err := q.Ack(recs[1].Seq); err != nil {
+		t.Fatal(err)
+	}
+	if st := q.Stats(); st.OldestAge != 0 || st.Messages != 0 {
+		t.Fatalf("drained: OldestAge %v, Messages %d, want 0 and 0", st.OldestAge, st.Messages)
+	}
+}
