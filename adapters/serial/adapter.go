@@ -224,9 +224,10 @@ func (a *Adapter) Name() string { return a.cfg.Name }
 // Run returns an error only if the write-back subscription fails.
 func (a *Adapter) Run(ctx context.Context) error {
 	if a.cfg.Write.Topic != "" {
-		unsub, err := a.bus.Subscribe(a.cfg.Write.Topic, a.onWrite)
+		f := a.cfg.writeFilter()
+		unsub, err := a.bus.Subscribe(f, a.onWrite)
 		if err != nil {
-			return fmt.Errorf("serial %s: subscribe to write topic %q: %w", a.cfg.Name, a.cfg.Write.Topic, err)
+			return fmt.Errorf("serial %s: subscribe to write topic %q: %w", a.cfg.Name, f, err)
 		}
 		defer unsub()
 	}

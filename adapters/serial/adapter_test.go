@@ -237,6 +237,23 @@ func TestPTYWriteBack(t *testing.T) {
 	}
 }
 
+// TestPTYWriteBackNameInTopic: {name} in write.topic is the port's name,
+// as in the documented examples.
+func TestPTYWriteBackNameInTopic(t *testing.T) {
+	pty := startPTY(t, t.TempDir(), "dev")
+	bus := newMemBus()
+	a := newTestAdapter(t, PortConfig{Name: "weather", Device: pty.Dev, Write: Write{Topic: "sensors/{name}/cmd"}}, bus)
+	runAdapter(t, a)
+	waitConnected(t, a)
+	testenv.WaitFor(t, waitLong, "write-back subscription", func() bool { return bus.subscribers() == 1 })
+	if n := bus.inject("sensors/weather/cmd", []byte("RATE 10")); n != 1 {
+		t.Fatalf("%d subscribers got the command", n)
+	}
+	if got := pty.readN(7); string(got) != "RATE 10" {
+		t.Fatalf("sensor read %q", got)
+	}
+}
+
 func TestPTYWriteBackHex(t *testing.T) {
 	pty := startPTY(t, t.TempDir(), "dev")
 	bus := newMemBus()

@@ -264,6 +264,11 @@ func fieldErr(key, format string, args ...any) error {
 	return &FieldError{Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
+// writeFilter is the write-back topic filter with {name} filled in.
+func (c *PortConfig) writeFilter() string {
+	return strings.ReplaceAll(c.Write.Topic, "{name}", c.Name)
+}
+
 // SetDefaults fills every empty key with its default (see the Default*
 // constants). Validate does not call it; New does.
 func (c *PortConfig) SetDefaults() {
@@ -505,8 +510,13 @@ func (c *PortConfig) Validate() error {
 		add("qos", "must be 0, 1 or 2, got %d", *c.QoS)
 	}
 
-	if err := topic.ValidFilter(c.Write.Topic); c.Write.Topic != "" && err != nil {
-		add("write.topic", "%q: %v", c.Write.Topic, err)
+	if c.Write.Topic != "" {
+		f := c.writeFilter()
+		if strings.Contains(f, "{") {
+			add("write.topic", "%q: only {name} may be used here ({port} changes when a USB adapter moves)", c.Write.Topic)
+		} else if err := topic.ValidFilter(f); err != nil {
+			add("write.topic", "%q: %v", c.Write.Topic, err)
+		}
 	}
 	switch c.Write.Format {
 	case WriteRaw, WriteHex, WriteBase64:

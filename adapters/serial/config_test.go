@@ -121,6 +121,7 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"on_error.action", PortConfig{Name: "a", Device: "/dev/x", OnError: OnError{Action: "log"}}},
 		{"qos", PortConfig{Name: "a", Device: "/dev/x", QoS: &q3}},
 		{"write.topic", PortConfig{Name: "a", Device: "/dev/x", Write: Write{Topic: "a/#/b"}}},
+		{"write.topic", PortConfig{Name: "a", Device: "/dev/x", Write: Write{Topic: "a/{port}/cmd"}}},
 		{"write.format", PortConfig{Name: "a", Device: "/dev/x", Write: Write{Topic: "a", Format: "json"}}},
 		{"write.append", PortConfig{Name: "a", Device: "/dev/x", Write: Write{Topic: "a", Append: `\`}}},
 		{"poll.request", PortConfig{Name: "a", Device: "/dev/x", Poll: Poll{Interval: time.Second}}},
