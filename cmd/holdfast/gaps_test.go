@@ -1,0 +1,252 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"holdfast/agent"
+	"holdfast/config"
+	"holdfast/internal/packet"
+	"holdfast/internal/testclient"
+	"holdfast/internal/testenv"
+)
+
+// proc is the binary started with an arbitrary command line in a working
+// directory, for the tests that do not go through a gateway's config file.
+type proc struct {
+	t     *testing.T
+	admin string
+	log   testenv.LockedBuffer
+	cmd   *exec.Cmd
+	done  chan struct{}
+}
+
+// startProc runs holdfast with args in dir and waits until the admin endpoint
+// at admin says it is ready.
+func startProc(t *testing.T, dir, admin string, args ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, admin: admin, done: make(chan struct{})}
+	p.cmd = exec.Command(binPath, args...)
+	p.cmd.Dir = dir
+	p.cmd.Stdout, p.cmd.Stderr = &p.log, &p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("holdfast %v log (last 8 KiB):\n%s", args, tail(p.log.String(), 8<<10))
+		}
+	})
+	testenv.WaitFor(t, 20*time.Second, "holdfast ready on "+admin, func() bool {
+		select {
+		case <-p.done:
+			t.Fatalf("holdfast %v exited at start: %v\n%s", args, p.cmd.ProcessState, p.log.String())
+		default:
+		}
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return p
+}
+
+// term sends SIGTERM and returns the exit code and how long the exit took.
+func (p *proc) term() (int, time.Duration) {
+	p.t.Helper()
+	start := time.Now()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		p.t.Fatalf("holdfast did not stop within 30s of SIGTERM")
+	}
+	return p.cmd.ProcessState.ExitCode(), time.Since(start)
+}
+
+func (p *proc) status() agent.Status {
+	p.t.Helper()
+	var st agent.Status
+	resp, err := http.Get("http://" + p.admin + "/api/status")
+	if err != nil {
+		p.t.Fatalf("/api/status: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(b, &st); err != nil {
+		p.t.Fatalf("/api/status: %v in %q", err, b)
+	}
+	return st
+}
+
+// mustBindable skips the test when addr cannot be bound: the built-in
+// defaults use fixed ports, which something else on the machine may hold.
+func mustBindable(t *testing.T, addr string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("default address %s is taken on this machine (%v): cannot run holdfast on its defaults here", addr, err)
+	}
+	ln.Close()
+}
+
+// publishQoS1 connects as id, publishes payload on topic at QoS 1 and fails
+// the test unless holdfast acknowledges it with success.
+func publishQoS1(t *testing.T, addr, id, topic, payload string) {
+	t.Helper()
+	c, err := testclient.Dial(addr, testclient.Options{ClientID: id, CleanStart: true})
+	if err != nil {
+		t.Fatalf("connect to %s: %v", addr, err)
+	}
+	defer c.Disconnect()
+	rc, err := c.Publish(&packet.Publish{Topic: topic, QoS: 1, Payload: []byte(payload)})
+	if err != nil || rc.IsError() {
+		t.Fatalf("publish %s: reason %v, %v", topic, rc, err)
+	}
+}
+
+// expectUpstream reads from sub until a message on topic arrives and checks
+// its payload.
+func expectUpstream(t *testing.T, sub *testclient.Client, topic, payload string) *packet.Publish {
+	t.Helper()
+	for {
+		p, err := sub.Receive(20 * time.Second)
+		if err != nil {
+			t.Fatalf("waiting upstream for %s %q: %v", topic, payload, err)
+		}
+		if p.Topic == topic {
+			if string(p.Payload) != payload {
+				t.Fatalf("upstream %s: payload %q, want %q", topic, p.Payload, payload)
+			}
+			return p
+		}
+	}
+}
+
+// TestNoArgumentsRunsOnDefaults: `holdfast` with no argument and no config
+// file, in an empty working directory, listens on 127.0.0.1:1883, serves its
+// admin endpoint on 127.0.0.1:9183, stores into ./holdfast-data and buffers a
+// QoS 1 publish while its default upstream (127.0.0.1:1884) does not answer.
+// Started again with only --upstream pointing at a mosquitto, it delivers the
+// buffered message under the default client id holdfast-<host name>.
+//
+// The defaults are fixed loopback ports; the test skips when one is taken.
+// Nothing is written outside the temporary working directory.
+func TestNoArgumentsRunsOnDefaults(t *testing.T) {
+	mustBindable(t, config.DefaultListenAddress)
+	mustBindable(t, config.DefaultAdminAddress)
+	mustBindable(t, strings.TrimPrefix(config.DefaultUpstreamURL, "mqtt://"))
+	up := testenv.StartMosquitto(t, testenv.MosquittoOptions{})
+	sub, err := testclient.Dial(up.Addr(), testclient.Options{ClientID: "defaults-sub", CleanStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if _, err := sub.Subscribe(packet.Subscription{Filter: "defaults/#", QoS: 2}); err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	p := startProc(t, dir, config.DefaultAdminAddress)
+	publishQoS1(t, config.DefaultListenAddress, "thermo", "defaults/temp", "21.5")
+	st := p.status()
+	if st.Backlog.Messages != 1 || st.Upstream.State == "connected" || st.Upstream.URL != config.DefaultUpstreamURL {
+		t.Errorf("status on defaults: backlog %d, upstream %s %s; want 1 buffered for an unanswered %s",
+			st.Backlog.Messages, st.Upstream.URL, st.Upstream.State, config.DefaultUpstreamURL)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "holdfast-data")); err != nil || !fi.IsDir() {
+		t.Errorf("no ./holdfast-data in the working directory: %v", err)
+	}
+	if code, _ := p.term(); code != 0 {
+		t.Fatalf("SIGTERM exit code %d, want 0", code)
+	}
+
+	p = startProc(t, dir, config.DefaultAdminAddress, "--upstream", up.URL())
+	got := expectUpstream(t, sub, "defaults/temp", "21.5")
+	if got.QoS != 1 {
+		t.Errorf("forwarded at QoS %d, want 1", got.QoS)
+	}
+	wantID := config.DefaultClientIDPrefix + config.Hostname()
+	if !strings.Contains(up.Log(), " as "+wantID) {
+		t.Errorf("upstream never saw client id %q; broker log:\n%s", wantID, up.Log())
+	}
+	testenv.WaitFor(t, 10*time.Second, "backlog drained", func() bool { return p.status().Backlog.Messages == 0 })
+	if code, _ := p.term(); code != 0 {
+		t.Fatalf("SIGTERM exit code %d, want 0", code)
+	}
+}
+
+// TestOverrideFlags: --listen, --data-dir, --upstream and --client-id take
+// precedence over the config file: the file's own listener, queue directory,
+// upstream and client id are not used. The file only moves the admin
+// endpoint to a free port, which no flag does.
+func TestOverrideFlags(t *testing.T) {
+	up := testenv.StartMosquitto(t, testenv.MosquittoOptions{})
+	sub, err := testclient.Dial(up.Addr(), testclient.Options{ClientID: "flags-sub", CleanStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if _, err := sub.Subscribe(packet.Subscription{Filter: "flags/#", QoS: 2}); err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	fileListen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	fileUpstream := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	admin := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cfg := filepath.Join(dir, "holdfast.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`listeners:
+  - address: %s
+upstream:
+  url: mqtt://%s
+  client_id: from-the-file
+queue:
+  dir: %s
+admin:
+  address: %s
+`, fileListen, fileUpstream, filepath.Join(dir, "file-data"), admin)), 0o600)
+
+	listen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	data := filepath.Join(dir, "flag-data")
+	p := startProc(t, dir, admin, "run", "--config", cfg,
+		"--listen", listen, "--data-dir", data, "--upstream", up.URL(), "--client-id", "gw-from-flag")
+
+	publishQoS1(t, listen, "meter", "flags/energy", "42")
+	expectUpstream(t, sub, "flags/energy", "42")
+	if !strings.Contains(up.Log(), " as gw-from-flag") || strings.Contains(up.Log(), "from-the-file") {
+		t.Errorf("upstream client id is not the --client-id one; broker log:\n%s", up.Log())
+	}
+	if st := p.status(); st.Upstream.URL != up.URL() {
+		t.Errorf("status upstream URL %q, want %q", st.Upstream.URL, up.URL())
+	}
+	if c, err := net.DialTimeout("tcp", fileListen, time.Second); err == nil {
+		c.Close()
+		t.Errorf("the file's listener %s accepts connections despite --listen", fileListen)
+	}
+	if _, err := os.Stat(data); err != nil {
+		t.Errorf("--data-dir %s not used: %v", data, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "file-data")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the file's queue.dir was created despite --data-dir: %v", err)
+	}
+	if code, _ := p.term(); code != 0 {
+		t.Fatalf("SIGTERM exit code %d, want 0", code)
+	}
+}
