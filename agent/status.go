@@ -29,15 +29,40 @@ type Status struct {
 // SerialStatus is one serial port's adapter: whether its device is open and
 // what it has counted.
 type SerialStatus struct {
-	Name        string `json:"name"`
-	Device      string `json:"device,omitempty"`
-	Connected   bool   `json:"connected"`
-	Frames      uint64 `json:"frames"`
-	ParseErrors uint64 `json:"parse_errors"`
-	Overlong    uint64 `json:"overlong"`
-	Garbage     uint64 `json:"garbage"`
-	Disconnects uint64 `json:"disconnects"`
-	WriteBacks  uint64 `json:"write_backs"`
+	Name          string `json:"name"`
+	Device        string `json:"device,omitempty"`
+	Connected     bool   `json:"connected"`
+	Frames        uint64 `json:"frames"`
+	Bytes         uint64 `json:"bytes"`
+	ParseErrors   uint64 `json:"parse_errors"`
+	Overlong      uint64 `json:"overlong"`
+	Garbage       uint64 `json:"garbage"`
+	PublishErrors uint64 `json:"publish_errors"`
+	Disconnects   uint64 `json:"disconnects"`
+	Reconnects    uint64 `json:"reconnects"`
+	OpenFailures  uint64 `json:"open_failures"`
+	WriteBacks    uint64 `json:"write_backs"`
+	WriteErrors   uint64 `json:"write_errors"`
+	Polls         uint64 `json:"polls"`
+}
+
+// serialCounters names each SerialStatus counter for /metrics.
+var serialCounters = []struct {
+	name, help string
+	get        func(*SerialStatus) uint64
+}{
+	{"frames", "Frames published.", func(s *SerialStatus) uint64 { return s.Frames }},
+	{"bytes", "Bytes read from the port.", func(s *SerialStatus) uint64 { return s.Bytes }},
+	{"parse_errors", "Frames that failed to parse.", func(s *SerialStatus) uint64 { return s.ParseErrors }},
+	{"overlong", "Frames over the maximum length, skipped.", func(s *SerialStatus) uint64 { return s.Overlong }},
+	{"garbage_bytes", "Bytes outside any frame, dropped.", func(s *SerialStatus) uint64 { return s.Garbage }},
+	{"publish_errors", "Frames the local broker refused, dropped.", func(s *SerialStatus) uint64 { return s.PublishErrors }},
+	{"disconnects", "Losses of an open port.", func(s *SerialStatus) uint64 { return s.Disconnects }},
+	{"reconnects", "Reopens after a loss.", func(s *SerialStatus) uint64 { return s.Reconnects }},
+	{"open_failures", "Failed attempts to open or find the port.", func(s *SerialStatus) uint64 { return s.OpenFailures }},
+	{"write_backs", "Write-back messages written to the port.", func(s *SerialStatus) uint64 { return s.WriteBacks }},
+	{"write_errors", "Write-back messages not written.", func(s *SerialStatus) uint64 { return s.WriteErrors }},
+	{"polls", "Poll requests written to the port.", func(s *SerialStatus) uint64 { return s.Polls }},
 }
 
 // UplinkStatus is the upstream link as an operator sees it.
@@ -167,8 +192,10 @@ func (a *Agent) status() Status {
 		ss := ad.Stats()
 		st.Serial = append(st.Serial, SerialStatus{
 			Name: ad.Name(), Device: ss.Device, Connected: ss.Connected, Frames: ss.Frames,
-			ParseErrors: ss.ParseErrors, Overlong: ss.Overlong, Garbage: ss.Garbage,
-			Disconnects: ss.Disconnects, WriteBacks: ss.WriteBacks,
+			Bytes: ss.Bytes, ParseErrors: ss.ParseErrors, Overlong: ss.Overlong, Garbage: ss.Garbage,
+			PublishErrors: ss.PublishErrors, Disconnects: ss.Disconnects, Reconnects: ss.Reconnects,
+			OpenFailures: ss.OpenFailures, WriteBacks: ss.WriteBacks, WriteErrors: ss.WriteErrors,
+			Polls: ss.Polls,
 		})
 	}
 	if net := out - in; net > 0 && qs.Messages > 0 {
@@ -203,6 +230,23 @@ func (a *Agent) Metrics(w *admin.MetricsWriter) {
 	}
 	w.Gauge("holdfast_ingest_per_second", "Local messages stored per second over the last window.", st.Rates.IngestPerSecond)
 	w.Gauge("holdfast_drain_per_second", "Messages acknowledged upstream per second over the last window.", st.Rates.DrainPerSecond)
+	if len(st.Serial) > 0 {
+		w.Family("holdfast_serial_connected", "Whether the serial port is open (1) or not (0).", "gauge")
+		for i := range st.Serial {
+			v := 0.0
+			if st.Serial[i].Connected {
+				v = 1
+			}
+			w.Sample("holdfast_serial_connected", v, "port", st.Serial[i].Name)
+		}
+		for _, c := range serialCounters {
+			name := "holdfast_serial_" + c.name + "_total"
+			w.Family(name, "Serial adapter: "+c.help, "counter")
+			for i := range st.Serial {
+				w.Sample(name, float64(c.get(&st.Serial[i])), "port", st.Serial[i].Name)
+			}
+		}
+	}
 	w.Family("holdfast_build_info", "Build information.", "gauge")
 	w.Sample("holdfast_build_info", 1, "version", Version)
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -86,8 +88,29 @@ func TestSerialToUpstream(t *testing.T) {
 		}
 	}
 	st, err := g.status()
-	if err != nil || len(st.Serial) != 1 || !st.Serial[0].Connected || st.Serial[0].ParseErrors != 5 {
-		t.Fatalf("status serial = %+v, %v; want one connected port with 5 parse errors", st.Serial, err)
+	if err != nil || len(st.Serial) != 1 || !st.Serial[0].Connected || st.Serial[0].ParseErrors != 5 ||
+		st.Serial[0].Frames != n || st.Serial[0].Bytes == 0 {
+		t.Fatalf("status serial = %+v, %v; want one connected port with %d frames, bytes and 5 parse errors", st.Serial, err, n)
+	}
+	// The same counters for an operator and for a scraper.
+	if human := hf(t, "status", "--config", g.config); !strings.Contains(human, fmt.Sprintf("serial:    weather %s open, %d frames, 5 parse errors", st.Serial[0].Device, n)) {
+		t.Errorf("holdfast status does not show the port:\n%s", human)
+	}
+	resp, err := http.Get("http://" + g.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`holdfast_serial_connected{port="weather"} 1`,
+		fmt.Sprintf(`holdfast_serial_frames_total{port="weather"} %d`, n),
+		`holdfast_serial_parse_errors_total{port="weather"} 5`,
+		`holdfast_serial_open_failures_total{port="weather"} 0`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 
 	// Write-back: a local client's command is written to the port.

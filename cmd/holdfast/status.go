@@ -101,6 +101,14 @@ func renderStatus(w io.Writer, st *agent.Status) {
 	if b.DeadLetters > 0 {
 		fmt.Fprintf(w, "dead letters: %d (holdfast queue export --dead-letters)\n", b.DeadLetters)
 	}
+	for _, s := range st.Serial {
+		state := "not open"
+		if s.Connected {
+			state = "open"
+		}
+		fmt.Fprintf(w, "serial:    %s %s %s, %d frames, %d parse errors, %d garbage bytes, %d disconnects, %d open failures\n",
+			s.Name, s.Device, state, s.Frames, s.ParseErrors, s.Garbage, s.Disconnects, s.OpenFailures)
+	}
 }
 
 func roundDuration(seconds float64) string {
