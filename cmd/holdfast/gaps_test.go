@@ -250,3 +250,122 @@ admin:
 		t.Fatalf("SIGTERM exit code %d, want 0", code)
 	}
 }
+
+// TestForwardRules: several forward rules, first match wins. A telemetry rule
+// strips the device's own prefix, builds the upstream topic from
+// {gateway_id} and {client_id}, caps QoS at 1 and clears retain; an alarm
+// rule raises QoS to 2 and keeps retain; a metrics rule sends at QoS 0.
+// Topics no rule selects stay local: a local subscriber gets them, the
+// upstream never does, and /api/status counts them as local_only.
+func TestForwardRules(t *testing.T) {
+	up := testenv.StartMosquitto(t, testenv.MosquittoOptions{})
+	sub, err := testclient.Dial(up.Addr(), testclient.Options{ClientID: "rules-sub", CleanStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if _, err := sub.Subscribe(packet.Subscription{Filter: "#", QoS: 2, RetainAsPublished: true}); err != nil {
+		t.Fatal(err)
+	}
+	g := newGateway(t, up.Addr(), `gateway_id: gw7
+forward:
+  - filter: "devices/+/telemetry/#"
+    strip_prefix: "devices/{client_id}/"
+    topic: "site/{gateway_id}/{client_id}/{topic}"
+    retain: false
+    max_qos: 1
+  - filter: "alarms/#"
+    min_qos: 2
+  - filter: "metrics/#"
+    min_qos: 0
+    max_qos: 0
+`)
+	g.start()
+	local, err := testclient.Dial(g.listen, testclient.Options{ClientID: "display", CleanStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	if _, err := local.Subscribe(packet.Subscription{Filter: "local/#", QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+
+	dev, err := testclient.Dial(g.listen, testclient.Options{ClientID: "sensor9", CleanStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Disconnect()
+	type want struct {
+		topic  string
+		qos    byte
+		retain bool
+	}
+	for _, c := range []struct {
+		topic   string
+		qos     byte
+		retain  bool
+		payload string
+		want    *want // nil: stays local
+	}{
+		{"devices/sensor9/telemetry/temp", 2, true, "t1", &want{"site/gw7/sensor9/telemetry/temp", 1, false}},
+		// Another device's prefix is not stripped: {client_id} is the publisher's.
+		{"devices/other/telemetry/hum", 1, false, "h1", &want{"site/gw7/sensor9/devices/other/telemetry/hum", 1, false}},
+		{"alarms/door", 0, true, "open", &want{"alarms/door", 2, true}},
+		{"metrics/cpu", 1, false, "55", &want{"metrics/cpu", 0, false}},
+		{"local/display", 1, false, "hello", nil},
+		{"devices/sensor9/config", 1, true, "cfg", nil},
+		{"alarms/end", 1, false, "end", &want{"alarms/end", 2, false}},
+	} {
+		rc, err := dev.Publish(&packet.Publish{Topic: c.topic, QoS: c.qos, Retain: c.retain, Payload: []byte(c.payload)})
+		if err != nil || rc.IsError() {
+			t.Fatalf("publish %s: %v %v", c.topic, rc, err)
+		}
+		if c.want == nil {
+			continue
+		}
+		p, err := sub.Receive(20 * time.Second)
+		if err != nil {
+			t.Fatalf("upstream waiting for %s: %v", c.want.topic, err)
+		}
+		if p.Topic != c.want.topic || string(p.Payload) != c.payload || p.QoS != c.want.qos || p.Retain != c.want.retain {
+			t.Errorf("local %s (QoS %d retain %v) arrived upstream as %s %q QoS %d retain %v; want %s QoS %d retain %v",
+				c.topic, c.qos, c.retain, p.Topic, p.Payload, p.QoS, p.Retain, c.want.topic, c.want.qos, c.want.retain)
+		}
+	}
+	// Everything forwarded after the local-only messages has arrived; any
+	// leak would have come before it, and nothing more may come.
+	if p, err := sub.Receive(time.Second); err == nil {
+		t.Errorf("upstream received unexpected %s %q", p.Topic, p.Payload)
+	}
+	if p, err := local.Receive(10 * time.Second); err != nil || p.Topic != "local/display" {
+		t.Errorf("local subscriber: %v, %v; want local/display", p, err)
+	}
+	st, err := g.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.LocalOnly != 2 {
+		t.Errorf("status local_only = %d, want 2", st.LocalOnly)
+	}
+
+	// The broker kept only what was forwarded with retain.
+	late, err := testclient.Dial(up.Addr(), testclient.Options{ClientID: "rules-late", CleanStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	if _, err := late.Subscribe(packet.Subscription{Filter: "#", QoS: 2}); err != nil {
+		t.Fatal(err)
+	}
+	var retained []string
+	for {
+		p, err := late.Receive(time.Second)
+		if err != nil {
+			break
+		}
+		retained = append(retained, p.Topic)
+	}
+	if len(retained) != 1 || retained[0] != "alarms/door" {
+		t.Errorf("retained upstream: %q, want only alarms/door", retained)
+	}
+}
