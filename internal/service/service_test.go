@@ -219,3 +219,24 @@ func TestControlAsRoot(t *testing.T) {
 		}
 	}
 }
+
+// TestInstallRefusedWhenPackaged: with the Debian package's unit present,
+// install refuses and says to use systemctl, touching nothing.
+func TestInstallRefusedWhenPackaged(t *testing.T) {
+	dir := t.TempDir()
+	unit := filepath.Join(dir, "holdfast.service")
+	if err := os.WriteFile(unit, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A missing configuration: should the refusal ever be skipped, install
+	// fails on it rather than registering a service on this machine.
+	conf := filepath.Join(dir, "missing.yaml")
+	saved := PackagedUnits
+	PackagedUnits = []string{filepath.Join(dir, "absent.service"), unit}
+	t.Cleanup(func() { PackagedUnits = saved })
+	var out strings.Builder
+	err := Control("install", Options{ConfigFile: conf}, &out)
+	if !errors.Is(err, ErrPackaged) || !strings.Contains(err.Error(), unit) || out.Len() != 0 {
+		t.Fatalf("install with %s present: %v, %q; want ErrPackaged naming it", unit, err, out.String())
+	}
+}
