@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -368,4 +369,102 @@ forward:
 	if len(retained) != 1 || retained[0] != "alarms/door" {
 		t.Errorf("retained upstream: %q, want only alarms/door", retained)
 	}
+}
+
+// TestStatusFields: with a five-message queue under drop_oldest and the
+// upstream down, a steady publisher makes /api/status report the backlog
+// (messages, bytes, oldest age), a non-zero ingest rate and evictions; once
+// the upstream is up, a non-zero drain rate; after the drain, an empty
+// backlog. `holdfast status` shows the same. Every acknowledged message is
+// either delivered upstream or counted as evicted.
+//
+// Rates are sampled every 5 s by the agent, so this test takes about 15 s.
+func TestStatusFields(t *testing.T) {
+	up := testenv.StartMosquitto(t, testenv.MosquittoOptions{Persistent: true})
+	upstreamSubscriber(t, up.Addr())
+	up.Stop()
+	g := newGateway(t, up.Addr(), "")
+	setConfig(t, g, "queue:\n", "queue:\n  max_messages: 5\n  policy: drop_oldest\n")
+	g.start()
+
+	d := &device{id: "status", addr: g.listen, version: packet.V5}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			if !d.publish(i, 1, stop) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		<-done
+	}()
+
+	human := func() string { return hf(t, "status", "--config", g.config) }
+	var st agent.Status
+	testenv.WaitFor(t, 20*time.Second, "ingest rate and evictions reported", func() bool {
+		st, _ = g.status()
+		return st.Rates.IngestPerSecond > 0 && st.Drops["evicted"] > 0 && st.Backlog.Messages == 5
+	})
+	// Each record holds at least its topic and payload.
+	if min := uint64(5 * len("e2e/status/q1x")); st.Backlog.Bytes < min || st.Backlog.Bytes > 64<<10 {
+		t.Errorf("backlog bytes %d for 5 small messages", st.Backlog.Bytes)
+	}
+	if st.Backlog.OldestAgeSeconds <= 0 {
+		t.Errorf("oldest age %v with 5 messages queued", st.Backlog.OldestAgeSeconds)
+	}
+	for _, reason := range []string{"evicted", "expired", "dead_lettered", "corrupt", "refused_full", "refused_disk"} {
+		if _, ok := st.Drops[reason]; !ok {
+			t.Errorf("drops has no %q: %v", reason, st.Drops)
+		}
+	}
+	out := human()
+	for _, re := range []string{
+		`backlog:   5 messages, [0-9.]+ (B|KiB), oldest [0-9.]+m?s`,
+		`rates:     [0-9]*[1-9][0-9]*\.[0-9]/s in, `,
+		`dropped:   [1-9][0-9]*  evicted=[1-9][0-9]*\n`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("holdfast status does not match %q:\n%s", re, out)
+		}
+	}
+
+	up.Start()
+	testenv.WaitFor(t, 20*time.Second, "drain rate reported", func() bool {
+		st, _ = g.status()
+		return st.Rates.DrainPerSecond > 0
+	})
+	if out := human(); !regexp.MustCompile(`/s in, [0-9]*[1-9][0-9]*\.[0-9]/s out`).MatchString(out) {
+		t.Errorf("holdfast status shows no drain rate:\n%s", out)
+	}
+	close(stop)
+	<-done
+	if d.c != nil {
+		d.c.Disconnect()
+	}
+	g.waitDrained(30 * time.Second)
+	st, _ = g.status()
+	if st.Backlog.Messages != 0 || st.Backlog.Bytes != 0 || st.Backlog.OldestAgeSeconds != 0 {
+		t.Errorf("drained backlog: %+v", st.Backlog)
+	}
+	if out := human(); !strings.Contains(out, "backlog:   0 messages, 0 B\n") {
+		t.Errorf("holdfast status after the drain:\n%s", out)
+	}
+	got := collect(t, up.Addr())["e2e/status/q1"]
+	delivered := map[int]bool{}
+	for _, n := range got {
+		delivered[n] = true
+	}
+	if evicted := st.Drops["evicted"]; uint64(len(delivered))+evicted != uint64(len(d.acked)) {
+		t.Errorf("%d acknowledged, %d delivered + %d evicted", len(d.acked), len(delivered), evicted)
+	}
+	t.Logf("%d acknowledged, %d delivered, %d evicted", len(d.acked), len(delivered), st.Drops["evicted"])
 }
