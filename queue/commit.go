@@ -51,12 +51,14 @@ func (q *Queue) commitLoop() {
 			}
 			return false
 		})
+		q.writeMu.Lock()
 		if len(batch) > 0 {
 			q.commit(batch)
 		}
 		for _, r := range drains {
 			r.ch <- q.dropDrained()
 		}
+		q.writeMu.Unlock()
 	}
 }
 
@@ -64,24 +66,69 @@ func (q *Queue) commitLoop() {
 // needs to find before it drops anything; its seq is never reached.
 var drainSentinel = append(recordKey(^uint64(0)), 'z')
 
-// dropDrained physically removes every record key, live or deleted,
-// when the queue is empty: Badger only writes delete markers to disk
-// when a memtable fills, so a drained queue would otherwise keep its
-// backlog on disk. DropPrefix flushes the memtables and drops the
-// prefix from every level. It blocks writes while it runs, which is why
-// only the commit goroutine (the only writer) calls it.
+// dropDrained physically removes the record keys of the drained part of
+// the queue: Badger only writes delete markers to disk when a memtable
+// fills, and only drops the deleted versions (and counts their value-log
+// space as garbage) when compaction reaches them, so under a light load
+// a drained backlog would otherwise stay on disk. DropPrefix flushes the
+// memtables, drops the prefixes from every level and counts the dropped
+// values as value-log garbage. When the queue is empty every record key
+// goes; otherwise every key below the head, in whole blocks of 256
+// sequence numbers (dropBlocks), so at most 255 deleted records stay
+// behind for ordinary compaction. It blocks writes while it runs, which
+// is why only the commit goroutine (the only writer) calls it.
 func (q *Queue) dropDrained() error {
+	prefixes := [][]byte{{prefixRecord}}
+	sentinels := [][]byte{drainSentinel}
 	if q.wctr.messages != 0 {
-		return nil
+		prefixes = dropBlocks(q.wctr.head)
+		if len(prefixes) == 0 {
+			return nil
+		}
+		// DropPrefix skips a prefix without a live key: give each one.
+		sentinels = sentinels[:0]
+		for _, p := range prefixes {
+			k := make([]byte, recordKeyLen, recordKeyLen+1)
+			copy(k, p)
+			sentinels = append(sentinels, append(k, 'z'))
+		}
 	}
-	err := q.db.Update(func(txn *badger.Txn) error { return txn.Set(drainSentinel, nil) })
+	err := q.db.Update(func(txn *badger.Txn) error {
+		for _, k := range sentinels {
+			if err := txn.Set(k, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err == nil {
-		err = q.db.DropPrefix([]byte{prefixRecord})
+		err = q.db.DropPrefix(prefixes...)
 	}
 	if err != nil {
 		return fmt.Errorf("queue: drop drained records: %w", err)
 	}
 	return nil
+}
+
+// dropBlocks returns record-key prefixes that together cover exactly the
+// sequence numbers below head rounded down to a multiple of 256. A
+// prefix of 'm', the first i bytes of head and one smaller byte covers
+// the 256^(7-i) seqs below head that first differ from it there; i stops
+// at 6 so no block is shorter than 256, which keeps the list short (at
+// most 255 per size). No live record has a seq below head.
+func dropBlocks(head uint64) [][]byte {
+	var out [][]byte
+	var h [8]byte
+	binary.BigEndian.PutUint64(h[:], head)
+	for i := 0; i < 7; i++ {
+		for b := 0; b < int(h[i]); b++ {
+			p := make([]byte, 0, 2+i)
+			p = append(p, prefixRecord)
+			p = append(p, h[:i]...)
+			out = append(out, append(p, byte(b)))
+		}
+	}
+	return out
 }
 
 // effects are what a commit changes in the consumer-visible state.
@@ -285,8 +332,12 @@ func (q *Queue) publish(c counters, eff *effects, n int, synced bool, lat time.D
 	if c.bytes > q.peakBytes {
 		q.peakBytes = c.bytes
 	}
-	if c.messages == 0 && q.opts.GCAfterDrainBytes > 0 && q.peakBytes >= uint64(q.opts.GCAfterDrainBytes) {
-		q.peakBytes = 0
+	// Reclaim when a backlog of at least GCAfterDrainBytes fell to a
+	// quarter, and again when what was left of it drains completely.
+	large := q.opts.GCAfterDrainBytes > 0 && q.peakBytes >= uint64(q.opts.GCAfterDrainBytes)
+	if (large && c.bytes <= q.peakBytes/drainShare) || (q.drainLeft && c.messages == 0) {
+		q.drainLeft = c.messages != 0
+		q.peakBytes = c.bytes
 		select {
 		case q.gcKick <- struct{}{}:
 		default:

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"slices"
@@ -171,4 +172,37 @@ func mustWrite(t *testing.T, q *Queue, w Write, done func(error)) *request {
 	}
 	r.done = done
 	return r
+}
+
+func TestDropBlocksCoverBelowHead(t *testing.T) {
+	covers := func(ps [][]byte, seq uint64) int {
+		n := 0
+		for _, p := range ps {
+			if bytes.HasPrefix(recordKey(seq), p) {
+				n++
+			}
+		}
+		return n
+	}
+	for _, head := range []uint64{0, 1, 255, 256, 257, 8001, 65536, 1_000_003, 1<<40 + 12345, ^uint64(0)} {
+		ps := dropBlocks(head)
+		limit := head &^ 255
+		probe := []uint64{0, 1, 255, 256, limit / 2, head / 3}
+		if limit > 0 {
+			probe = append(probe, limit-1, limit-256)
+		}
+		for _, s := range probe {
+			if s < limit && covers(ps, s) != 1 {
+				t.Errorf("head %d: seq %d covered %d times, want once", head, s, covers(ps, s))
+			}
+		}
+		for _, s := range []uint64{limit, head, head + 1, limit + 255} {
+			if s >= limit && covers(ps, s) != 0 {
+				t.Errorf("head %d: seq %d (not below %d) covered", head, s, limit)
+			}
+		}
+		if len(ps) > 7*255 {
+			t.Errorf("head %d: %d prefixes", head, len(ps))
+		}
+	}
 }

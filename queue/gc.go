@@ -12,10 +12,18 @@ import (
 // before GC rewrites it (Badger's recommendation).
 const gcDiscardRatio = 0.5
 
-// maintain runs value-log GC every GCInterval, and GC plus a full
-// compaction when the queue drained after being large, so the data
-// directory shrinks again; while the queue is in use it also releases the
-// mapped value-log pages every pageOutInterval. Close waits for it.
+// drainShare: once the queue held at least GCAfterDrainBytes, space is
+// reclaimed at once when it falls to 1/drainShare of its peak or empties,
+// so a backlog that drained comes back as space even while a trickle of
+// new messages keeps the queue from ever being empty.
+const drainShare = 4
+
+// maintain runs value-log GC every GCInterval, and, when the backlog
+// drained after being large (see drainShare), first drops the drained
+// record keys from the LSM tree (dropDrained) and then runs value-log GC,
+// so the data directory shrinks again; while the queue is in use it also
+// releases the mapped value-log pages every pageOutInterval. Close waits
+// for it.
 func (q *Queue) maintain() {
 	defer q.wg.Done()
 	var tick <-chan time.Time
@@ -53,9 +61,9 @@ func (q *Queue) maintain() {
 // backlog written or read.
 const pageOutInterval = 250 * time.Millisecond
 
-// reclaim, when full is set and the queue is empty, has the commit
-// goroutine drop every record key from disk; then it rewrites value-log
-// files until none is worth it.
+// reclaim, when full is set, has the commit goroutine drop the record
+// keys below the head (every record key when the queue is empty); then it
+// rewrites value-log files until none is worth it.
 func (q *Queue) reclaim(full bool) {
 	start := time.Now()
 	if full {
@@ -71,7 +79,9 @@ func (q *Queue) reclaim(full bool) {
 			return
 		default:
 		}
+		q.writeMu.Lock()
 		err := q.db.RunValueLogGC(gcDiscardRatio)
+		q.writeMu.Unlock()
 		if err != nil {
 			if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
 				q.opts.Logger.Warn("queue: value log gc failed", "err", err)

@@ -109,9 +109,11 @@ type Options struct {
 	// GCInterval is how often value-log GC runs in the background;
 	// default 5 minutes; negative disables the periodic run.
 	GCInterval time.Duration
-	// GCAfterDrainBytes: when the queue becomes empty after holding at
-	// least this many bytes, GC and a full compaction run at once so the
-	// directory shrinks. Default 16 MiB; negative disables it.
+	// GCAfterDrainBytes: when the queue, after holding at least this many
+	// bytes, becomes empty or falls to a quarter of that peak, the drained
+	// records' keys are dropped from the LSM tree and value-log GC runs at
+	// once, so the directory shrinks even while new messages keep
+	// arriving. Default 16 MiB; negative disables it.
 	GCAfterDrainBytes int64
 	// MemTableSize is Badger's memtable size; NumMemtables of them live
 	// in RAM. Default 4 MiB. Larger: fewer L0 flushes, more RAM.

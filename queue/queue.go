@@ -120,11 +120,20 @@ type Queue struct {
 	committerDone bool
 	wake          chan struct{}
 
+	// writeMu is held by the committer while it writes and by each
+	// value-log GC run: Badger's GC reads the memtable's version without
+	// synchronising with a concurrent write (a data race in Badger
+	// v4.9.6's valueLog.rewrite), so the two never overlap. A GC run
+	// over a FIFO's value log rewrites little (its oldest files are
+	// mostly garbage), so writers wait at most for one such run.
+	writeMu sync.Mutex
+
 	// committer-owned state.
 	wctr          counters
 	diskFull      atomic.Bool
 	lastDiskCheck time.Time
-	peakBytes     uint64
+	peakBytes     uint64 // most bytes held since the last reclaim
+	drainLeft     bool   // a reclaim ran before a large backlog fully drained
 	scratch       []byte
 
 	// consumer-visible state, guarded by mu.

@@ -659,3 +659,58 @@ func TestStatsOldestAge(t *testing.T) {
 		t.Fatalf("drained: OldestAge %v, Messages %d, want 0 and 0", st.OldestAge, st.Messages)
 	}
 }
+
+// TestDirShrinksUnderTrickle drains a large backlog while new messages
+// keep arriving, so the queue is never empty: the space of the drained
+// backlog must still come back.
+func TestDirShrinksUnderTrickle(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{Dir: dir, GCAfterDrainBytes: 4 << 20, MemTableSize: 2 << 20, BaseTableSize: 512 << 10, ValueLogFileSize: 4 << 20}
+	q := open(t, o)
+	payload := make([]byte, 2000)
+	for i := range payload {
+		payload[i] = byte(i * 7919 >> 3)
+	}
+	var wg sync.WaitGroup
+	const n = 8000
+	for i := 0; i < n; i++ {
+		m := msg(i)
+		m.Payload = payload
+		wg.Add(1)
+		q.AppendAsync([]Message{m}, func(err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	full := dirSize(t, dir)
+	// Drain the backlog while a trickle of new messages arrives, acking
+	// each batch only after the next trickle message is in, so the queue
+	// never becomes empty.
+	next := n
+	for left := n; left > 0; {
+		appendN(t, q, next, 1)
+		next++
+		recs := leaseN(t, q, min(left, 500))
+		if err := q.Ack(seqs(recs)...); err != nil {
+			t.Fatal(err)
+		}
+		left -= len(recs)
+	}
+	waitFor(t, "data dir to shrink", func() bool {
+		// The trickle goes on: lease and ack the oldest, append a new one.
+		appendN(t, q, next, 1)
+		next++
+		recs := leaseN(t, q, 1)
+		if err := q.Ack(recs[0].Seq); err != nil {
+			t.Fatal(err)
+		}
+		if st := q.Stats(); st.Messages == 0 {
+			t.Fatalf("queue became empty: the test no longer covers a trickle")
+		}
+		return dirSize(t, dir) < full/3
+	})
+	t.Logf("dir: full %d KiB, drained under trickle %d KiB", full>>10, dirSize(t, dir)>>10)
+}
