@@ -587,17 +587,15 @@ func dirSize(t testing.TB, dir string) int64 {
 	return n
 }
 
-func TestDirShrinksAfterDrain(t *testing.T) {
-	dir := t.TempDir()
-	o := Options{Dir: dir, GCAfterDrainBytes: 4 << 20, MemTableSize: 2 << 20, BaseTableSize: 512 << 10, ValueLogFileSize: 4 << 20}
-	q := open(t, o)
-	empty := dirSize(t, dir)
+// fillBacklog appends n messages of 2,000 poorly compressible bytes, all
+// in flight at once, and waits until every one is durable.
+func fillBacklog(t *testing.T, q *Queue, n int) {
+	t.Helper()
 	payload := make([]byte, 2000)
 	for i := range payload {
 		payload[i] = byte(i * 7919 >> 3)
 	}
 	var wg sync.WaitGroup
-	const n = 8000
 	for i := 0; i < n; i++ {
 		m := msg(i)
 		m.Payload = payload
@@ -610,6 +608,15 @@ func TestDirShrinksAfterDrain(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+func TestDirShrinksAfterDrain(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{Dir: dir, GCAfterDrainBytes: 4 << 20, MemTableSize: 2 << 20, BaseTableSize: 512 << 10, ValueLogFileSize: 4 << 20}
+	q := open(t, o)
+	empty := dirSize(t, dir)
+	const n = 8000
+	fillBacklog(t, q, n)
 	full := dirSize(t, dir)
 	for left := n; left > 0; {
 		recs := leaseN(t, q, min(left, 500))
@@ -667,24 +674,8 @@ func TestDirShrinksUnderTrickle(t *testing.T) {
 	dir := t.TempDir()
 	o := Options{Dir: dir, GCAfterDrainBytes: 4 << 20, MemTableSize: 2 << 20, BaseTableSize: 512 << 10, ValueLogFileSize: 4 << 20}
 	q := open(t, o)
-	payload := make([]byte, 2000)
-	for i := range payload {
-		payload[i] = byte(i * 7919 >> 3)
-	}
-	var wg sync.WaitGroup
 	const n = 8000
-	for i := 0; i < n; i++ {
-		m := msg(i)
-		m.Payload = payload
-		wg.Add(1)
-		q.AppendAsync([]Message{m}, func(err error) {
-			if err != nil {
-				t.Error(err)
-			}
-			wg.Done()
-		})
-	}
-	wg.Wait()
+	fillBacklog(t, q, n)
 	full := dirSize(t, dir)
 	// Drain the backlog while a trickle of new messages arrives, acking
 	// each batch only after the next trickle message is in, so the queue
