@@ -329,19 +329,32 @@ func (q *Queue) publish(c counters, eff *effects, n int, synced bool, lat time.D
 		q.avail = make(chan struct{})
 	}
 	q.mu.Unlock()
+	q.maybeReclaim(c)
+}
+
+// maybeReclaim kicks a reclaim (see drainShare) when a backlog of at
+// least GCAfterDrainBytes has fallen to a quarter of its peak, then each
+// time what was left at the last reclaim falls to a quarter again, until
+// the queue is empty or what is left is under GCAfterDrainBytes/16.
+func (q *Queue) maybeReclaim(c counters) {
+	if q.opts.GCAfterDrainBytes <= 0 {
+		return
+	}
+	large := uint64(q.opts.GCAfterDrainBytes)
 	if c.bytes > q.peakBytes {
 		q.peakBytes = c.bytes
 	}
-	// Reclaim when a backlog of at least GCAfterDrainBytes fell to a
-	// quarter, and again when what was left of it drains completely.
-	large := q.opts.GCAfterDrainBytes > 0 && q.peakBytes >= uint64(q.opts.GCAfterDrainBytes)
-	if (large && c.bytes <= q.peakBytes/drainShare) || (q.drainLeft && c.messages == 0) {
-		q.drainLeft = c.messages != 0
-		q.peakBytes = c.bytes
-		select {
-		case q.gcKick <- struct{}{}:
-		default:
-		}
+	if q.peakBytes < large && !q.drainLeft {
+		return
+	}
+	if c.messages != 0 && c.bytes > q.peakBytes/drainShare {
+		return
+	}
+	q.drainLeft = c.messages != 0 && c.bytes >= large/(drainShare*drainShare)
+	q.peakBytes = c.bytes
+	select {
+	case q.gcKick <- struct{}{}:
+	default:
 	}
 }
 

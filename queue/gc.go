@@ -13,9 +13,10 @@ import (
 const gcDiscardRatio = 0.5
 
 // drainShare: once the queue held at least GCAfterDrainBytes, space is
-// reclaimed at once when it falls to 1/drainShare of its peak or empties,
-// so a backlog that drained comes back as space even while a trickle of
-// new messages keeps the queue from ever being empty.
+// reclaimed at once when it falls to 1/drainShare of its peak, and again
+// each time it falls to 1/drainShare of what it held at the last reclaim
+// (maybeReclaim), so a backlog that drained comes back as space even while
+// a trickle of new messages keeps the queue from ever being empty.
 const drainShare = 4
 
 // maintain runs value-log GC every GCInterval, and, when the backlog

@@ -133,7 +133,7 @@ type Queue struct {
 	diskFull      atomic.Bool
 	lastDiskCheck time.Time
 	peakBytes     uint64 // most bytes held since the last reclaim
-	drainLeft     bool   // a reclaim ran before a large backlog fully drained
+	drainLeft     bool   // a reclaim ran and more of the backlog is left to drain
 	scratch       []byte
 
 	// consumer-visible state, guarded by mu.
