@@ -110,10 +110,11 @@ type Options struct {
 	// default 5 minutes; negative disables the periodic run.
 	GCInterval time.Duration
 	// GCAfterDrainBytes: when the queue, after holding at least this many
-	// bytes, becomes empty or falls to a quarter of that peak, the drained
-	// records' keys are dropped from the LSM tree and value-log GC runs at
-	// once, so the directory shrinks even while new messages keep
-	// arriving. Default 16 MiB; negative disables it.
+	// bytes, falls to a quarter of that peak (and again each time what is
+	// left falls to a quarter, until it is empty or under 1/16 of this),
+	// the drained records' keys are dropped from the LSM tree and
+	// value-log GC runs at once, so the directory shrinks even while new
+	// messages keep arriving. Default 16 MiB; negative disables it.
 	GCAfterDrainBytes int64
 	// MemTableSize is Badger's memtable size; NumMemtables of them live
 	// in RAM. Default 4 MiB. Larger: fewer L0 flushes, more RAM.
