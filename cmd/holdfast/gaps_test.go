@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -467,4 +468,111 @@ func TestStatusFields(t *testing.T) {
 		t.Errorf("%d acknowledged, %d delivered + %d evicted", len(d.acked), len(delivered), evicted)
 	}
 	t.Logf("%d acknowledged, %d delivered, %d evicted", len(d.acked), len(delivered), st.Drops["evicted"])
+}
+
+// TestAddressInUse: when the MQTT listener's or the admin endpoint's address
+// is taken, holdfast does not hang: it exits with code 1 and one error line
+// naming the part, the address and the problem.
+func TestAddressInUse(t *testing.T) {
+	for _, part := range []string{"listeners[0]", "admin"} {
+		t.Run(part, func(t *testing.T) {
+			g := newGateway(t, fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), "")
+			addr := g.listen
+			if part == "admin" {
+				addr = g.admin
+			}
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			cmd := exec.Command(binPath, "run", "--config", g.config)
+			var stderr testenv.LockedBuffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			select {
+			case err = <-exited:
+			case <-time.After(30 * time.Second):
+				cmd.Process.Kill()
+				<-exited
+				t.Fatalf("holdfast still running 30s after start with %s taken:\n%s", addr, stderr.String())
+			}
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+				t.Fatalf("exit %v, want code 1; stderr:\n%s", err, stderr.String())
+			}
+			var errLines []string
+			for _, l := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+				if strings.HasPrefix(l, "holdfast: ") {
+					errLines = append(errLines, l)
+				}
+			}
+			if len(errLines) != 1 || !strings.Contains(errLines[0], part+": ") ||
+				!strings.Contains(errLines[0], addr) || !strings.Contains(errLines[0], "address already in use") {
+				t.Errorf("want one error line naming %s, %s and the problem; stderr:\n%s", part, addr, stderr.String())
+			}
+		})
+	}
+}
+
+// TestSIGTERMUnderLoad: SIGTERM while four devices (QoS 1 and 2, MQTT 5 and
+// 3.1.1) publish as fast as they are acknowledged stops holdfast with exit
+// code 0 before systemd's stop timeout (TimeoutStopSec=30s in the unit,
+// after which gateway.stop fails the test and kills it); started again, it
+// delivers every message it had acknowledged, QoS 2 exactly once.
+func TestSIGTERMUnderLoad(t *testing.T) {
+	up := testenv.StartMosquitto(t, testenv.MosquittoOptions{Persistent: true})
+	upstreamSubscriber(t, up.Addr())
+	up.Stop()
+	g := newGateway(t, up.Addr(), "")
+	g.start()
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var devs []*device
+	for _, qos := range []byte{1, 2} {
+		for _, v := range []packet.Version{packet.V5, packet.V311} {
+			d := &device{id: fmt.Sprintf("term%d-%s", qos, v), addr: g.listen, version: v}
+			devs = append(devs, d)
+			wg.Add(1)
+			go func(qos byte) {
+				defer wg.Done()
+				for i := 0; d.publish(i, qos, stop); i++ {
+				}
+			}(qos)
+		}
+	}
+	testenv.WaitFor(t, 20*time.Second, "traffic flowing", func() bool {
+		st, err := g.status()
+		return err == nil && st.Backlog.Messages >= 200
+	})
+	start := time.Now()
+	code := g.term()
+	took := time.Since(start)
+	close(stop)
+	wg.Wait()
+	t.Logf("SIGTERM under load: exit %d after %v", code, took)
+	if code != 0 {
+		t.Errorf("SIGTERM exit code %d, want 0", code)
+	}
+
+	g.start()
+	up.Start()
+	g.waitDrained(60 * time.Second)
+	got := collect(t, up.Addr())
+	for _, d := range devs {
+		qos := byte(1)
+		if strings.HasPrefix(d.id, "term2") {
+			qos = 2
+		}
+		topic := fmt.Sprintf("e2e/%s/q%d", d.id, qos)
+		if len(d.acked) == 0 {
+			t.Errorf("%s: nothing acknowledged", d.id)
+		}
+		checkDelivery(t, topic, d.acked, got[topic], qos == 2)
+	}
 }
