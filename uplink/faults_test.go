@@ -121,24 +121,8 @@ func TestReconnectFaults(t *testing.T) {
 			stop := run(t, c)
 
 			const n = 3000
-			produced := make(chan struct{})
-			go func() {
-				defer close(produced)
-				for i := range n {
-					src.add(Message{Topic: prefix + "/x", Payload: []byte(strconv.Itoa(i)), QoS: tc.qos})
-					if i%10 == 9 {
-						time.Sleep(2 * time.Millisecond)
-					}
-				}
-			}()
-			waitReceived := func(k int) {
-				testenv.WaitFor(t, 60*time.Second, fmt.Sprintf("%d messages received", k), func() bool {
-					if err := col.err(); err != nil {
-						t.Fatal(err)
-					}
-					return col.unique() >= k
-				})
-			}
+			produced := produceSlowly(src, prefix, n, tc.qos)
+			waitReceived := func(k int) { waitUnique(t, col, k, 60*time.Second) }
 			waitReceived(400)
 			proxy.Cut()
 			waitReceived(900)
@@ -167,4 +151,34 @@ func TestReconnectFaults(t *testing.T) {
 			t.Logf("%d received for %d messages, %d connects", len(col.received()), n, st.Connects)
 		})
 	}
+}
+
+// produceSlowly adds n QoS qos messages with payloads "0".."n-1" on
+// prefix+"/x" to src, pausing 2ms after every tenth so the stream is
+// still running while faults are applied; the channel closes when the
+// last one is added.
+func produceSlowly(src *memSource, prefix string, n int, qos byte) <-chan struct{} {
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		for i := range n {
+			src.add(Message{Topic: prefix + "/x", Payload: []byte(strconv.Itoa(i)), QoS: qos})
+			if i%10 == 9 {
+				time.Sleep(2 * time.Millisecond)
+			}
+		}
+	}()
+	return produced
+}
+
+// waitUnique waits until col has received k distinct messages, failing
+// the test on a collector error or after within.
+func waitUnique(t *testing.T, col *collector, k int, within time.Duration) {
+	t.Helper()
+	testenv.WaitFor(t, within, fmt.Sprintf("%d messages received", k), func() bool {
+		if err := col.err(); err != nil {
+			t.Fatal(err)
+		}
+		return col.unique() >= k
+	})
 }
