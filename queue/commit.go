@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"golang.org/x/sys/unix"
 )
 
 // commitLoop is the single writer: it gathers pending requests and
@@ -364,12 +363,11 @@ func (q *Queue) checkDisk(now time.Time) {
 		return
 	}
 	q.lastDiskCheck = now
-	var st unix.Statfs_t
-	if err := unix.Statfs(q.opts.Dir, &st); err != nil {
-		q.opts.Logger.Warn("queue: statfs failed", "dir", q.opts.Dir, "err", err)
+	free, err := freeBytes(q.opts.Dir)
+	if err != nil {
+		q.opts.Logger.Warn("queue: free disk space unknown", "dir", q.opts.Dir, "err", err)
 		return
 	}
-	free := int64(st.Bavail) * int64(st.Bsize)
 	full := free < q.opts.DiskReserve
 	if full != q.diskFull.Load() {
 		q.diskFull.Store(full)
