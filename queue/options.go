@@ -72,8 +72,14 @@ const (
 type Options struct {
 	// Required.
 
-	// Dir is the data directory (created if missing). One Queue per Dir.
+	// Dir is the data directory (created if missing, unless NoCreate).
+	// One Queue per Dir.
 	Dir string
+	// NoCreate makes Open fail with ErrNoQueue when Dir holds no queue,
+	// instead of creating an empty one there: for tools that inspect an
+	// existing queue, where a mistyped directory must not look like an
+	// empty queue.
+	NoCreate bool
 
 	// Usually modified.
 

@@ -54,6 +54,8 @@ var (
 	// below the reserve; writes carrying messages are refused until space
 	// comes back. Acks, marks and state still go through.
 	ErrDiskFull = errors.New("queue: disk reserve reached")
+	// ErrNoQueue means Options.NoCreate is set and Dir holds no queue.
+	ErrNoQueue = errors.New("queue: no queue in this directory")
 	// ErrNotFound means the record (or state key) does not exist.
 	ErrNotFound = errors.New("queue: not found")
 	// ErrTooLarge means one write does not fit in a single Badger
@@ -185,6 +187,12 @@ func Open(opts Options) (*Queue, error) {
 	}
 	opts.setDefaults()
 	applyMemoryLimit(opts.Logger)
+	if opts.NoCreate {
+		// Badger's MANIFEST is the first file of every store.
+		if _, err := os.Stat(filepath.Join(opts.Dir, "MANIFEST")); err != nil {
+			return nil, fmt.Errorf("%w: %s", ErrNoQueue, opts.Dir)
+		}
+	}
 	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("queue: data dir %s: %w", opts.Dir, err)
 	}

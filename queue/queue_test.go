@@ -705,3 +705,83 @@ func TestDirShrinksUnderTrickle(t *testing.T) {
 	})
 	t.Logf("dir: full %d KiB, drained under trickle %d KiB", full>>10, dirSize(t, dir)>>10)
 }
+
+// TestScanChangesNothing: Scan shows every record from the head with its
+// mark, leased or not, flags expired ones, and leaves the queue exactly as
+// it was: nothing leased, nothing dropped, the counters unchanged.
+func TestScanChangesNothing(t *testing.T) {
+	q := open(t, Options{TTL: time.Hour})
+	appendN(t, q, 0, 5)
+	old := msg(5)
+	old.ReceivedAt = time.Now().Add(-2 * time.Hour)
+	if err := q.Append(ctxT(t), old); err != nil {
+		t.Fatal(err)
+	}
+	recs := leaseN(t, q, 2)
+	if err := q.Mark(ctxT(t), recs[1].Seq, []byte("rec:7")); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Ack(recs[0].Seq); err != nil {
+		t.Fatal(err)
+	}
+	before := q.Stats()
+	var got []Scanned
+	if err := q.Scan(func(s Scanned) error { got = append(got, s); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 5 {
+		t.Fatalf("scanned %d records, want 5 (6 appended, 1 acked)", len(got))
+	}
+	for i, s := range got {
+		if want := recs[0].Seq + 1 + uint64(i); s.Seq != want || s.Corrupt != nil {
+			t.Errorf("scan %d: seq %d (corrupt %v), want seq %d", i, s.Seq, s.Corrupt, want)
+		}
+		if want := fmt.Sprintf("t/%d", i+1); s.Topic != want {
+			t.Errorf("scan %d: topic %q, want %q", i, s.Topic, want)
+		}
+		if s.Expired != (i == 4) {
+			t.Errorf("scan %d: expired %v", i, s.Expired)
+		}
+	}
+	if string(got[0].Mark) != "rec:7" || got[1].Mark != nil {
+		t.Errorf("marks %q, %q; want rec:7 on the leased record only", got[0].Mark, got[1].Mark)
+	}
+	stop := errors.New("stop")
+	n := 0
+	if err := q.Scan(func(Scanned) error { n++; return stop }); !errors.Is(err, stop) || n != 1 {
+		t.Errorf("Scan with fn failing: %v after %d calls, want stop after 1", err, n)
+	}
+	if after := q.Stats(); after.Messages != before.Messages || after.Expired != before.Expired || after.Acked != before.Acked {
+		t.Errorf("stats changed by Scan: %+v -> %+v", before, after)
+	}
+	// The records Scan saw unleased are still there for Lease, the
+	// expired one is dropped there, not by Scan.
+	rest := leaseN(t, q, 3)
+	if rest[0].Seq != got[1].Seq || rest[2].Seq != got[3].Seq {
+		t.Errorf("lease after scan: seqs %v", seqs(rest))
+	}
+}
+
+// TestOpenNoCreate: with NoCreate a directory without a queue is an error
+// and stays as it was; an existing queue opens.
+func TestOpenNoCreate(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "typo")
+	if _, err := Open(Options{Dir: missing, NoCreate: true, Logger: quiet}); !errors.Is(err, ErrNoQueue) {
+		t.Fatalf("open missing dir: %v, want ErrNoQueue", err)
+	}
+	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("NoCreate created %s (%v)", missing, err)
+	}
+	empty := t.TempDir()
+	if _, err := Open(Options{Dir: empty, NoCreate: true, Logger: quiet}); !errors.Is(err, ErrNoQueue) {
+		t.Fatalf("open empty dir: %v, want ErrNoQueue", err)
+	}
+	dir := t.TempDir()
+	q := open(t, Options{Dir: dir})
+	appendN(t, q, 0, 1)
+	q.Close()
+	q2 := open(t, Options{Dir: dir, NoCreate: true})
+	if st := q2.Stats(); st.Messages != 1 {
+		t.Fatalf("reopened with NoCreate: %d messages, want 1", st.Messages)
+	}
+}
