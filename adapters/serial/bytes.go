@@ -95,3 +95,18 @@ func parseStopBits(s string) (serial.StopBits, error) {
 	}
 	return 0, fmt.Errorf("%q: must be 1, 1.5 or 2", s)
 }
+
+// lineSettingError says why the serial driver of goos cannot set parity or
+// stop bits, naming the key, or returns "" when it can: the library sets 1.5
+// stop bits only on Windows, and mark and space parity (CMSPAR) only on Linux
+// and Windows. Refusing them when the config is checked is better than a
+// port that fails every open.
+func lineSettingError(goos, parity, stopBits string) (key, msg string) {
+	if stopBits == "1.5" && goos != "windows" {
+		return "stop_bits", fmt.Sprintf("%q: supported on Windows only, not on %s", stopBits, goos)
+	}
+	if (parity == ParityMark || parity == ParitySpace) && goos != "linux" && goos != "windows" {
+		return "parity", fmt.Sprintf("%q: supported on Linux and Windows only, not on %s", parity, goos)
+	}
+	return "", ""
+}

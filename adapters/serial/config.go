@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"runtime"
 	"strings"
 	"time"
 
@@ -108,9 +109,10 @@ type PortConfig struct {
 	Baud int `yaml:"baud"`
 	// DataBits is 5, 6, 7 or 8. Default 8.
 	DataBits int `yaml:"data_bits"`
-	// Parity is none, odd, even, mark or space. Default none.
+	// Parity is none, odd, even, mark or space (mark and space on Linux
+	// and Windows only). Default none.
 	Parity string `yaml:"parity"`
-	// StopBits is "1", "1.5" or "2". Default "1".
+	// StopBits is "1", "1.5" (Windows only) or "2". Default "1".
 	StopBits string `yaml:"stop_bits"`
 
 	// Framing says where one frame ends and the next begins.
@@ -369,6 +371,9 @@ func (c *PortConfig) Validate() error {
 	}
 	if _, err := parseStopBits(c.StopBits); err != nil {
 		add("stop_bits", "%v", err)
+	}
+	if key, msg := lineSettingError(runtime.GOOS, c.Parity, c.StopBits); key != "" {
+		add(key, "%s", msg)
 	}
 
 	f := c.Framing

@@ -261,3 +261,25 @@ func TestResolve(t *testing.T) {
 		t.Errorf("list error: %v", err)
 	}
 }
+
+// TestLineSettingError: what each system's serial driver cannot set is
+// refused by name; everything else passes.
+func TestLineSettingError(t *testing.T) {
+	for _, tc := range []struct {
+		goos, parity, stop, key string
+	}{
+		{"linux", ParityMark, "2", ""},
+		{"linux", ParitySpace, "1", ""},
+		{"linux", ParityOdd, "1.5", "stop_bits"},
+		{"windows", ParityMark, "1.5", ""},
+		{"darwin", ParityEven, "2", ""},
+		{"darwin", ParityMark, "1", "parity"},
+		{"freebsd", ParitySpace, "1", "parity"},
+		{"openbsd", ParityNone, "1.5", "stop_bits"},
+	} {
+		key, msg := lineSettingError(tc.goos, tc.parity, tc.stop)
+		if key != tc.key || (key != "") != strings.Contains(msg, tc.goos) {
+			t.Errorf("lineSettingError(%s, %s, %s) = %q %q, want key %q", tc.goos, tc.parity, tc.stop, key, msg, tc.key)
+		}
+	}
+}
