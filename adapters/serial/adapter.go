@@ -132,6 +132,7 @@ type Adapter struct {
 	listPorts func() ([]PortInfo, error)
 	openPort  func(path string, mode *serial.Mode) (serial.Port, error)
 	now       func() time.Time
+	wait      func(ctx context.Context, d time.Duration) bool // the reopen backoff's sleep
 
 	mu        sync.Mutex
 	device    string
@@ -165,6 +166,7 @@ func New(cfg PortConfig, bus Bus, log *slog.Logger) (*Adapter, error) {
 		listPorts: List,
 		openPort:  serial.Open,
 		now:       time.Now,
+		wait:      sleep,
 	}
 	parity, _ := parseParity(cfg.Parity)
 	stop, _ := parseStopBits(cfg.StopBits)
@@ -260,7 +262,7 @@ func (a *Adapter) Run(ctx context.Context) error {
 			} else {
 				a.log.Debug("serial port still not available", "device", dev, "err", err, "attempts", failures)
 			}
-			if !sleep(ctx, bo.NextBackOff()) {
+			if !a.wait(ctx, bo.NextBackOff()) {
 				return nil
 			}
 			continue
@@ -286,7 +288,7 @@ func (a *Adapter) Run(ctx context.Context) error {
 		if a.now().Sub(opened) >= stable {
 			bo.Reset()
 		}
-		if !sleep(ctx, bo.NextBackOff()) {
+		if !a.wait(ctx, bo.NextBackOff()) {
 			return nil
 		}
 	}
