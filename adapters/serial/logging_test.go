@@ -45,8 +45,9 @@ func newLoggedAdapter(t *testing.T, cfg PortConfig, bus Bus) (*Adapter, *logCoun
 	return a, logs
 }
 
-// TestLossLoggedOnce: an unplugged port is logged once when lost and once
-// when back, however many reopen attempts fail in between.
+// TestLossLoggedOnce: an unplugged port is logged once at warning level
+// when lost and once when back, however many reopen attempts fail in
+// between; each failed attempt is one debug line.
 func TestLossLoggedOnce(t *testing.T) {
 	pty := startPTY(t, t.TempDir(), "dev")
 	a, logs := newLoggedAdapter(t, PortConfig{Device: pty.Dev}, newMemBus())
@@ -56,10 +57,49 @@ func TestLossLoggedOnce(t *testing.T) {
 	testenv.WaitFor(t, waitLong, "ten failed reopens", func() bool { return a.Stats().OpenFailures >= 10 })
 	pty.replug()
 	waitConnected(t, a)
-	if lost, retry, back := logs.count("serial port lost, reopening"), logs.count("serial port not available, retrying"),
-		logs.count("serial port open again"); lost != 1 || retry > 1 || back != 1 {
-		t.Fatalf("logged lost %d, retrying %d, open again %d times over %d failed reopens; want 1, at most 1, 1",
-			lost, retry, back, a.Stats().OpenFailures)
+	s := a.Stats() // settled: no attempt fails while the port is open
+	checkLogs(t, logs, map[string]int{
+		"serial port open":                    1,
+		"serial port lost, reopening":         1,
+		"serial port not available, retrying": 0, // that is for a port missing at start
+		"serial port still not available":     int(s.OpenFailures),
+		"serial port open again":              1,
+	})
+	if s.Disconnects != 1 || s.Reconnects != 1 {
+		t.Errorf("stats %+v, want one disconnect and one reconnect", s)
+	}
+}
+
+// TestMissingAtStartLoggedOnce: a port missing when Run starts is logged
+// once as not available and once when it appears; it counts open failures,
+// not a disconnect, and its first open is not a reconnect.
+func TestMissingAtStartLoggedOnce(t *testing.T) {
+	pty := startPTY(t, t.TempDir(), "dev")
+	pty.unplug()
+	a, logs := newLoggedAdapter(t, PortConfig{Device: pty.Dev}, newMemBus())
+	runAdapter(t, a)
+	testenv.WaitFor(t, waitLong, "five failed opens", func() bool { return a.Stats().OpenFailures >= 5 })
+	pty.replug()
+	waitConnected(t, a)
+	s := a.Stats()
+	checkLogs(t, logs, map[string]int{
+		"serial port not available, retrying": 1,
+		"serial port still not available":     int(s.OpenFailures) - 1,
+		"serial port open again":              1,
+		"serial port open":                    0,
+		"serial port lost, reopening":         0,
+	})
+	if s.Disconnects != 0 || s.Reconnects != 0 {
+		t.Errorf("stats %+v, want no disconnect and no reconnect", s)
+	}
+}
+
+func checkLogs(t *testing.T, logs *logCounter, want map[string]int) {
+	t.Helper()
+	for msg, n := range want {
+		if got := logs.count(msg); got != n {
+			t.Errorf("logged %q %d times, want %d", msg, got, n)
+		}
 	}
 }
 
