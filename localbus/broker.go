@@ -124,6 +124,12 @@ type Options struct {
 	RetainAvailable bool
 	// Logger receives connection and state changes. Default slog.Default().
 	Logger *slog.Logger
+
+	// now is the clock of message expiry (nil: time.Now). Tests set it to
+	// move a message past its expiry without waiting. Network deadlines
+	// (keep alive, ConnectTimeout) and the session expiry and will delay
+	// timers always use the real clock.
+	now func() time.Time
 }
 
 // ListenerOptions configures one Serve call.
@@ -167,6 +173,7 @@ type Broker struct {
 	opts  Options
 	store Store
 	log   *slog.Logger
+	now   func() time.Time // Options.now or time.Now
 
 	// mu guards everything below it and the state of every session and
 	// connection (not their sockets).
@@ -228,8 +235,11 @@ func New(opts Options, store Store) (*Broker, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.now == nil {
+		opts.now = time.Now
+	}
 	b := &Broker{
-		opts: opts, store: store, log: opts.Logger,
+		opts: opts, store: store, log: opts.Logger, now: opts.now,
 		sessions:  make(map[string]*session),
 		retained:  make(map[string]*stored),
 		shareNext: make(map[string]int),
@@ -257,7 +267,7 @@ func (b *Broker) load() error {
 		cid string
 		id  uint16
 	}
-	now := time.Now()
+	now := b.now()
 	err := b.store.Load(keyPrefix, func(key string, value []byte) error {
 		var err error
 		switch {
@@ -653,7 +663,7 @@ func (b *Broker) inject(ctx context.Context, m *Message, op string, write func(s
 	if m.QoS > 2 {
 		return fmt.Errorf("localbus: %s: invalid QoS %d", op, m.QoS)
 	}
-	now := time.Now()
+	now := b.now()
 	sm := newStored(m, now)
 	b.mu.Lock()
 	if b.closing {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -82,6 +83,27 @@ func startBrokerRaw(t testing.TB, opts Options, st *memStore, lo *ListenerOption
 	return tb
 }
 
+// testClock is a clock for Options.now that moves only when a test advances
+// it, so that message expiry does not depend on how fast the machine is.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newTestClock() *testClock { return &testClock{t: time.Now()} }
+
+func (c *testClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
 func dial(t testing.TB, addr string, o testclient.Options) *testclient.Client {
 	t.Helper()
 	c, err := testclient.Dial(addr, o)
@@ -90,6 +112,46 @@ func dial(t testing.TB, addr string, o testclient.Options) *testclient.Client {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// publish sends p and fails the test unless its flow completes with reason
+// code 0x00 (for QoS 0: unless it is written).
+func publish(t testing.TB, c *testclient.Client, p *packet.Publish) {
+	t.Helper()
+	if rc, err := c.Publish(p); err != nil || rc != 0 {
+		t.Fatalf("publish %q QoS %d: reason code %v, %v", p.Topic, p.QoS, rc, err)
+	}
+}
+
+// subscribe subscribes and fails the test unless every subscription is
+// granted the QoS it asks for.
+func subscribe(t testing.TB, c *testclient.Client, subs ...packet.Subscription) {
+	t.Helper()
+	rcs, err := c.Subscribe(subs...)
+	if err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	for i, sb := range subs {
+		if i >= len(rcs) || rcs[i] != packet.ReasonCode(sb.QoS) {
+			t.Fatalf("SUBACK %v for %+v, want each subscription granted its QoS", rcs, subs)
+		}
+	}
+}
+
+// send writes p and fails the test if that fails.
+func send(t testing.TB, c *testclient.Client, p packet.Packet) {
+	t.Helper()
+	if err := c.Send(p); err != nil {
+		t.Fatalf("send %v: %v", p.Type(), err)
+	}
+}
+
+// disconnect sends DISCONNECT and fails the test if that fails.
+func disconnect(t testing.TB, c *testclient.Client) {
+	t.Helper()
+	if err := c.Disconnect(); err != nil {
+		t.Fatalf("disconnect: %v", err)
+	}
 }
 
 func recv(t testing.TB, c *testclient.Client) *packet.Publish {
@@ -109,7 +171,7 @@ func noPublish(t testing.TB, c *testclient.Client) {
 	untilPingresp(t, c, func(p packet.Packet) {
 		switch q := p.(type) {
 		case *packet.Pubrel:
-			c.Send(&packet.Pubcomp{PacketID: q.PacketID})
+			send(t, c, &packet.Pubcomp{PacketID: q.PacketID})
 		case *packet.Publish:
 			t.Fatalf("unexpected PUBLISH %q %q", q.Topic, q.Payload)
 		}
@@ -162,9 +224,7 @@ func TestPublishSubscribeQoS(t *testing.T) {
 					t.Fatalf("got %+v", got)
 				}
 				// x/# is granted QoS 1: a QoS 2 message is downgraded.
-				if _, err := pub.Publish(&packet.Publish{Topic: "x", QoS: qos, Payload: payload}); err != nil {
-					t.Fatal(err)
-				}
+				publish(t, pub, &packet.Publish{Topic: "x", QoS: qos, Payload: payload})
 				got = recv(t, sub)
 				if got.Topic != "x" || got.QoS != min(qos, 1) {
 					t.Fatalf("x/# got %+v", got)
@@ -246,7 +306,7 @@ func TestReceiveMaximum(t *testing.T) {
 	c3 := dial(t, tb.addr, testclient.Options{ClientID: "c3", Version: packet.V311, CleanStart: true})
 	st.setHold(true)
 	for i := 1; i <= 6; i++ {
-		c3.Send(&packet.Publish{Topic: "t", QoS: 1, PacketID: uint16(i)})
+		send(t, c3, &packet.Publish{Topic: "t", QoS: 1, PacketID: uint16(i)})
 	}
 	testenv.WaitFor(t, wait, "4 ingests", func() bool { return st.ingestCount() == 4 })
 	st.release()
@@ -269,7 +329,7 @@ func TestReceiveMaximum(t *testing.T) {
 	}
 	st.setHold(true)
 	for i := 1; i <= 5; i++ {
-		c5.Send(&packet.Publish{Topic: "t", QoS: 1, PacketID: uint16(i)})
+		send(t, c5, &packet.Publish{Topic: "t", QoS: 1, PacketID: uint16(i)})
 	}
 	p, err := c5.ReadPacket(wait)
 	if err != nil {

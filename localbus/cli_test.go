@@ -167,8 +167,13 @@ func TestMosquittoAuth(t *testing.T) {
 	subTool := testenv.LookTool(t, "mosquitto_sub", "mosquitto-clients")
 	pubTool := testenv.LookTool(t, "mosquitto_pub", "mosquitto-clients")
 	dir := t.TempDir()
-	hash, _ := auth.HashPassword("pw", 4)
-	auth.CreatePasswordFile(filepath.Join(dir, "passwd"), "dev", hash)
+	hash, err := auth.HashPassword("pw", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := auth.CreatePasswordFile(filepath.Join(dir, "passwd"), "dev", hash); err != nil {
+		t.Fatal(err)
+	}
 	pw, err := auth.LoadPasswords(filepath.Join(dir, "passwd"))
 	if err != nil {
 		t.Fatal(err)

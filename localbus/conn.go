@@ -878,7 +878,7 @@ func (c *conn) handlePublish(p *packet.Publish) bool {
 	if v5 {
 		setMessageProps(m, &p.Properties)
 	}
-	now := time.Now()
+	now := b.now()
 	sm := newStored(m, now)
 	var ops []StateOp
 	kind := []int{ackNone, ackPuback, ackPubrec}[p.QoS]
@@ -956,7 +956,7 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) bool {
 	rcs := make([]packet.ReasonCode, len(p.Subscriptions))
 	var ops []StateOp
 	var retained []*outMsg
-	now := time.Now()
+	now := b.now()
 	for i, sb := range p.Subscriptions {
 		fail := func(rc5 packet.ReasonCode) {
 			if v5 {

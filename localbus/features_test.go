@@ -23,17 +23,13 @@ func TestRetained(t *testing.T) {
 			tb := startBroker(t, Options{}, nil, nil)
 			pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", Version: v, CleanStart: true})
 			for _, tp := range []string{"r/1", "r/2", "$SYS/x"} {
-				if _, err := pub.Publish(&packet.Publish{Topic: tp, QoS: 1, Retain: true, Payload: []byte(tp)}); err != nil {
-					t.Fatal(err)
-				}
+				publish(t, pub, &packet.Publish{Topic: tp, QoS: 1, Retain: true, Payload: []byte(tp)})
 			}
 			if got := tb.store.keys("lb/r/"); !slices.Equal(got, []string{"lb/r/$SYS/x", "lb/r/r/1", "lb/r/r/2"}) {
 				t.Fatalf("stored retained %v", got)
 			}
 			sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", Version: v, CleanStart: true})
-			if _, err := sub.Subscribe(packet.Subscription{Filter: "#", QoS: 1}); err != nil {
-				t.Fatal(err)
-			}
+			subscribe(t, sub, packet.Subscription{Filter: "#", QoS: 1})
 			var got []string
 			for range 2 {
 				p := recv(t, sub)
@@ -49,12 +45,12 @@ func TestRetained(t *testing.T) {
 			noPublish(t, sub)
 			// A live retained publish reaches an existing subscription with
 			// retain 0 (3.1.1 MQTT-3.3.1-9; 5.0 without Retain As Published).
-			pub.Publish(&packet.Publish{Topic: "r/1", QoS: 1, Retain: true, Payload: []byte("new")})
+			publish(t, pub, &packet.Publish{Topic: "r/1", QoS: 1, Retain: true, Payload: []byte("new")})
 			if p := recv(t, sub); p.Retain || string(p.Payload) != "new" {
 				t.Fatalf("live retained %+v", p)
 			}
 			// Empty payload deletes.
-			pub.Publish(&packet.Publish{Topic: "r/2", QoS: 1, Retain: true})
+			publish(t, pub, &packet.Publish{Topic: "r/2", QoS: 1, Retain: true})
 			recv(t, sub)
 			if got := tb.store.keys("lb/r/"); !slices.Equal(got, []string{"lb/r/$SYS/x", "lb/r/r/1"}) {
 				t.Fatalf("stored retained %v", got)
@@ -69,21 +65,21 @@ func TestRetained(t *testing.T) {
 func TestRetainHandlingAndOptions(t *testing.T) {
 	tb := startBroker(t, Options{}, nil, nil)
 	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
-	pub.Publish(&packet.Publish{Topic: "h", QoS: 1, Retain: true, Payload: []byte("r")})
+	publish(t, pub, &packet.Publish{Topic: "h", QoS: 1, Retain: true, Payload: []byte("r")})
 	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", CleanStart: true})
 
 	// Retain Handling 2: never.
-	sub.Subscribe(packet.Subscription{Filter: "h", QoS: 1, RetainHandling: 2})
+	subscribe(t, sub, packet.Subscription{Filter: "h", QoS: 1, RetainHandling: 2})
 	noPublish(t, sub)
 	// Retain Handling 1: only for a new subscription; "h" exists.
-	sub.Subscribe(packet.Subscription{Filter: "h", QoS: 1, RetainHandling: 1})
+	subscribe(t, sub, packet.Subscription{Filter: "h", QoS: 1, RetainHandling: 1})
 	noPublish(t, sub)
-	sub.Subscribe(packet.Subscription{Filter: "+", QoS: 1, RetainHandling: 1})
+	subscribe(t, sub, packet.Subscription{Filter: "+", QoS: 1, RetainHandling: 1})
 	if p := recv(t, sub); !p.Retain || p.Topic != "h" {
 		t.Fatalf("%+v", p)
 	}
 	// Retain Handling 0 sends again on a re-subscribe.
-	sub.Subscribe(packet.Subscription{Filter: "h", QoS: 1})
+	subscribe(t, sub, packet.Subscription{Filter: "h", QoS: 1})
 	if p := recv(t, sub); !p.Retain {
 		t.Fatalf("%+v", p)
 	}
@@ -91,17 +87,17 @@ func TestRetainHandlingAndOptions(t *testing.T) {
 
 	// Retain As Published keeps the flag on live messages.
 	rap := dial(t, tb.addr, testclient.Options{ClientID: "rap", CleanStart: true})
-	rap.Subscribe(packet.Subscription{Filter: "live", QoS: 1, RetainAsPublished: true})
-	pub.Publish(&packet.Publish{Topic: "live", QoS: 1, Retain: true, Payload: []byte("x")})
+	subscribe(t, rap, packet.Subscription{Filter: "live", QoS: 1, RetainAsPublished: true})
+	publish(t, pub, &packet.Publish{Topic: "live", QoS: 1, Retain: true, Payload: []byte("x")})
 	if p := recv(t, rap); !p.Retain {
 		t.Fatalf("RAP lost the retain flag: %+v", p)
 	}
 
 	// No Local: own messages are not delivered back.
 	nl := dial(t, tb.addr, testclient.Options{ClientID: "nl", CleanStart: true})
-	nl.Subscribe(packet.Subscription{Filter: "echo", QoS: 1, NoLocal: true})
-	nl.Publish(&packet.Publish{Topic: "echo", QoS: 1, Payload: []byte("mine")})
-	pub.Publish(&packet.Publish{Topic: "echo", QoS: 1, Payload: []byte("theirs")})
+	subscribe(t, nl, packet.Subscription{Filter: "echo", QoS: 1, NoLocal: true})
+	publish(t, nl, &packet.Publish{Topic: "echo", QoS: 1, Payload: []byte("mine")})
+	publish(t, pub, &packet.Publish{Topic: "echo", QoS: 1, Payload: []byte("theirs")})
 	if p := recv(t, nl); string(p.Payload) != "theirs" {
 		t.Fatalf("No Local delivered %q", p.Payload)
 	}
@@ -111,9 +107,9 @@ func TestSubscriptionIdentifiersAndProperties(t *testing.T) {
 	tb := startBroker(t, Options{}, nil, nil)
 	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", CleanStart: true})
 	id := sub.NextID()
-	sub.Send(&packet.Subscribe{PacketID: id, Properties: packet.Properties{SubscriptionIdentifiers: []uint32{7}},
+	send(t, sub, &packet.Subscribe{PacketID: id, Properties: packet.Properties{SubscriptionIdentifiers: []uint32{7}},
 		Subscriptions: []packet.Subscription{{Filter: "p/#", QoS: 1}}})
-	sub.Send(&packet.Subscribe{PacketID: id + 1, Properties: packet.Properties{SubscriptionIdentifiers: []uint32{9}},
+	send(t, sub, &packet.Subscribe{PacketID: id + 1, Properties: packet.Properties{SubscriptionIdentifiers: []uint32{9}},
 		Subscriptions: []packet.Subscription{{Filter: "p/+", QoS: 0}}})
 	for range 2 {
 		if p, err := sub.ReadPacket(wait); err != nil || p.Type() != packet.SUBACK {
@@ -129,9 +125,7 @@ func TestSubscriptionIdentifiersAndProperties(t *testing.T) {
 	pr.CorrelationData, pr.HasCorrelationData = []byte{1, 2, 3}, true
 	pr.MessageExpiry, pr.HasMessageExpiry = 3600, true
 	pr.UserProperties = []packet.UserProperty{{Key: "k", Value: "v1"}, {Key: "k", Value: "v2"}}
-	if _, err := pub.Publish(in); err != nil {
-		t.Fatal(err)
-	}
+	publish(t, pub, in)
 	p := recv(t, sub)
 	got := p.Properties
 	ids := slices.Clone(got.SubscriptionIdentifiers)
@@ -160,11 +154,11 @@ func TestSharedSubscriptions(t *testing.T) {
 			t.Fatalf("%v %v", rcs, err)
 		}
 	}
-	all.Subscribe(packet.Subscription{Filter: "s/#", QoS: 1})
+	subscribe(t, all, packet.Subscription{Filter: "s/#", QoS: 1})
 	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
 	const n = 10
 	for i := range n {
-		pub.Publish(&packet.Publish{Topic: "s/x", QoS: 1, Payload: []byte{byte(i)}})
+		publish(t, pub, &packet.Publish{Topic: "s/x", QoS: 1, Payload: []byte{byte(i)}})
 	}
 	for range n {
 		recv(t, all)
@@ -173,14 +167,14 @@ func TestSharedSubscriptions(t *testing.T) {
 	count := func(c *testclient.Client) int {
 		k := 0
 		for {
-			c.Send(&packet.Pingreq{})
+			send(t, c, &packet.Pingreq{})
 			for {
 				p, err := c.ReadPacket(wait)
 				if err != nil {
 					t.Fatal(err)
 				}
 				if q, ok := p.(*packet.Publish); ok {
-					c.Send(&packet.Puback{PacketID: q.PacketID})
+					send(t, c, &packet.Puback{PacketID: q.PacketID})
 					k++
 					continue
 				}
@@ -195,7 +189,11 @@ func TestSharedSubscriptions(t *testing.T) {
 		t.Fatalf("shared deliveries a=%d b=%d, want %d split between both", na, nb, n)
 	}
 	// No Local on a shared subscription is a protocol error (MQTT-3.8.3-4).
-	a.Send(&packet.Subscribe{PacketID: 99, Subscriptions: []packet.Subscription{{Filter: "$share/g/z", NoLocal: true}}})
+	// Raw bytes: the codec refuses to encode it. SUBSCRIBE id 99, no
+	// properties, "$share/g/z" with options 0x04 (No Local, QoS 0).
+	if err := a.SendRaw(append([]byte{0x82, 0x10, 0x00, 0x63, 0x00, 0x00, 0x0a}, append([]byte("$share/g/z"), 0x04)...)); err != nil {
+		t.Fatal(err)
+	}
 	expectDisconnect(t, a, packet.ProtocolError)
 }
 
@@ -229,7 +227,7 @@ func expectDisconnect(t testing.TB, c *testclient.Client, rc packet.ReasonCode) 
 func TestWills(t *testing.T) {
 	tb := startBroker(t, Options{}, nil, nil)
 	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", CleanStart: true})
-	sub.Subscribe(packet.Subscription{Filter: "will/#", QoS: 1})
+	subscribe(t, sub, packet.Subscription{Filter: "will/#", QoS: 1})
 	for _, v := range versions() {
 		// Connection lost: the will is published (and ingested).
 		w := dial(t, tb.addr, testclient.Options{ClientID: "w" + v.String(), Version: v, CleanStart: true,
@@ -244,7 +242,7 @@ func TestWills(t *testing.T) {
 		// Normal DISCONNECT: no will.
 		w = dial(t, tb.addr, testclient.Options{ClientID: "w" + v.String(), Version: v, CleanStart: true,
 			Will: &packet.Publish{Topic: "will/no", QoS: 1}})
-		w.Disconnect()
+		disconnect(t, w)
 		testenv.WaitFor(t, wait, "disconnected", func() bool { return tb.Stats().Connections == 1 })
 		noPublish(t, sub)
 	}
@@ -254,7 +252,7 @@ func TestWills(t *testing.T) {
 	}
 	// 5.0 DISCONNECT 0x04 sends the will.
 	w := dial(t, tb.addr, testclient.Options{ClientID: "w4", CleanStart: true, Will: &packet.Publish{Topic: "will/4", QoS: 0}})
-	w.Send(&packet.Disconnect{ReasonCode: packet.DisconnectWithWill})
+	send(t, w, &packet.Disconnect{ReasonCode: packet.DisconnectWithWill})
 	if p := recv(t, sub); p.Topic != "will/4" {
 		t.Fatalf("%+v", p)
 	}
@@ -263,7 +261,7 @@ func TestWills(t *testing.T) {
 func TestWillDelay(t *testing.T) {
 	tb := startBroker(t, Options{}, nil, nil)
 	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", CleanStart: true})
-	sub.Subscribe(packet.Subscription{Filter: "will/#", QoS: 1})
+	subscribe(t, sub, packet.Subscription{Filter: "will/#", QoS: 1})
 	will := func(topic string, delay uint32) *packet.Publish {
 		p := &packet.Publish{Topic: topic, QoS: 1, Payload: []byte(topic)}
 		p.Properties.WillDelay, p.Properties.HasWillDelay = delay, true
@@ -302,11 +300,11 @@ func TestWillDelay(t *testing.T) {
 func TestTakeover(t *testing.T) {
 	tb := startBroker(t, Options{}, nil, nil)
 	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", CleanStart: true})
-	sub.Subscribe(packet.Subscription{Filter: "will/#", QoS: 1})
+	subscribe(t, sub, packet.Subscription{Filter: "will/#", QoS: 1})
 
 	old := dial(t, tb.addr, testclient.Options{ClientID: "dev", SessionExpiry: 60, CleanStart: true,
 		Will: &packet.Publish{Topic: "will/dev", QoS: 1}})
-	old.Subscribe(packet.Subscription{Filter: "cmd", QoS: 1})
+	subscribe(t, old, packet.Subscription{Filter: "cmd", QoS: 1})
 	nw := dial(t, tb.addr, testclient.Options{ClientID: "dev", SessionExpiry: 60})
 	if !nw.Connack.SessionPresent {
 		t.Fatal("session not present after takeover")
@@ -318,7 +316,7 @@ func TestTakeover(t *testing.T) {
 	}
 	// The subscription moved to the new connection.
 	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
-	pub.Publish(&packet.Publish{Topic: "cmd", QoS: 1, Payload: []byte("go")})
+	publish(t, pub, &packet.Publish{Topic: "cmd", QoS: 1, Payload: []byte("go")})
 	if p := recv(t, nw); string(p.Payload) != "go" {
 		t.Fatalf("%+v", p)
 	}
@@ -340,12 +338,12 @@ func TestPersistentSessionOffline(t *testing.T) {
 			tb := startBroker(t, Options{MaxQueuedMessages: 3}, nil, nil)
 			o := testclient.Options{ClientID: "p", Version: v, SessionExpiry: 600, CleanStart: v == packet.V5}
 			c := dial(t, tb.addr, o)
-			c.Subscribe(packet.Subscription{Filter: "q/#", QoS: 2})
-			c.Disconnect()
+			subscribe(t, c, packet.Subscription{Filter: "q/#", QoS: 2})
+			disconnect(t, c)
 			testenv.WaitFor(t, wait, "offline", func() bool { return tb.Stats().Connections == 0 })
 			pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
 			for i := range 5 {
-				pub.Publish(&packet.Publish{Topic: "q/1", QoS: byte(i % 3), Payload: []byte{byte(i)}})
+				publish(t, pub, &packet.Publish{Topic: "q/1", QoS: byte(i % 3), Payload: []byte{byte(i)}})
 			}
 			// QoS 0 is not kept for offline sessions; of the QoS 1/2 ones
 			// (1, 2, 4) the limit of 3 keeps all.
@@ -376,12 +374,12 @@ func TestPersistentSessionOffline(t *testing.T) {
 func TestQueueLimitDropsOldest(t *testing.T) {
 	tb := startBroker(t, Options{MaxQueuedMessages: 2}, nil, nil)
 	c := dial(t, tb.addr, testclient.Options{ClientID: "p", SessionExpiry: 600, CleanStart: true})
-	c.Subscribe(packet.Subscription{Filter: "q", QoS: 1})
+	subscribe(t, c, packet.Subscription{Filter: "q", QoS: 1})
 	c.Close()
 	testenv.WaitFor(t, wait, "offline", func() bool { return tb.Stats().Connections == 0 })
 	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
 	for i := range 5 {
-		pub.Publish(&packet.Publish{Topic: "q", QoS: 1, Payload: []byte{byte(i)}})
+		publish(t, pub, &packet.Publish{Topic: "q", QoS: 1, Payload: []byte{byte(i)}})
 	}
 	if n := len(tb.store.keys("lb/q/")); n != 2 {
 		t.Fatalf("%d stored", n)
@@ -404,9 +402,7 @@ func TestSlowSubscriberQoS0Bounded(t *testing.T) {
 	const limit, n = 1000, 6000
 	tb := startBroker(t, Options{MaxQueuedMessages: limit}, nil, nil)
 	sub := dial(t, tb.addr, testclient.Options{ClientID: "slow", CleanStart: true})
-	if _, err := sub.Subscribe(packet.Subscription{Filter: "t"}); err != nil {
-		t.Fatal(err)
-	}
+	subscribe(t, sub, packet.Subscription{Filter: "t"})
 	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
 	payload := bytes.Repeat([]byte("x"), 8<<10) // n of them: 48 MiB, far more than socket buffers
 	for range n {
@@ -437,10 +433,10 @@ func TestInflightResentOnReconnect(t *testing.T) {
 	tb := startBroker(t, Options{}, nil, nil)
 	o := testclient.Options{ClientID: "r", SessionExpiry: 600, CleanStart: true}
 	c := dial(t, tb.addr, o)
-	c.Subscribe(packet.Subscription{Filter: "t", QoS: 2})
+	subscribe(t, c, packet.Subscription{Filter: "t", QoS: 2})
 	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
-	pub.Publish(&packet.Publish{Topic: "t", QoS: 1, Payload: []byte("one")})
-	pub.Publish(&packet.Publish{Topic: "t", QoS: 2, Payload: []byte("two")})
+	publish(t, pub, &packet.Publish{Topic: "t", QoS: 1, Payload: []byte("one")})
+	publish(t, pub, &packet.Publish{Topic: "t", QoS: 2, Payload: []byte("two")})
 	// Read both without acknowledging, then drop the connection.
 	var ids []uint16
 	for range 2 {
@@ -465,14 +461,14 @@ func TestInflightResentOnReconnect(t *testing.T) {
 func TestTopicAliasInbound(t *testing.T) {
 	tb := startBroker(t, Options{}, nil, nil)
 	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", CleanStart: true})
-	sub.Subscribe(packet.Subscription{Filter: "long/topic/name", QoS: 1})
+	subscribe(t, sub, packet.Subscription{Filter: "long/topic/name", QoS: 1})
 	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
 	if pub.Connack.Properties.TopicAliasMaximum != TopicAliasMaximum {
 		t.Fatalf("CONNACK topic alias maximum %d", pub.Connack.Properties.TopicAliasMaximum)
 	}
 	p := &packet.Publish{Topic: "long/topic/name", QoS: 1, Payload: []byte("1")}
 	p.Properties.TopicAlias, p.Properties.HasTopicAlias = 5, true
-	pub.Publish(p)
+	publish(t, pub, p)
 	p = &packet.Publish{QoS: 1, Payload: []byte("2")}
 	p.Properties.TopicAlias, p.Properties.HasTopicAlias = 5, true
 	if rc, err := pub.Publish(p); err != nil || rc != 0 {
@@ -486,12 +482,12 @@ func TestTopicAliasInbound(t *testing.T) {
 	// Unknown alias: protocol error; alias above the maximum: 0x94.
 	p = &packet.Publish{QoS: 0}
 	p.Properties.TopicAlias, p.Properties.HasTopicAlias = 6, true
-	pub.Send(p)
+	send(t, pub, p)
 	expectDisconnect(t, pub, packet.ProtocolError)
 	pub = dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
 	p = &packet.Publish{Topic: "x", QoS: 0}
 	p.Properties.TopicAlias, p.Properties.HasTopicAlias = TopicAliasMaximum+1, true
-	pub.Send(p)
+	send(t, pub, p)
 	expectDisconnect(t, pub, packet.TopicAliasInvalid)
 }
 
@@ -500,13 +496,13 @@ func TestMaximumPacketSize(t *testing.T) {
 	props := packet.Properties{}
 	props.MaximumPacketSize, props.HasMaximumPacketSize = 200, true
 	small := dial(t, tb.addr, testclient.Options{ClientID: "small", CleanStart: true, Properties: props})
-	small.Subscribe(packet.Subscription{Filter: "t", QoS: 1})
+	subscribe(t, small, packet.Subscription{Filter: "t", QoS: 1})
 	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
 	if pub.Connack.Properties.MaximumPacketSize != 1000 {
 		t.Fatalf("CONNACK maximum packet size %d", pub.Connack.Properties.MaximumPacketSize)
 	}
-	pub.Publish(&packet.Publish{Topic: "t", QoS: 1, Payload: bytes.Repeat([]byte("x"), 500)})
-	pub.Publish(&packet.Publish{Topic: "t", QoS: 1, Payload: []byte("fits")})
+	publish(t, pub, &packet.Publish{Topic: "t", QoS: 1, Payload: bytes.Repeat([]byte("x"), 500)})
+	publish(t, pub, &packet.Publish{Topic: "t", QoS: 1, Payload: []byte("fits")})
 	// Outbound: too large for the client, dropped as if delivered.
 	if p := recv(t, small); string(p.Payload) != "fits" {
 		t.Fatalf("got %d bytes", len(p.Payload))
@@ -515,14 +511,15 @@ func TestMaximumPacketSize(t *testing.T) {
 		t.Fatalf("stats %+v", tb.Stats())
 	}
 	// Inbound: too large for the broker.
-	pub.Send(&packet.Publish{Topic: "t", QoS: 0, Payload: bytes.Repeat([]byte("x"), 2000)})
+	send(t, pub, &packet.Publish{Topic: "t", QoS: 0, Payload: bytes.Repeat([]byte("x"), 2000)})
 	expectDisconnect(t, pub, packet.PacketTooLarge)
 }
 
 func TestMessageExpiry(t *testing.T) {
-	tb := startBroker(t, Options{}, nil, nil)
+	clock := newTestClock()
+	tb := startBroker(t, Options{now: clock.now}, nil, nil)
 	c := dial(t, tb.addr, testclient.Options{ClientID: "e", SessionExpiry: 600, CleanStart: true})
-	c.Subscribe(packet.Subscription{Filter: "e", QoS: 1})
+	subscribe(t, c, packet.Subscription{Filter: "e", QoS: 1})
 	c.Close()
 	testenv.WaitFor(t, wait, "offline", func() bool { return tb.Stats().Connections == 0 })
 	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
@@ -530,14 +527,21 @@ func TestMessageExpiry(t *testing.T) {
 	short.Properties.MessageExpiry, short.Properties.HasMessageExpiry = 1, true
 	long := &packet.Publish{Topic: "e", QoS: 1, Payload: []byte("long")}
 	long.Properties.MessageExpiry, long.Properties.HasMessageExpiry = 600, true
-	pub.Publish(short)
-	pub.Publish(long)
-	start := time.Now()
-	testenv.WaitFor(t, wait, "short expiry passed", func() bool { return time.Since(start) > 1100*time.Millisecond })
+	publish(t, pub, short)
+	publish(t, pub, long)
+	// One second is not yet past the short expiry: it would still be sent.
+	clock.advance(time.Second - time.Nanosecond)
+	tb.mu.Lock()
+	if s := tb.sessions["e"]; len(s.queue) != 2 || s.queue[0].m.expired(tb.now()) {
+		t.Fatalf("queued %d messages, want both, the first not yet expired", len(s.queue))
+	}
+	tb.mu.Unlock()
+	clock.advance(2 * time.Nanosecond)
 	c = dial(t, tb.addr, testclient.Options{ClientID: "e", SessionExpiry: 600})
 	p := recv(t, c)
-	if string(p.Payload) != "long" || !p.Properties.HasMessageExpiry || p.Properties.MessageExpiry >= 600 {
-		t.Fatalf("got %q expiry %d", p.Payload, p.Properties.MessageExpiry)
+	// 600 s less the second that passed, rounded up.
+	if string(p.Payload) != "long" || !p.Properties.HasMessageExpiry || p.Properties.MessageExpiry != 599 {
+		t.Fatalf("got %q expiry %d, want long with 599", p.Payload, p.Properties.MessageExpiry)
 	}
 	if tb.Stats().DroppedExpired != 1 {
 		t.Fatalf("stats %+v", tb.Stats())
@@ -564,10 +568,38 @@ func TestSessionExpiryCapAndKeepAlive(t *testing.T) {
 	if !pr.HasSessionExpiry || pr.SessionExpiry != 3600 || !pr.HasServerKeepAlive || pr.ServerKeepAlive != 1 {
 		t.Fatalf("CONNACK %+v", pr)
 	}
-	// Silent for 1.5 x keep alive: DISCONNECT 0x8D.
-	expectDisconnect(t, c, packet.KeepAliveTimeout)
+	// Silent for 1.5 x the Server Keep Alive (not the 60 s asked for):
+	// DISCONNECT 0x8D.
+	expectKeepAliveClose(t, c, time.Second, packet.KeepAliveTimeout)
+	// MaxKeepAlive is for 5.0 only: 3.1.1 has no way to announce it.
 	c3 := dial(t, tb.addr, testclient.Options{ClientID: "k3", Version: packet.V311, CleanStart: true, KeepAlive: 1})
-	expectDisconnect(t, c3, 0)
+	expectKeepAliveClose(t, c3, time.Second, 0)
+}
+
+// keepAliveGrace is how much later than 1.5 x keep alive a silent client
+// may be closed: the broker's read deadline, the goroutines on both sides
+// and the close reaching the client, on a loaded 2-core machine.
+const keepAliveGrace = 2 * time.Second
+
+// expectKeepAliveClose sends PINGREQ as the client's last packet and checks
+// that the broker then closes the connection (5.0: after DISCONNECT rc) no
+// earlier than 1.5 x ka after it was sent, and at most keepAliveGrace later.
+func expectKeepAliveClose(t *testing.T, c *testclient.Client, ka time.Duration, rc packet.ReasonCode) {
+	t.Helper()
+	last := time.Now()
+	send(t, c, &packet.Pingreq{})
+	if p, err := c.ReadPacket(wait); err != nil || p.Type() != packet.PINGRESP {
+		t.Fatalf("got %v %v, want PINGRESP", p, err)
+	}
+	expectDisconnect(t, c, rc)
+	d := time.Since(last)
+	if d < ka*3/2 {
+		t.Fatalf("closed %v after the last packet, before 1.5 x keep alive %v", d, ka)
+	}
+	if d > ka*3/2+keepAliveGrace {
+		t.Fatalf("closed %v after the last packet, later than 1.5 x keep alive %v + %v", d, ka, keepAliveGrace)
+	}
+	t.Logf("closed %v after the last packet (keep alive %v)", d, ka)
 }
 
 func TestConnectTimeoutAndLimits(t *testing.T) {
@@ -598,32 +630,36 @@ func TestConnectTimeoutAndLimits(t *testing.T) {
 func TestMalformedClosesOnlyThatConnection(t *testing.T) {
 	tb := startBroker(t, Options{}, nil, nil)
 	good := dial(t, tb.addr, testclient.Options{ClientID: "good", CleanStart: true})
-	good.Subscribe(packet.Subscription{Filter: "t", QoS: 1})
+	subscribe(t, good, packet.Subscription{Filter: "t", QoS: 1})
 	for _, v := range versions() {
 		bad := dial(t, tb.addr, testclient.Options{ClientID: "bad", Version: v, CleanStart: true})
-		// PUBLISH QoS 3 (both QoS bits set) is malformed.
-		bad.SendRaw([]byte{0x36, 0x03, 0x00, 0x01, 't'})
+		// PUBLISH QoS 3 (both QoS bits set) is malformed; the rest of the
+		// packet (topic, packet id, 5.0 property length) is well formed.
 		if v == packet.V5 {
+			bad.SendRaw([]byte{0x36, 0x06, 0x00, 0x01, 't', 0x00, 0x01, 0x00})
 			expectDisconnect(t, bad, packet.MalformedPacket)
 		} else {
+			bad.SendRaw([]byte{0x36, 0x05, 0x00, 0x01, 't', 0x00, 0x01})
 			expectDisconnect(t, bad, 0)
 		}
-		// A topic with a wildcard in a PUBLISH.
+		// A topic with a wildcard in a PUBLISH (5.0: with its property
+		// length 0, so that only the topic is wrong).
 		bad = dial(t, tb.addr, testclient.Options{ClientID: "bad", Version: v, CleanStart: true})
-		bad.SendRaw([]byte{0x30, 0x03, 0x00, 0x01, '#'})
 		if v == packet.V5 {
-			expectDisconnect(t, bad, packet.MalformedPacket)
+			bad.SendRaw([]byte{0x30, 0x04, 0x00, 0x01, '#', 0x00})
+			expectDisconnect(t, bad, packet.TopicNameInvalid)
 		} else {
+			bad.SendRaw([]byte{0x30, 0x03, 0x00, 0x01, '#'})
 			expectDisconnect(t, bad, 0)
 		}
 	}
 	// A second CONNECT is a protocol error.
 	bad := dial(t, tb.addr, testclient.Options{ClientID: "bad", CleanStart: true})
-	bad.Send(&packet.Connect{ProtocolName: "MQTT", Version: packet.V5, ClientID: "x", CleanStart: true})
+	send(t, bad, &packet.Connect{ProtocolName: "MQTT", Version: packet.V5, ClientID: "x", CleanStart: true})
 	expectDisconnect(t, bad, packet.ProtocolError)
 
 	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
-	pub.Publish(&packet.Publish{Topic: "t", QoS: 1, Payload: []byte("still here")})
+	publish(t, pub, &packet.Publish{Topic: "t", QoS: 1, Payload: []byte("still here")})
 	if p := recv(t, good); string(p.Payload) != "still here" {
 		t.Fatalf("%+v", p)
 	}
@@ -713,7 +749,7 @@ func TestAuthAndACL(t *testing.T) {
 		if n := len(tb.store.messages()) - before; n != 2 {
 			t.Fatalf("%d messages stored, want 2 (denied ones must not be)", n)
 		}
-		c.Disconnect()
+		disconnect(t, c)
 	}
 }
 
@@ -722,7 +758,7 @@ func TestClose(t *testing.T) {
 	tb := startBroker(t, Options{}, st, nil)
 	c5 := dial(t, tb.addr, testclient.Options{ClientID: "c5", CleanStart: true})
 	st.setHold(true)
-	c5.Send(&packet.Publish{Topic: "t", QoS: 1, PacketID: 1})
+	send(t, c5, &packet.Publish{Topic: "t", QoS: 1, PacketID: 1})
 	testenv.WaitFor(t, wait, "ingest", func() bool { return st.ingestCount() == 1 })
 	closed := make(chan struct{})
 	go func() {
@@ -762,9 +798,9 @@ func TestInProcessSubscribeAndPublish(t *testing.T) {
 		t.Fatal(err)
 	}
 	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", SessionExpiry: 60, CleanStart: true})
-	sub.Subscribe(packet.Subscription{Filter: "dev/#", QoS: 2})
+	subscribe(t, sub, packet.Subscription{Filter: "dev/#", QoS: 2})
 	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
-	pub.Publish(&packet.Publish{Topic: "dev/1/cmd", QoS: 1, Payload: []byte("a")})
+	publish(t, pub, &packet.Publish{Topic: "dev/1/cmd", QoS: 1, Payload: []byte("a")})
 	ingested := len(tb.store.messages())
 	if err := tb.Publish(context.Background(), &Message{Topic: "dev/2/cmd", QoS: 1, Payload: []byte("b"), Retain: true}); err != nil {
 		t.Fatal(err)
@@ -787,7 +823,7 @@ func TestInProcessSubscribeAndPublish(t *testing.T) {
 	}
 	unsub()
 	// Offline persistent session: Publish returns once the copy is stored.
-	sub.Disconnect()
+	disconnect(t, sub)
 	testenv.WaitFor(t, wait, "offline", func() bool { return tb.Stats().Connections == 1 })
 	if err := tb.Publish(context.Background(), &Message{Topic: "dev/3/cmd", QoS: 1, Payload: []byte("c")}); err != nil {
 		t.Fatal(err)
@@ -805,13 +841,13 @@ func TestTopicAliasOutbound(t *testing.T) {
 	var props packet.Properties
 	props.TopicAliasMaximum, props.HasTopicAliasMaximum = 2, true
 	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", CleanStart: true, Properties: props})
-	sub.Subscribe(packet.Subscription{Filter: "alias/#", QoS: 1})
+	subscribe(t, sub, packet.Subscription{Filter: "alias/#", QoS: 1})
 	plain := dial(t, tb.addr, testclient.Options{ClientID: "plain", CleanStart: true})
-	plain.Subscribe(packet.Subscription{Filter: "alias/#", QoS: 1})
+	subscribe(t, plain, packet.Subscription{Filter: "alias/#", QoS: 1})
 	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
 	topics := []string{"alias/one", "alias/two", "alias/three", "alias/one", "alias/two", "alias/three"}
 	for _, tp := range topics {
-		pub.Publish(&packet.Publish{Topic: tp, QoS: 1, Payload: []byte(tp)})
+		publish(t, pub, &packet.Publish{Topic: tp, QoS: 1, Payload: []byte(tp)})
 	}
 	known := map[uint16]string{}
 	for i, tp := range topics {
@@ -847,17 +883,17 @@ func TestSubscribeInterruptedByDisconnect(t *testing.T) {
 	st := newMemStore(t)
 	tb := startBroker(t, Options{}, st, nil)
 	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
-	pub.Publish(&packet.Publish{Topic: "rt", QoS: 1, Retain: true, Payload: []byte("retained")})
+	publish(t, pub, &packet.Publish{Topic: "rt", QoS: 1, Retain: true, Payload: []byte("retained")})
 	o := testclient.Options{ClientID: "p", SessionExpiry: 600, CleanStart: true}
 	c := dial(t, tb.addr, o)
 	st.setHold(true)
-	c.Send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "rt", QoS: 1}}})
+	send(t, c, &packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "rt", QoS: 1}}})
 	testenv.WaitFor(t, wait, "subscription being stored", func() bool { return st.heldCount() > 0 })
 	c.Close()
 	testenv.WaitFor(t, wait, "offline", func() bool { return tb.Stats().Connections == 1 })
 	st.setHold(false)
 	st.release()
-	pub.Publish(&packet.Publish{Topic: "rt", QoS: 1, Payload: []byte("live")})
+	publish(t, pub, &packet.Publish{Topic: "rt", QoS: 1, Payload: []byte("live")})
 	o.CleanStart = false
 	c = dial(t, tb.addr, o)
 	for _, want := range []string{"retained", "live"} {

@@ -17,9 +17,9 @@ func TestUnsubscribe(t *testing.T) {
 		t.Run(v.String(), func(t *testing.T) {
 			tb := startBroker(t, Options{}, nil, nil)
 			c := dial(t, tb.addr, testclient.Options{ClientID: "u", Version: v, SessionExpiry: 60, CleanStart: v == packet.V5})
-			c.Subscribe(packet.Subscription{Filter: "a", QoS: 1}, packet.Subscription{Filter: "b", QoS: 1})
+			subscribe(t, c, packet.Subscription{Filter: "a", QoS: 1}, packet.Subscription{Filter: "b", QoS: 1})
 			id := c.NextID()
-			c.Send(&packet.Unsubscribe{PacketID: id, Filters: []string{"a", "nope"}})
+			send(t, c, &packet.Unsubscribe{PacketID: id, Filters: []string{"a", "nope"}})
 			p, err := c.ReadPacket(wait)
 			if err != nil {
 				t.Fatal(err)
@@ -32,8 +32,8 @@ func TestUnsubscribe(t *testing.T) {
 				t.Fatalf("UNSUBACK codes %v", ack.ReasonCodes)
 			}
 			pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
-			pub.Publish(&packet.Publish{Topic: "a", QoS: 1, Payload: []byte("gone")})
-			pub.Publish(&packet.Publish{Topic: "b", QoS: 1, Payload: []byte("kept")})
+			publish(t, pub, &packet.Publish{Topic: "a", QoS: 1, Payload: []byte("gone")})
+			publish(t, pub, &packet.Publish{Topic: "b", QoS: 1, Payload: []byte("kept")})
 			if p := recv(t, c); string(p.Payload) != "kept" {
 				t.Fatalf("got %q after unsubscribing", p.Payload)
 			}
@@ -90,7 +90,7 @@ func TestRetainNotAvailable(t *testing.T) {
 	if pr := c.Connack.Properties; !pr.HasRetainAvailable || pr.RetainAvailable != 0 {
 		t.Fatalf("CONNACK %+v", pr)
 	}
-	c.Send(&packet.Publish{Topic: "t", Retain: true})
+	send(t, c, &packet.Publish{Topic: "t", Retain: true})
 	expectDisconnect(t, c, packet.RetainNotSupported)
 	_, err := testclient.Dial(tb.addr, testclient.Options{ClientID: "w", CleanStart: true,
 		Will: &packet.Publish{Topic: "w", Retain: true}})
@@ -122,9 +122,7 @@ func TestIngestOneWrite(t *testing.T) {
 	st := newMemStore(t)
 	tb := startBroker(t, Options{}, st, nil)
 	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", SessionExpiry: 300, CleanStart: true})
-	if _, err := sub.Subscribe(packet.Subscription{Filter: "s/#", QoS: 1}); err != nil {
-		t.Fatal(err)
-	}
+	subscribe(t, sub, packet.Subscription{Filter: "s/#", QoS: 1})
 	sub.Close()
 	testenv.WaitFor(t, wait, "offline", func() bool { return tb.Stats().Connections == 0 })
 	st.setHold(true)

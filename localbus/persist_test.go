@@ -61,7 +61,7 @@ func TestRestartKeepsState(t *testing.T) {
 			tb := startBroker(t, Options{}, nil, nil)
 			o := testclient.Options{ClientID: "dev", Version: v, SessionExpiry: 3600, CleanStart: v == packet.V5}
 			dev := dial(t, tb.addr, o)
-			dev.Subscribe(packet.Subscription{Filter: "cmd/#", QoS: 2})
+			subscribe(t, dev, packet.Subscription{Filter: "cmd/#", QoS: 2})
 			// Inbound QoS 2: PUBREC received, PUBREL not yet sent.
 			if err := dev.Send(&packet.Publish{Topic: "up", QoS: 2, PacketID: 7, Payload: []byte("once")}); err != nil {
 				t.Fatal(err)
@@ -72,9 +72,9 @@ func TestRestartKeepsState(t *testing.T) {
 			dev.Close()
 			testenv.WaitFor(t, wait, "offline", func() bool { return tb.Stats().Connections == 0 })
 			pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
-			pub.Publish(&packet.Publish{Topic: "cmd/1", QoS: 1, Payload: []byte("a")})
-			pub.Publish(&packet.Publish{Topic: "cmd/2", QoS: 2, Payload: []byte("b")})
-			pub.Publish(&packet.Publish{Topic: "cfg", QoS: 1, Retain: true, Payload: []byte("r")})
+			publish(t, pub, &packet.Publish{Topic: "cmd/1", QoS: 1, Payload: []byte("a")})
+			publish(t, pub, &packet.Publish{Topic: "cmd/2", QoS: 2, Payload: []byte("b")})
+			publish(t, pub, &packet.Publish{Topic: "cfg", QoS: 1, Retain: true, Payload: []byte("r")})
 			ingested := len(tb.store.messages())
 
 			st2 := tb.store.reopen(t)
@@ -99,7 +99,7 @@ func TestRestartKeepsState(t *testing.T) {
 			}
 			p, err := dev.ReadPacket(wait)
 			for err == nil && p.Type() == packet.PUBREL { // of "b", delivered above
-				dev.Send(&packet.Pubcomp{PacketID: p.(*packet.Pubrel).PacketID})
+				send(t, dev, &packet.Pubcomp{PacketID: p.(*packet.Pubrel).PacketID})
 				p, err = dev.ReadPacket(wait)
 			}
 			if r, ok := p.(*packet.Pubrec); err != nil || !ok || r.PacketID != 7 || r.ReasonCode != 0 {
@@ -114,7 +114,7 @@ func TestRestartKeepsState(t *testing.T) {
 			if ingested != 4 {
 				t.Fatalf("first run ingested %d", ingested)
 			}
-			dev.Subscribe(packet.Subscription{Filter: "cfg", QoS: 1})
+			subscribe(t, dev, packet.Subscription{Filter: "cfg", QoS: 1})
 			if p := recv(t, dev); !p.Retain || string(p.Payload) != "r" {
 				t.Fatalf("retained %+v", p)
 			}
@@ -156,14 +156,14 @@ func TestBadgerRestart(t *testing.T) {
 	}
 	q, b, addr, stop := open()
 	dev := dial(t, addr, testclient.Options{ClientID: "dev", Version: packet.V311})
-	dev.Subscribe(packet.Subscription{Filter: "cmd", QoS: 1})
-	dev.Disconnect()
+	subscribe(t, dev, packet.Subscription{Filter: "cmd", QoS: 1})
+	disconnect(t, dev)
 	testenv.WaitFor(t, wait, "offline", func() bool { return b.Stats().Connections == 0 })
 	pub := dial(t, addr, testclient.Options{ClientID: "pub", CleanStart: true})
 	for i := range 3 {
-		pub.Publish(&packet.Publish{Topic: "cmd", QoS: 1, Payload: []byte{byte(i)}})
+		publish(t, pub, &packet.Publish{Topic: "cmd", QoS: 1, Payload: []byte{byte(i)}})
 	}
-	pub.Publish(&packet.Publish{Topic: "state", QoS: 1, Retain: true, Payload: []byte("on")})
+	publish(t, pub, &packet.Publish{Topic: "state", QoS: 1, Retain: true, Payload: []byte("on")})
 	if n := q.Stats().Messages; n != 4 {
 		t.Fatalf("queue holds %d messages, want the 4 ingested", n)
 	}
@@ -185,7 +185,7 @@ func TestBadgerRestart(t *testing.T) {
 	if !bytes.Equal(got, []byte{0, 1, 2}) {
 		t.Fatalf("got %v", got)
 	}
-	dev.Subscribe(packet.Subscription{Filter: "state", QoS: 1})
+	subscribe(t, dev, packet.Subscription{Filter: "state", QoS: 1})
 	if p := recv(t, dev); string(p.Payload) != "on" {
 		t.Fatalf("%+v", p)
 	}
@@ -239,7 +239,7 @@ func TestSIGKILLRestart(t *testing.T) {
 	cmd, addr := start()
 	o := testclient.Options{ClientID: "dev", SessionExpiry: 3600, CleanStart: true}
 	dev := dial(t, addr, o)
-	dev.Subscribe(packet.Subscription{Filter: "cmd/#", QoS: 1})
+	subscribe(t, dev, packet.Subscription{Filter: "cmd/#", QoS: 1})
 	dev.Close()
 	pub := dial(t, addr, testclient.Options{ClientID: "pub", CleanStart: true})
 	var want []string
@@ -272,7 +272,7 @@ func TestSIGKILLRestart(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("got %v want %v", got, want)
 	}
-	dev.Subscribe(packet.Subscription{Filter: "status", QoS: 1})
+	subscribe(t, dev, packet.Subscription{Filter: "status", QoS: 1})
 	if p := recv(t, dev); !p.Retain || string(p.Payload) != "ok" {
 		t.Fatalf("retained after crash: %+v", p)
 	}

@@ -132,9 +132,7 @@ func TestQoS2DeliveryStateStoredBeforeSend(t *testing.T) {
 			tb := startBroker(t, Options{}, st, nil)
 			t.Cleanup(func() { st.setHold(false); st.release() })
 			sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", Version: v, SessionExpiry: 300})
-			if _, err := sub.Subscribe(packet.Subscription{Filter: "q2", QoS: 2}); err != nil {
-				t.Fatal(err)
-			}
+			subscribe(t, sub, packet.Subscription{Filter: "q2", QoS: 2})
 			pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", Version: v, CleanStart: true})
 			nothingYet := func(what string) {
 				untilPingresp(t, sub, func(p packet.Packet) { t.Fatalf("%T before %s is stored", p, what) })
@@ -273,9 +271,7 @@ func qos2Delivered(t *testing.T, v packet.Version) (*memStore, *testBroker, test
 	t.Cleanup(func() { st.setHold(false); st.release() })
 	o := testclient.Options{ClientID: "sub", Version: v, SessionExpiry: 300}
 	sub := dial(t, tb.addr, o)
-	if _, err := sub.Subscribe(packet.Subscription{Filter: "q2", QoS: 2}); err != nil {
-		t.Fatal(err)
-	}
+	subscribe(t, sub, packet.Subscription{Filter: "q2", QoS: 2})
 	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", Version: v, CleanStart: true})
 	if err := pub.Send(&packet.Publish{Topic: "q2", QoS: 2, PacketID: 1, Payload: []byte("m")}); err != nil {
 		t.Fatal(err)

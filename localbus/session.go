@@ -326,7 +326,7 @@ func (b *Broker) enqueue(s *session, o *outMsg, ops []StateOp) ([]StateOp, bool)
 // copies become ready and are sent, the retained message is updated and
 // in-process subscribers are called; on failure the copies are dropped.
 func (b *Broker) complete(m *stored, targets []*outMsg, err error) {
-	now := time.Now()
+	now := b.now()
 	if err == nil && m.Retain {
 		if len(m.Payload) == 0 {
 			delete(b.retained, m.Topic)
@@ -378,7 +378,7 @@ func (b *Broker) pump(s *session) {
 		}
 	}()
 	// Drop dead and expired messages at the head even while offline.
-	now := time.Now()
+	now := b.now()
 	for len(s.queue) > 0 {
 		o := s.queue[0]
 		if o.dead {
@@ -472,7 +472,7 @@ func (b *Broker) pump(s *session) {
 // it, and they wait for every delivery-state save already started.
 func (b *Broker) resend(s *session) {
 	c := s.conn
-	now := time.Now()
+	now := b.now()
 	s.held = slices.DeleteFunc(s.held, func(h heldPacket) bool { return h.c != c })
 	if s.stateLost {
 		// A save failed before: store the in-flight state again before
@@ -595,7 +595,7 @@ func (b *Broker) publishWill(m *Message) {
 	if b.closing {
 		return
 	}
-	now := time.Now()
+	now := b.now()
 	b.ingest(newStored(m, now), nil, now, nil)
 }
 
