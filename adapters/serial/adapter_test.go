@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -39,9 +40,9 @@ func TestPTYLineRegexOverlongGarbage(t *testing.T) {
 	pty.write([]byte("s1 T=22"))                    // split across writes
 	pty.write([]byte(".0\n"))
 
-	msgs := bus.waitMessages(t, 4)
+	msgs := bus.untilSentinel(t, pty, []byte("end T=0\n"), func(m Message) bool { return m.Topic == "sensors/sensor/end" })
 	if len(msgs) != 4 {
-		t.Fatalf("got %d messages: %+v", len(msgs), msgs)
+		t.Fatalf("got %d messages before the sentinel: %+v", len(msgs), msgs)
 	}
 	want := []struct {
 		topic, id string
@@ -71,7 +72,7 @@ func TestPTYLineRegexOverlongGarbage(t *testing.T) {
 		}
 	}
 	s := a.Stats()
-	if s.Frames != 4 || s.Overlong != 1 || s.ParseErrors != 1 || s.Disconnects != 0 {
+	if s.Frames != 5 || s.Overlong != 1 || s.ParseErrors != 1 || s.Disconnects != 0 {
 		t.Errorf("stats = %+v", s)
 	}
 	if s.Bytes < 200 {
@@ -96,8 +97,14 @@ func TestPTYNMEA(t *testing.T) {
 		"$GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*48\r\n" + // bad checksum: dropped
 		"$GPRMC,123519,A,4807.038,N,01131.000,E,022.4,084.4,230394,003.1,W*6A\r\n" +
 		"$GPGSV,3,1,11,03,03,111,00,04,15,270,00,06,01,010,00,13,06,292,00*74\r\n"))
-	msgs := bus.waitMessages(t, 3)
-	testenv.WaitFor(t, waitLong, "parse error counted", func() bool { return a.Stats().ParseErrors == 1 })
+	msgs := bus.untilSentinel(t, pty, []byte(nmeaWithChecksum("GPZDA,201530.00,04,07,2002,00,00")+"\r\n"),
+		func(m Message) bool { return m.Topic == "gps/GP/ZDA" })
+	if len(msgs) != 3 {
+		t.Fatalf("%d messages before the sentinel, want 3: %+v", len(msgs), msgs)
+	}
+	if n := a.Stats().ParseErrors; n != 1 {
+		t.Errorf("parse errors = %d, want 1 (the bad checksum)", n)
+	}
 	topics := []string{"gps/GP/GGA", "gps/GP/RMC", "gps/GP/GSV"}
 	for i, m := range msgs {
 		if m.Topic != topics[i] || m.QoS != 0 {
@@ -107,9 +114,6 @@ func TestPTYNMEA(t *testing.T) {
 	var gga struct{ Lat, Lon, Altitude float64 }
 	if err := json.Unmarshal(msgs[0].Payload, &gga); err != nil || gga.Lat != 48.1173 || gga.Lon != 11.5166667 || gga.Altitude != 545.4 {
 		t.Errorf("GGA %s: %+v %v", msgs[0].Payload, gga, err)
-	}
-	if len(msgs) != 3 {
-		t.Errorf("%d messages, want 3", len(msgs))
 	}
 }
 
@@ -126,8 +130,10 @@ func TestPTYCSV(t *testing.T) {
 	runAdapter(t, a)
 	waitConnected(t, a)
 	pty.write([]byte("north;-1.25;x;yes\rsouth;3;y;no\rbad;line\r"))
-	msgs := bus.waitMessages(t, 2)
-	testenv.WaitFor(t, waitLong, "parse error counted", func() bool { return a.Stats().ParseErrors == 1 })
+	msgs := bus.untilSentinel(t, pty, []byte("end;0;x;y\r"), func(m Message) bool { return m.Topic == "csv/end" })
+	if n := a.Stats().ParseErrors; n != 1 {
+		t.Errorf("parse errors = %d, want 1", n)
+	}
 	if len(msgs) != 2 || msgs[0].Topic != "csv/north" || string(msgs[0].Payload) != `{"station":"north","temp":-1.25,"ok":"yes"}` ||
 		msgs[1].Topic != "csv/south" || string(msgs[1].Payload) != `{"station":"south","temp":3,"ok":"no"}` || !msgs[0].Retain {
 		t.Errorf("messages: %+v", msgs)
@@ -147,7 +153,8 @@ func TestPTYFixedHex(t *testing.T) {
 	pty.write([]byte{0xde, 0xad})
 	pty.write([]byte{0xbe, 0xef, 0x00, 0x01, 0x02})
 	pty.write([]byte{0x03, 0xff})
-	msgs := bus.waitMessages(t, 2)
+	// The 0xff left over starts the next frame: the sentinel completes it.
+	msgs := bus.untilSentinel(t, pty, []byte{0xaa, 0xbb, 0xcc}, payloadIs("ffaabbcc"))
 	if len(msgs) != 2 || string(msgs[0].Payload) != "deadbeef" || string(msgs[1].Payload) != "00010203" || msgs[0].Topic != "serial/sensor" {
 		t.Errorf("messages: %+v", msgs)
 	}
@@ -165,8 +172,10 @@ func TestPTYDelimitedGarbage(t *testing.T) {
 	waitConnected(t, a)
 	// 5 bytes of noise, a frame, 3 bytes of noise, an overlong frame, a frame.
 	pty.write([]byte("\xff\x00\x7f\x80\x01\x02\x10\x20\x30\x03zz\x00\x02" + strings.Repeat("L", 40) + "\x03\x02ok\x03"))
-	msgs := bus.waitMessages(t, 2)
-	testenv.WaitFor(t, waitLong, "overlong counted", func() bool { return a.Stats().Overlong == 1 })
+	msgs := bus.untilSentinel(t, pty, []byte("\x02end\x03"), payloadIs(base64.StdEncoding.EncodeToString([]byte("end"))))
+	if n := a.Stats().Overlong; n != 1 {
+		t.Errorf("overlong = %d, want 1", n)
+	}
 	if len(msgs) != 2 || string(msgs[0].Payload) != base64.StdEncoding.EncodeToString([]byte{0x10, 0x20, 0x30}) || string(msgs[1].Payload) != "b2s=" {
 		t.Errorf("messages: %+v", msgs)
 	}
@@ -197,7 +206,16 @@ func TestPTYSilencePoll(t *testing.T) {
 		pty.write(response[3:])
 		bus.waitMessages(t, i+1)
 	}
-	for i, m := range bus.messages()[:3] {
+	// The fourth answer is the sentinel: the three before it were one
+	// frame each, nothing split by a pause or merged.
+	if got := pty.readN(len(request)); !bytes.Equal(got, request) {
+		t.Fatalf("poll 4: request %x, want %x", got, request)
+	}
+	msgs := bus.untilSentinel(t, pty, []byte{0x01, 0x83, 0x02}, payloadIs("018302"))
+	if len(msgs) != 3 {
+		t.Fatalf("%d frames before the sentinel, want 3: %+v", len(msgs), msgs)
+	}
+	for i, m := range msgs {
 		if string(m.Payload) != fmt.Sprintf("%x", response) {
 			t.Errorf("response %d = %s", i, m.Payload)
 		}
@@ -283,6 +301,7 @@ func TestPTYUnplugReplug(t *testing.T) {
 	waitConnected(t, a)
 	pty.write([]byte("before\n"))
 	bus.waitMessages(t, 1)
+	bus.untilSentinel(t, pty, []byte("before end\n"), payloadIs("before end"))
 
 	for cycle := 1; cycle <= 2; cycle++ {
 		pty.unplug()
@@ -313,7 +332,7 @@ func TestPTYUnplugReplug(t *testing.T) {
 			fmt.Fprintf(&all, "cycle %d line %d\n", cycle, i)
 		}
 		pty.write(all.Bytes())
-		msgs := bus.waitMessages(t, base+n)
+		msgs := bus.untilSentinel(t, pty, fmt.Appendf(nil, "cycle %d end\n", cycle), payloadIs(fmt.Sprintf("cycle %d end", cycle)))
 		if len(msgs) != base+n {
 			t.Fatalf("%d messages after reconnect, want %d", len(msgs)-base, n)
 		}
@@ -361,8 +380,8 @@ func TestPTYUSBMatchResolvedAgain(t *testing.T) {
 	mu <- struct{}{}
 	testenv.WaitFor(t, waitLong, "reopen on the new name", func() bool { s := a.Stats(); return s.Connected && s.Device == second.Dev })
 	second.write([]byte("two\n"))
-	msgs := bus.waitMessages(t, 2)
-	if msgs[0].Topic != "usb/ttyUSB0" || msgs[1].Topic != "usb/ttyUSB1" || string(msgs[1].Payload) != "two" {
+	msgs := bus.untilSentinel(t, second, []byte("end\n"), payloadIs("end"))
+	if len(msgs) != 2 || msgs[0].Topic != "usb/ttyUSB0" || msgs[1].Topic != "usb/ttyUSB1" || string(msgs[1].Payload) != "two" {
 		t.Errorf("messages: %+v", msgs)
 	}
 }
@@ -394,10 +413,10 @@ func TestPublishRefused(t *testing.T) {
 	bus.refuse = nil
 	bus.mu.Unlock()
 	pty.write([]byte("c\n"))
-	if m := bus.waitMessages(t, 1); string(m[0].Payload) != "c" {
-		t.Errorf("got %q", m[0].Payload)
+	if m := bus.untilSentinel(t, pty, []byte("end\n"), payloadIs("end")); len(m) != 1 || string(m[0].Payload) != "c" {
+		t.Errorf("got %+v, want c alone", m)
 	}
-	if s := a.Stats(); s.Frames != 1 || s.Disconnects != 0 {
+	if s := a.Stats(); s.Frames != 2 || s.PublishErrors != 2 || s.Disconnects != 0 {
 		t.Errorf("stats %+v", s)
 	}
 }
@@ -416,4 +435,64 @@ func TestPTYHasNoModemLines(t *testing.T) {
 	a := newTestAdapter(t, PortConfig{Device: pty.Dev}, bus)
 	runAdapter(t, a)
 	waitConnected(t, a) // the adapter's own open does not touch them, and succeeds
+}
+
+// TestPTYText: payload text publishes a UTF-8 line as it is; a line that
+// is not UTF-8 is a parse error, dropped. With a timestamp the line is
+// wrapped as {"data": ..., "ts": ...}.
+func TestPTYText(t *testing.T) {
+	pty, bus, a := ptyAdapter(t, PortConfig{Payload: Payload{Format: FormatText}})
+	pty.write([]byte("température 21,5 °C\r\n\xff\xfe not text\nplain\n"))
+	msgs := bus.untilSentinel(t, pty, []byte("end\n"), payloadIs("end"))
+	if len(msgs) != 2 || string(msgs[0].Payload) != "température 21,5 °C" || string(msgs[1].Payload) != "plain" {
+		t.Errorf("messages: %+v", msgs)
+	}
+	if s := a.Stats(); s.ParseErrors != 1 || s.Frames != 3 {
+		t.Errorf("stats %+v, want 1 parse error (not UTF-8) and 3 frames", s)
+	}
+
+	pty2, bus2, _ := ptyAdapter(t, PortConfig{Payload: Payload{Format: FormatText, Timestamp: TimestampRFC3339}})
+	before := time.Now()
+	pty2.write([]byte("hello \"sensor\"\n"))
+	m := bus2.waitMessages(t, 1)[0]
+	var got struct {
+		Data string    `json:"data"`
+		TS   time.Time `json:"ts"`
+	}
+	if err := json.Unmarshal(m.Payload, &got); err != nil || got.Data != `hello "sensor"` || got.TS.Before(before.Add(-time.Second)) || got.TS.Location() != time.UTC {
+		t.Errorf("payload %s: %+v %v", m.Payload, got, err)
+	}
+	if !bytes.HasPrefix(m.Payload, []byte(`{"data":"hello \"sensor\"","ts":"`)) {
+		t.Errorf("payload %s, want data first, then ts", m.Payload)
+	}
+}
+
+// TestPTYJSONPassThrough: payload json without a parser publishes a sensor's
+// own JSON objects, the receive time added as the first field and a field
+// used in the topic; anything else is a parse error.
+func TestPTYJSONPassThrough(t *testing.T) {
+	pty, bus, a := ptyAdapter(t, PortConfig{Payload: Payload{Format: FormatJSON, Timestamp: TimestampUnixMS}, Topic: "json/{id}"})
+	pty.write([]byte(`{"id":"a1","t":21.5,"ok":true}` + "\r\n" +
+		"not json\n" +
+		`[1,2]` + "\n" + // not an object
+		`{"t":1}` + "\n" + // no id for the topic
+		`{"id":"a/b","t":{"x":1}}` + "\n")) // / in a topic field becomes _
+	msgs := bus.untilSentinel(t, pty, []byte(`{"id":"end"}`+"\n"), func(m Message) bool { return m.Topic == "json/end" })
+	if len(msgs) != 2 {
+		t.Fatalf("%d messages before the sentinel, want 2: %+v", len(msgs), msgs)
+	}
+	for i, w := range []struct{ topic, rest string }{
+		{"json/a1", `,"id":"a1","t":21.5,"ok":true}`},
+		{"json/a_b", `,"id":"a/b","t":{"x":1}}`},
+	} {
+		m := msgs[i]
+		ts, rest, ok := bytes.Cut(bytes.TrimPrefix(m.Payload, []byte(`{"ts":`)), []byte(","))
+		ms, err := strconv.ParseInt(string(ts), 10, 64)
+		if m.Topic != w.topic || !ok || err != nil || ","+string(rest) != w.rest || time.Since(time.UnixMilli(ms)).Abs() > time.Hour {
+			t.Errorf("message %d: %s %s, want %s {\"ts\":<ms>%s", i, m.Topic, m.Payload, w.topic, w.rest)
+		}
+	}
+	if s := a.Stats(); s.ParseErrors != 3 {
+		t.Errorf("parse errors = %d, want 3 (not JSON, not an object, no id)", s.ParseErrors)
+	}
 }

@@ -220,6 +220,36 @@ func (b *memBus) waitMessages(t testing.TB, n int) []Message {
 	return b.messages()
 }
 
+// untilSentinel writes frame as the sensor on pty, waits for the message it
+// becomes (the first for which isSentinel is true) and returns the messages
+// published before it. The adapter handles the byte stream in order, so by
+// then every frame written before the sentinel has been handled: a message
+// that would arrive late is among those returned, and none follows.
+func (b *memBus) untilSentinel(t testing.TB, pty *ptyPair, frame []byte, isSentinel func(Message) bool) []Message {
+	t.Helper()
+	pty.write(frame)
+	var before []Message
+	testenv.WaitFor(t, waitLong, "the sentinel frame", func() bool {
+		msgs := b.messages()
+		for i, m := range msgs {
+			if isSentinel(m) {
+				before = msgs[:i]
+				return true
+			}
+		}
+		return false
+	})
+	if all := b.messages(); len(all) != len(before)+1 {
+		t.Fatalf("%d messages after the sentinel: %+v", len(all)-len(before)-1, all[len(before)+1:])
+	}
+	return before
+}
+
+// payloadIs matches a message by its payload.
+func payloadIs(p string) func(Message) bool {
+	return func(m Message) bool { return string(m.Payload) == p }
+}
+
 // runAdapter starts a.Run and stops it at cleanup, checking it returned nil.
 func runAdapter(t testing.TB, a *Adapter) (stop func()) {
 	t.Helper()
@@ -258,6 +288,20 @@ func newTestAdapter(t testing.TB, cfg PortConfig, bus Bus) *Adapter {
 		t.Fatalf("New: %v", err)
 	}
 	return a
+}
+
+// ptyAdapter starts a socat pty pair, and an adapter on its port end with
+// cfg (Device set to it) publishing to a new memBus; it returns once the
+// port is open.
+func ptyAdapter(t testing.TB, cfg PortConfig) (*ptyPair, *memBus, *Adapter) {
+	t.Helper()
+	pty := startPTY(t, t.TempDir(), "dev")
+	cfg.Device = pty.Dev
+	bus := newMemBus()
+	a := newTestAdapter(t, cfg, bus)
+	runAdapter(t, a)
+	waitConnected(t, a)
+	return pty, bus, a
 }
 
 func waitConnected(t testing.TB, a *Adapter) {
