@@ -136,6 +136,7 @@ type Adapter struct {
 
 	mu        sync.Mutex
 	device    string
+	port      string // {port}: the kernel's name of device
 	connected bool
 	writes    chan []byte // nil while the port is closed
 
@@ -368,7 +369,7 @@ func (a *Adapter) session(ctx context.Context, port serial.Port, dev string) err
 	defer cancel()
 	writes := make(chan []byte, writeQueue)
 	a.mu.Lock()
-	a.device, a.connected, a.writes = dev, true, writes
+	a.device, a.port, a.connected, a.writes = dev, kernelName(dev), true, writes
 	a.mu.Unlock()
 
 	var wg sync.WaitGroup
@@ -549,11 +550,11 @@ func (a *Adapter) noteFraming() {
 // publish encodes and publishes one frame. It returns an error only when
 // ctx is done.
 func (a *Adapter) publish(ctx context.Context, frame []byte) error {
-	dev := a.currentDevice()
+	portName := a.currentPort()
 	payload, rec, err := a.codec.encode(nil, frame, a.now())
 	var t string
 	if err == nil {
-		t, err = a.tmpl.expandErr(a.cfg.Name, filepath.Base(dev), rec.text)
+		t, err = a.tmpl.expandErr(a.cfg.Name, portName, rec.text)
 		if err == nil {
 			if terr := topic.ValidName(t); terr != nil {
 				err = fmt.Errorf("topic: %w", terr)
@@ -569,7 +570,7 @@ func (a *Adapter) publish(ctx context.Context, frame []byte) error {
 		if a.errTmpl == nil {
 			return nil
 		}
-		m = Message{Topic: a.errTmpl.expand(a.cfg.Name, filepath.Base(dev), nil), Payload: append([]byte(nil), frame...), QoS: *a.cfg.QoS}
+		m = Message{Topic: a.errTmpl.expand(a.cfg.Name, portName, nil), Payload: append([]byte(nil), frame...), QoS: *a.cfg.QoS}
 	}
 	if err := a.bus.Publish(ctx, m); err != nil {
 		if ctx.Err() != nil {
@@ -585,10 +586,21 @@ func (a *Adapter) publish(ctx context.Context, frame []byte) error {
 	return nil
 }
 
-func (a *Adapter) currentDevice() string {
+func (a *Adapter) currentPort() string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.device
+	return a.port
+}
+
+// kernelName is what {port} stands for: the base name of the device node
+// that dev leads to, symlinks resolved, so /dev/serial/by-id/usb-FTDI_...
+// gives ttyUSB0. If dev cannot be resolved (gone again already), it is the
+// base name of dev itself.
+func kernelName(dev string) string {
+	if p, err := filepath.EvalSymlinks(dev); err == nil {
+		dev = p
+	}
+	return filepath.Base(dev)
 }
 
 // limiter lets one log line through per logEvery and counts the rest.

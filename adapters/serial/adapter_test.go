@@ -369,6 +369,7 @@ func TestPTYUSBMatchResolvedAgain(t *testing.T) {
 	}
 	runAdapter(t, a)
 	waitConnected(t, a)
+	firstPort := ptsName(t, first.Dev)
 	first.write([]byte("one\n"))
 	bus.waitMessages(t, 1)
 
@@ -379,10 +380,56 @@ func TestPTYUSBMatchResolvedAgain(t *testing.T) {
 	current = second.Dev
 	mu <- struct{}{}
 	testenv.WaitFor(t, waitLong, "reopen on the new name", func() bool { s := a.Stats(); return s.Connected && s.Device == second.Dev })
+	secondPort := ptsName(t, second.Dev)
 	second.write([]byte("two\n"))
 	msgs := bus.untilSentinel(t, second, []byte("end\n"), payloadIs("end"))
-	if len(msgs) != 2 || msgs[0].Topic != "usb/ttyUSB0" || msgs[1].Topic != "usb/ttyUSB1" || string(msgs[1].Payload) != "two" {
-		t.Errorf("messages: %+v", msgs)
+	if len(msgs) != 2 || msgs[0].Topic != "usb/"+firstPort || msgs[1].Topic != "usb/"+secondPort || string(msgs[1].Payload) != "two" {
+		t.Errorf("messages: %+v, want on usb/%s then usb/%s", msgs, firstPort, secondPort)
+	}
+}
+
+// ptsName is the kernel's name of the pty a socat link points to: "3" for
+// /dev/pts/3.
+func ptsName(t *testing.T, link string) string {
+	t.Helper()
+	p, err := filepath.EvalSymlinks(link)
+	if err != nil || filepath.Dir(p) != "/dev/pts" {
+		t.Fatalf("socat link %s leads to %q, %v; want /dev/pts/N", link, p, err)
+	}
+	return filepath.Base(p)
+}
+
+// TestPTYPortIsKernelName: with the device given as a by-id style link,
+// {port} (in the topic and in on_error.topic) is the name of the device node
+// it leads to, not the link's; Stats.Device stays the configured path.
+func TestPTYPortIsKernelName(t *testing.T) {
+	dir := t.TempDir()
+	pty := startPTY(t, dir, "ttyUSB0")
+	byID := filepath.Join(dir, "serial", "by-id")
+	if err := os.MkdirAll(byID, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(byID, "usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0")
+	if err := os.Symlink("../../ttyUSB0", link); err != nil {
+		t.Fatal(err)
+	}
+	bus := newMemBus()
+	a := newTestAdapter(t, PortConfig{
+		Device:  link,
+		Payload: Payload{Parse: ParseRegex, Regex: `^T=(?P<t>[0-9]+)$`},
+		Topic:   "t/{port}/{name}",
+		OnError: OnError{Action: OnErrorPublish, Topic: "e/{port}"},
+	}, bus)
+	runAdapter(t, a)
+	waitConnected(t, a)
+	port := ptsName(t, pty.Dev)
+	pty.write([]byte("T=1\nbad\n"))
+	msgs := bus.untilSentinel(t, pty, []byte("T=2\n"), payloadIs(`{"t":"2"}`))
+	if len(msgs) != 2 || msgs[0].Topic != "t/"+port+"/sensor" || msgs[1].Topic != "e/"+port {
+		t.Errorf("messages %+v, want on t/%s/sensor and e/%s", msgs, port, port)
+	}
+	if d := a.Stats().Device; d != link {
+		t.Errorf("Stats.Device = %q, want the configured %q", d, link)
 	}
 }
 

@@ -122,9 +122,10 @@ type PortConfig struct {
 	// OnError says what happens to a frame that fails to parse.
 	OnError OnError `yaml:"on_error"`
 
-	// Topic is the topic template: {name} is the port's name, {port} the base
-	// name of the device opened (ttyUSB0), and {field} a top-level field of
-	// the parsed JSON frame. Default "serial/{name}".
+	// Topic is the topic template: {name} is the port's name, {port} the
+	// kernel's name of the device opened (ttyUSB0, also for a device given
+	// as a /dev/serial/by-id/... link, which is resolved), and {field} a
+	// top-level field of the parsed JSON frame. Default "serial/{name}".
 	Topic string `yaml:"topic"`
 	// QoS of the published messages, 0, 1 or 2. Default 1.
 	QoS *byte `yaml:"qos"`
