@@ -11,12 +11,14 @@
 // packet id when the server kept the session, as new publishes when it did
 // not.
 //
-// Packet ids are derived from the queue sequence number (1 + seq % 65535),
-// skipping ids still in use, so a restarted client resumes with the ids the
-// server's session knows. QoS 2 is exactly once across restarts: after
-// PUBREC, and before PUBREL is sent, the client stores "rec:<packet id>" with
-// Source.Mark; a restarted client that leases a message with that mark sends
-// PUBREL instead of a second PUBLISH.
+// Packet ids of messages are derived from the queue sequence number
+// (1 + seq % 65519), skipping ids still in use (a message that goes out
+// under another id has it stored with Source.Mark first); SUBSCRIBE and the
+// birth and will messages use the ids above 65519. A restarted client thus
+// resumes with the ids the server's session knows. QoS 2 is exactly once
+// across restarts: after PUBREC, and before PUBREL is sent, the client
+// stores "rec:<packet id>" with Source.Mark; a restarted client that leases
+// a message with that mark sends PUBREL instead of a second PUBLISH.
 //
 // The connection is MQTT 5.0 by default (3.1.1 by option) with a persistent
 // session, reconnects forever with exponential backoff and jitter, and is
@@ -329,12 +331,15 @@ func redact(s string) string {
 // entry is one leased message on its way upstream.
 type entry struct {
 	Message
-	id       uint16
-	state    entryState
-	sent     bool // a PUBLISH with id may have reached the server's session
-	sentQoS  byte // the QoS it went out with, when sent
-	rec      bool // PUBREC came and "rec:<id>" is stored durably
-	unrel    bool // counted in conn.unrel
+	id      uint16
+	state   entryState
+	sent    bool // a PUBLISH with id may have reached the server's session
+	sentQoS byte // the QoS it went out with, when sent
+	rec     bool // PUBREC came and "rec:<id>" is stored durably
+	unrel   bool // counted in conn.unrel
+	// waitCtrl: id, from the mark, is held by a control packet of this
+	// connection; the message waits for that packet's answer.
+	waitCtrl bool
 	refusals int
 	done     bool
 }
@@ -348,8 +353,22 @@ const (
 	stReleased                   // PUBREL sent, awaiting PUBCOMP
 )
 
+// Packet ids. Messages use 1..maxMsgID, derived from their sequence
+// numbers; the ctrlIDs ids above that are for SUBSCRIBE and the birth and
+// will messages. A control packet therefore never takes an id that the
+// server's session may hold for a message: after a restart SUBSCRIBE and
+// the birth message go out before the queue is leased, that is before the
+// client knows which ids its messages had.
+const (
+	ctrlIDs  = 16
+	maxMsgID = 65535 - ctrlIDs
+	// maxWindow caps the window so that free ids remain for the marked
+	// messages leased ahead, which hold their ids from the lease on.
+	maxWindow = maxMsgID - 4*maxLeaseBatch
+)
+
 // derivedID is the packet id a message goes out with unless it is in use.
-func derivedID(seq uint64) uint16 { return uint16(1 + seq%65535) }
+func derivedID(seq uint64) uint16 { return uint16(1 + seq%maxMsgID) }
 
 // Marks stored with Source.Mark.
 const (
@@ -384,34 +403,42 @@ func (s *idSet) has(id uint16) bool { return s[id/64]&(1<<(id%64)) != 0 }
 func (s *idSet) add(id uint16)      { s[id/64] |= 1 << (id % 64) }
 func (s *idSet) del(id uint16)      { s[id/64] &^= 1 << (id % 64) }
 
-// next returns the first free id at or after id (skipping 0).
+// next returns the first free message id at or after id, wrapping from
+// maxMsgID to 1.
 func (s *idSet) next(id uint16) uint16 {
-	for i := 0; i < 65536; i++ {
-		if id != 0 && !s.has(id) {
+	if id == 0 || id > maxMsgID {
+		id = 1
+	}
+	for range maxMsgID {
+		if !s.has(id) {
 			return id
 		}
-		id++
+		if id++; id > maxMsgID {
+			id = 1
+		}
 	}
-	return 0 // all in use: impossible with at most 65535 in flight plus control packets
+	return 0 // all in use: impossible, the window is at most maxWindow
 }
 
-// allocCtrl allocates a packet id for SUBSCRIBE or a birth/will PUBLISH.
-// They are taken downwards from 65535, away from the ids derived from the
-// sequence numbers of the messages at the head of the queue.
-func (c *Client) allocCtrl() uint16 {
-	id := c.ctrlNext
-	for range 65536 {
-		if id == 0 {
+// errNoCtrlID ends a connection that has every control packet id in use
+// (impossible: at most three control packets are in flight at once).
+var errNoCtrlID = errors.New("uplink: no free packet id for a control packet")
+
+// allocCtrl allocates a packet id for SUBSCRIBE or a birth/will PUBLISH,
+// downwards from 65535 within the ctrlIDs ids above maxMsgID.
+func (c *Client) allocCtrl() (uint16, error) {
+	for range ctrlIDs {
+		id := c.ctrlNext
+		if id <= maxMsgID {
 			id = 65535
 		}
+		c.ctrlNext = id - 1
 		if !c.ids.has(id) {
-			break
+			c.ids.add(id)
+			return id, nil
 		}
-		id--
 	}
-	c.ids.add(id)
-	c.ctrlNext = id - 1
-	return id
+	return 0, errNoCtrlID
 }
 
 // acker hands Source acknowledgements to a goroutine that writes them in

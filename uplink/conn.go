@@ -193,7 +193,7 @@ func (s *conn) handshake(ctx context.Context, r *packet.Reader) error {
 		c.forgetDownlinkIDs()
 	}
 	c.removeForgottenMarks()
-	s.window = o.Inflight
+	s.window = min(o.Inflight, maxWindow)
 	if pr.HasReceiveMaximum && int(pr.ReceiveMaximum) < s.window && pr.ReceiveMaximum > 0 {
 		s.window = int(pr.ReceiveMaximum)
 	}
@@ -491,7 +491,11 @@ func (s *conn) subscribe() error {
 		return nil
 	}
 	c.firstConn = false
-	sp := &packet.Subscribe{PacketID: c.allocCtrl()}
+	id, err := c.allocCtrl()
+	if err != nil {
+		return err
+	}
+	sp := &packet.Subscribe{PacketID: id}
 	for _, sub := range subs {
 		ps := packet.Subscription{Filter: sub.Filter, QoS: sub.QoS}
 		if s.v == packet.V5 {
@@ -518,7 +522,11 @@ func (s *conn) publishCtrl(m *WillMessage, kind string) error {
 	qos := min(m.QoS, 1, s.maxQoS)
 	p := &packet.Publish{QoS: qos, Retain: m.Retain && s.retain, Topic: m.Topic, Payload: m.Payload}
 	if qos > 0 {
-		p.PacketID = s.c.allocCtrl()
+		id, err := s.c.allocCtrl()
+		if err != nil {
+			return err
+		}
+		p.PacketID = id
 		s.ctrl[p.PacketID] = kind
 		s.inflightInc()
 	}
@@ -614,6 +622,13 @@ func (s *conn) leased(lr leaseResult) error {
 			switch {
 			case !ok:
 				c.warnOnce("badmark", "ignoring a queue mark this version did not write", "seq", e.Seq)
+			case c.ids.has(id) && s.session && s.ctrl[id] != "":
+				// A control packet of this connection took the id before
+				// the message was leased (marks of a version that gave
+				// messages ids in the control range): wait for its
+				// answer, then resume under the id the server knows.
+				e.id, e.sent, e.sentQoS, e.waitCtrl = id, true, 2, true
+				e.rec = kind == markRec
 			case c.ids.has(id):
 				c.log.Warn("packet id of a stored mark is in use; sending the message anew", "seq", e.Seq, "packet_id", id)
 			case !s.session:
@@ -651,15 +666,17 @@ func (s *conn) pump() error {
 		if e.done || e.state != stQueued {
 			continue
 		}
+		if e.waitCtrl {
+			if s.ctrl[e.id] != "" {
+				s.next = i
+				return nil
+			}
+			e.waitCtrl = false
+			c.ids.add(e.id)
+			c.byID[e.id] = e
+		}
 		qos := s.qosOf(e)
 		if (qos > 0 || e.rec) && s.inflight >= s.window {
-			s.next = i
-			return nil
-		}
-		if qos == 2 && e.id == 0 && s.ctrl[derivedID(e.Seq)] != "" {
-			// Its id is taken by SUBSCRIBE or the birth message for a
-			// moment. A QoS 2 message waits rather than take another id:
-			// after a restart the server's session may know it by this one.
 			s.next = i
 			return nil
 		}
@@ -1245,6 +1262,11 @@ func (s *conn) teardown() {
 		c.ids.del(id)
 	}
 	for _, e := range c.pending {
+		if e.waitCtrl && !e.done { // its id is free now
+			e.waitCtrl = false
+			c.ids.add(e.id)
+			c.byID[e.id] = e
+		}
 		e.unrel = false
 		if !e.done {
 			e.state = stQueued

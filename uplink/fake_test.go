@@ -433,37 +433,3 @@ func TestServerProtocolErrors(t *testing.T) {
 	fc.connack(false, packet.Properties{})
 	testenv.WaitFor(t, 30*time.Second, "third connect", func() bool { return c.Status().Connects == 3 })
 }
-
-// TestQoS2WaitsForItsPacketID: when the birth message holds the packet id
-// derived from a QoS 2 message's sequence number, the message waits for it
-// instead of going out under another id (which a restarted client's server
-// session would not recognise).
-func TestQoS2WaitsForItsPacketID(t *testing.T) {
-	f := startFake(t)
-	src := newMemSource()
-	src.next = 65534 // derivedID(65534) == 65535, the first control id
-	seq := src.add(Message{Topic: "id/a", Payload: []byte("x"), QoS: 2})
-	c := newClient(t, Options{URL: f.URL(), ClientID: "idw", KeepAlive: -1,
-		Birth: &WillMessage{Topic: "id/birth", Payload: []byte("up"), QoS: 1}}, src, nil)
-	run(t, c)
-	fc := f.accept()
-	fc.connack(false, packet.Properties{})
-	b, ok := fc.read().(*packet.Publish)
-	if !ok || b.Topic != "id/birth" || b.PacketID != 65535 {
-		t.Fatalf("first packet %+v, want the birth with id 65535", b)
-	}
-	fc.send(&packet.Puback{PacketID: b.PacketID})
-	p, ok := fc.read().(*packet.Publish)
-	if !ok || string(p.Payload) != "x" || p.PacketID != derivedID(seq) {
-		t.Fatalf("got %+v, want the QoS 2 message with id %d", p, derivedID(seq))
-	}
-	if m := src.mark(seq); m != "" {
-		t.Errorf("mark %q stored, want none (derived id)", m)
-	}
-	fc.send(&packet.Pubrec{PacketID: p.PacketID})
-	if rel, ok := fc.read().(*packet.Pubrel); !ok || rel.PacketID != p.PacketID {
-		t.Fatalf("got %+v, want PUBREL", rel)
-	}
-	fc.send(&packet.Pubcomp{PacketID: p.PacketID})
-	testenv.WaitFor(t, 30*time.Second, "acked", func() bool { _, a, _, _ := src.counts(); return a == 1 })
-}

@@ -57,7 +57,8 @@ func FuzzParseMark(f *testing.F) {
 }
 
 func TestDerivedID(t *testing.T) {
-	for seq, want := range map[uint64]uint16{0: 1, 1: 2, 65534: 65535, 65535: 1, 65536: 2} {
+	for seq, want := range map[uint64]uint16{0: 1, 1: 2, maxMsgID - 1: maxMsgID, maxMsgID: 1, maxMsgID + 1: 2,
+		65534: 65534 - maxMsgID + 1} {
 		if got := derivedID(seq); got != want {
 			t.Errorf("derivedID(%d) = %d, want %d", seq, got, want)
 		}
@@ -71,9 +72,9 @@ func TestIDSet(t *testing.T) {
 	if got := s.next(5); got != 7 {
 		t.Errorf("next(5) = %d, want 7", got)
 	}
-	s.add(65535)
-	if got := s.next(65535); got != 1 {
-		t.Errorf("next(65535) = %d, want 1 (0 skipped)", got)
+	s.add(maxMsgID)
+	if got := s.next(maxMsgID); got != 1 {
+		t.Errorf("next(%d) = %d, want 1 (0 and the control ids skipped)", maxMsgID, got)
 	}
 	s.del(5)
 	if got := s.next(5); got != 5 {
@@ -81,8 +82,22 @@ func TestIDSet(t *testing.T) {
 	}
 	c := &Client{}
 	c.ids.add(65535)
-	if a, b := c.allocCtrl(), c.allocCtrl(); a != 65534 || b != 65533 {
+	a, _ := c.allocCtrl()
+	b, _ := c.allocCtrl()
+	if a != 65534 || b != 65533 {
 		t.Errorf("allocCtrl = %d, %d; want 65534, 65533", a, b)
+	}
+	for range ctrlIDs - 3 {
+		if id, err := c.allocCtrl(); err != nil || id <= maxMsgID {
+			t.Fatalf("allocCtrl = %d, %v; want an id above %d", id, err, maxMsgID)
+		}
+	}
+	if id, err := c.allocCtrl(); err == nil {
+		t.Errorf("allocCtrl with every control id in use = %d, want an error", id)
+	}
+	c.ids.del(65535)
+	if id, err := c.allocCtrl(); err != nil || id != 65535 {
+		t.Errorf("allocCtrl after a release = %d, %v; want 65535", id, err)
 	}
 }
 
