@@ -102,7 +102,9 @@ type Options struct {
 	ConnectTimeout time.Duration
 	// MaxConnections caps concurrent client connections; a CONNECT beyond
 	// it is refused (5.0: CONNACK 0x97 Quota exceeded, 3.1.1: 0x03 Server
-	// unavailable). Default 1024.
+	// unavailable), unless its client id is connected: a takeover replaces
+	// that connection. Sockets beyond 2*MaxConnections+64 are closed
+	// without reading their CONNECT. Default 1024.
 	MaxConnections int
 	// MaxQueuedMessages caps the messages waiting for one session (offline,
 	// or online behind its window); beyond it the oldest is dropped and

@@ -154,6 +154,33 @@ func disconnect(t testing.TB, c *testclient.Client) {
 	}
 }
 
+// rawConn opens a plain TCP connection to addr, closed at the end of the
+// test, and writes data on it (nothing when data is empty).
+func rawConn(t testing.TB, addr string, data []byte) net.Conn {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	if _, err := nc.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	return nc
+}
+
+// readToClose reads what arrives on nc until the broker closes it, and fails
+// the test if it is still open after wait.
+func readToClose(t testing.TB, nc net.Conn) []byte {
+	t.Helper()
+	nc.SetReadDeadline(time.Now().Add(wait))
+	got, err := io.ReadAll(nc)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("connection left open after % x", got)
+	}
+	return got
+}
+
 func recv(t testing.TB, c *testclient.Client) *packet.Publish {
 	t.Helper()
 	p, err := c.Receive(wait)
@@ -372,7 +399,38 @@ func TestRefusedByStore(t *testing.T) {
 	if _, err := c3.Publish(&packet.Publish{Topic: "t", QoS: 1}); err == nil {
 		t.Fatal("3.1.1 publish refused by the store was acknowledged")
 	}
-	if tb.Stats().Refused != 4 {
+
+	// 3.1.1 QoS 2, persistent session: closed without PUBREC, and the
+	// packet id is not left awaiting PUBREL, so the device's resend after
+	// reconnecting is stored (once).
+	o := testclient.Options{ClientID: "q2", Version: packet.V311}
+	c := dial(t, tb.addr, o)
+	if _, err := c.Publish(&packet.Publish{Topic: "t", QoS: 2, PacketID: 9, Payload: []byte("again")}); err == nil {
+		t.Fatal("3.1.1 QoS 2 publish refused by the store got PUBREC")
+	}
+	testenv.WaitFor(t, wait, "q2 offline", func() bool {
+		tb.mu.Lock()
+		defer tb.mu.Unlock()
+		s := tb.sessions["q2"]
+		return s != nil && s.conn == nil
+	})
+	tb.mu.Lock()
+	_, awaiting := tb.sessions["q2"].inbound[9]
+	tb.mu.Unlock()
+	if awaiting || len(st.keys("lb/i/")) != 0 {
+		t.Fatalf("refused QoS 2 message left awaiting PUBREL (stored: %v)", st.keys("lb/i/"))
+	}
+	st.setRefuse(nil)
+	before := len(st.messages())
+	c = dial(t, tb.addr, o)
+	if !c.Connack.SessionPresent {
+		t.Fatal("session lost")
+	}
+	publish(t, c, &packet.Publish{Topic: "t", QoS: 2, PacketID: 9, Dup: true, Payload: []byte("again")})
+	if ms := st.messages(); len(ms) != before+1 || string(ms[len(ms)-1].Payload) != "again" {
+		t.Fatalf("%d messages stored by the resend, want it once", len(ms)-before)
+	}
+	if tb.Stats().Refused != 5 {
 		t.Fatalf("stats %+v", tb.Stats())
 	}
 }

@@ -383,14 +383,7 @@ func TestRefusedConnectIgnoresFollowingData(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		nc, err := net.Dial("tcp", tb.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		if _, err := nc.Write(raw); err != nil {
-			t.Fatal(err)
-		}
+		nc := rawConn(t, tb.addr, raw)
 		nc.SetReadDeadline(time.Now().Add(wait))
 		r := packet.NewReader(nc, 0)
 		r.SetVersion(v)
@@ -550,14 +543,7 @@ func TestMalformedConnect(t *testing.T) {
 		// Level 5 under another protocol name (5.0 MQTT-3.1.2-1): 0x84.
 		{packet.V5, []byte{0x10, 0x0E, 0, 4, 'M', 'Q', 'T', 'X', 5, 0x02, 0, 60, 0, 0, 1, 'c'}, packet.UnsupportedProtocolVersion},
 	} {
-		nc, err := net.Dial("tcp", tb.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		if _, err := nc.Write(c.raw); err != nil {
-			t.Fatal(err)
-		}
+		nc := rawConn(t, tb.addr, c.raw)
 		nc.SetReadDeadline(time.Now().Add(wait))
 		r := packet.NewReader(nc, 0)
 		r.SetVersion(c.v)

@@ -537,10 +537,13 @@ func (c *conn) connect(cp *packet.Connect) bool {
 	if b.closing {
 		return refuse(packet.ServerUnavailable, packet.ConnRefusedServerUnavailable, "shutting down")
 	}
-	if len(b.conns) >= b.opts.MaxConnections {
+	s := b.sessions[cid]
+	// A takeover replaces a connection, so the limit does not apply: a
+	// device reconnecting while its old socket is half dead must not wait
+	// for that socket's keep alive to run out.
+	if (s == nil || s.conn == nil) && len(b.conns) >= b.opts.MaxConnections {
 		return refuse(packet.QuotaExceeded, packet.ConnRefusedServerUnavailable, "too many connections")
 	}
-	s := b.sessions[cid]
 	present := false
 	if s != nil {
 		if old := s.conn; old != nil {

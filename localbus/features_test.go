@@ -15,6 +15,7 @@ import (
 	"holdfast/internal/packet"
 	"holdfast/internal/testclient"
 	"holdfast/internal/testenv"
+	"holdfast/internal/transport"
 )
 
 func TestRetained(t *testing.T) {
@@ -510,9 +511,21 @@ func TestMaximumPacketSize(t *testing.T) {
 	if tb.Stats().DroppedTooLarge != 1 {
 		t.Fatalf("stats %+v", tb.Stats())
 	}
-	// Inbound: too large for the broker.
-	send(t, pub, &packet.Publish{Topic: "t", QoS: 0, Payload: bytes.Repeat([]byte("x"), 2000)})
+	// Inbound: too large for the broker: 5.0 DISCONNECT 0x95, 3.1.1 closed;
+	// not stored either way.
+	stored := len(tb.store.messages())
+	send(t, pub, &packet.Publish{Topic: "t", QoS: 1, PacketID: 1, Payload: bytes.Repeat([]byte("x"), 2000)})
 	expectDisconnect(t, pub, packet.PacketTooLarge)
+	p3 := dial(t, tb.addr, testclient.Options{ClientID: "pub3", Version: packet.V311, CleanStart: true})
+	publish(t, p3, &packet.Publish{Topic: "t", QoS: 1, Payload: bytes.Repeat([]byte("x"), 900)}) // fits
+	send(t, p3, &packet.Publish{Topic: "t", QoS: 1, PacketID: 2, Payload: bytes.Repeat([]byte("x"), 2000)})
+	expectDisconnect(t, p3, 0)
+	if n := len(tb.store.messages()) - stored; n != 1 {
+		t.Fatalf("%d messages stored, want only the one that fits", n)
+	}
+	if n := tb.Stats().Malformed; n != 2 {
+		t.Fatalf("%d connections closed as malformed, want 2", n)
+	}
 }
 
 func TestMessageExpiry(t *testing.T) {
@@ -604,14 +617,8 @@ func expectKeepAliveClose(t *testing.T, c *testclient.Client, ka time.Duration, 
 
 func TestConnectTimeoutAndLimits(t *testing.T) {
 	tb := startBroker(t, Options{ConnectTimeout: 200 * time.Millisecond, MaxConnections: 1}, nil, nil)
-	nc, err := net.Dial("tcp", tb.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	nc.SetReadDeadline(time.Now().Add(wait))
-	if _, err := nc.Read(make([]byte, 1)); err == nil || strings.Contains(err.Error(), "timeout") {
-		t.Fatalf("silent socket not closed: %v", err)
+	if got := readToClose(t, rawConn(t, tb.addr, nil)); len(got) != 0 {
+		t.Fatalf("silent socket got % x", got)
 	}
 	dial(t, tb.addr, testclient.Options{ClientID: "one", CleanStart: true})
 	c, err := testclient.Dial(tb.addr, testclient.Options{ClientID: "two", CleanStart: true})
@@ -624,6 +631,133 @@ func TestConnectTimeoutAndLimits(t *testing.T) {
 	}
 	if tb.Stats().ConnectionsRefused != 2 {
 		t.Fatalf("stats %+v", tb.Stats())
+	}
+}
+
+// At MaxConnections a CONNECT whose client id is connected is a takeover,
+// not one more connection: it is accepted (a device back on a new socket
+// while its old one is half dead must not wait for that one's keep alive),
+// and the old connection is closed. Other client ids are still refused.
+func TestTakeoverAtConnectionLimit(t *testing.T) {
+	tb := startBroker(t, Options{MaxConnections: 2}, nil, nil)
+	dial(t, tb.addr, testclient.Options{ClientID: "other", CleanStart: true})
+	for _, v := range versions() {
+		old := dial(t, tb.addr, testclient.Options{ClientID: "dev" + v.String(), Version: v, CleanStart: true})
+		nw := dial(t, tb.addr, testclient.Options{ClientID: "dev" + v.String(), Version: v, CleanStart: true})
+		if v == packet.V5 {
+			expectDisconnect(t, old, packet.SessionTakenOver)
+		} else {
+			expectDisconnect(t, old, 0)
+		}
+		testenv.WaitFor(t, wait, "the old connection gone", func() bool { return tb.Stats().Connections == 2 })
+		c, err := testclient.Dial(tb.addr, testclient.Options{ClientID: "third", Version: v, CleanStart: true})
+		want := map[bool]packet.ReasonCode{true: packet.QuotaExceeded, false: packet.ConnRefusedServerUnavailable}[v == packet.V5]
+		if err == nil || c == nil || c.Connack.ReasonCode != want {
+			t.Fatalf("%s: a new client id at the limit: %v, want CONNACK %v", v, err, want)
+		}
+		disconnect(t, nw)
+		testenv.WaitFor(t, wait, "disconnected", func() bool { return tb.Stats().Connections == 1 })
+	}
+	if n := tb.Stats().ConnectionsRefused; n != 2 {
+		t.Fatalf("%d refused, want 2", n)
+	}
+}
+
+// Beyond 2 x MaxConnections + 64 open sockets (hardConnLimit) a new socket
+// is closed at once, before its CONNECT is read; below it, it is served.
+func TestHardConnectionLimit(t *testing.T) {
+	const maxConns = 1
+	limit := hardConnLimit(maxConns)
+	tb := startBroker(t, Options{MaxConnections: maxConns, ConnectTimeout: time.Minute}, nil, nil)
+	sockets := func() int {
+		tb.mu.Lock()
+		defer tb.mu.Unlock()
+		return tb.nconns
+	}
+	idle := make([]net.Conn, limit)
+	for i := range idle {
+		idle[i] = rawConn(t, tb.addr, nil)
+	}
+	testenv.WaitFor(t, wait, "every socket accepted", func() bool { return sockets() == limit })
+	connect, err := packet.Append(nil, &packet.Connect{ProtocolName: "MQTT", Version: packet.V311, ClientID: "late", CleanStart: true}, packet.V311)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := rawConn(t, tb.addr, nil)
+	nc.Write(connect) // may fail: the broker may have closed it already
+	if got := readToClose(t, nc); len(got) != 0 {
+		t.Fatalf("socket beyond the hard limit got % x, want nothing", got)
+	}
+	if n := tb.Stats().ConnectionsRefused; n != 1 {
+		t.Fatalf("%d refused, want 1", n)
+	}
+	// One idle socket goes: a new one is served again (no client is
+	// connected, so its CONNECT is accepted).
+	idle[0].Close()
+	testenv.WaitFor(t, wait, "a socket closed", func() bool { return sockets() == limit-1 })
+	dial(t, tb.addr, testclient.Options{ClientID: "late", Version: packet.V311, CleanStart: true})
+}
+
+// ConnectTimeout runs from accept to the end of CONNECT, whatever arrives
+// meanwhile: a CONNECT trickled a byte at a time, a TLS handshake that
+// stops after the record header and one that never starts are all closed
+// once it has passed, without a CONNACK. The trickle's pace (a byte every
+// 100 ms, 2 s for the whole CONNECT against a 500 ms timeout) is the slow
+// client under test, not synchronisation.
+func TestConnectTimeoutSlowClients(t *testing.T) {
+	const timeout = 500 * time.Millisecond
+	tb := startBroker(t, Options{ConnectTimeout: timeout}, nil, nil)
+	certs := testenv.GenerateCerts(t)
+	conf, err := transport.ServerTLS(transport.ServerTLSOptions{CertFile: certs.ServerCertFile, KeyFile: certs.ServerKeyFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsLn := serveOn(t, tb.Broker, transport.ListenOptions{Type: "tls", TLS: conf}, ListenerOptions{Name: "tls", AllowAnonymous: true})
+	connect, err := packet.Append(nil, &packet.Connect{ProtocolName: "MQTT", Version: packet.V311, ClientID: "trickle-client", CleanStart: true}, packet.V311)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, addr string
+		first      []byte // written at once
+		trickle    []byte // written a byte every 100 ms
+	}{
+		{"trickled CONNECT", tb.addr, nil, connect},
+		{"TLS handshake stalled after the record header", tlsLn.Addr().String(), []byte{0x16, 0x03, 0x01, 0x00, 0xc8}, nil},
+		{"TLS handshake never started", tlsLn.Addr().String(), nil, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			start := time.Now()
+			nc := rawConn(t, c.addr, c.first)
+			sent := make(chan int, 1)
+			go func() {
+				n := 0
+				tick := time.NewTicker(100 * time.Millisecond)
+				defer tick.Stop()
+				for ; n < len(c.trickle); n++ {
+					<-tick.C
+					if _, err := nc.Write(c.trickle[n : n+1]); err != nil {
+						break
+					}
+				}
+				sent <- n
+			}()
+			got := readToClose(t, nc)
+			closed := time.Since(start)
+			if len(got) != 0 {
+				t.Fatalf("got % x, want the connection closed without an answer", got)
+			}
+			if closed < timeout {
+				t.Fatalf("closed after %v, before ConnectTimeout %v", closed, timeout)
+			}
+			nc.Close()
+			if n := <-sent; len(c.trickle) > 0 && n == len(c.trickle) {
+				t.Fatalf("the whole CONNECT was written before the close (%v)", closed)
+			}
+		})
+	}
+	if st := tb.Stats(); st.Connections != 0 || st.Sessions != 0 {
+		t.Fatalf("stats %+v", st)
 	}
 }
 
@@ -670,18 +804,14 @@ func TestMalformedClosesOnlyThatConnection(t *testing.T) {
 
 func TestUnsupportedProtocolVersion(t *testing.T) {
 	tb := startBroker(t, Options{}, nil, nil)
-	nc, err := net.Dial("tcp", tb.addr)
-	if err != nil {
-		t.Fatal(err)
+	// CONNECT "MQTT" level 6: CONNACK return code 0x01, then the close
+	// (3.1.1 MQTT-3.1.2-2; 5.0 MQTT-3.1.2-2).
+	nc := rawConn(t, tb.addr, []byte{0x10, 0x0d, 0x00, 0x04, 'M', 'Q', 'T', 'T', 0x06, 0x02, 0x00, 0x3c, 0x00, 0x01, 'x'})
+	if got := readToClose(t, nc); !bytes.Equal(got, []byte{0x20, 0x02, 0x00, 0x01}) {
+		t.Fatalf("got % x before the close, want CONNACK return code 0x01 alone", got)
 	}
-	defer nc.Close()
-	// CONNECT "MQTT" level 6.
-	nc.Write([]byte{0x10, 0x0d, 0x00, 0x04, 'M', 'Q', 'T', 'T', 0x06, 0x02, 0x00, 0x3c, 0x00, 0x01, 'x'})
-	nc.SetReadDeadline(time.Now().Add(wait))
-	buf := make([]byte, 8)
-	n, _ := nc.Read(buf)
-	if !bytes.Equal(buf[:n], []byte{0x20, 0x02, 0x00, 0x01}) {
-		t.Fatalf("got % x, want CONNACK return code 0x01", buf[:n])
+	if st := tb.Stats(); st.Sessions != 0 || st.Connections != 0 {
+		t.Fatalf("stats %+v", st)
 	}
 }
 
