@@ -896,7 +896,14 @@ func TestClose(t *testing.T) {
 		close(closed)
 	}()
 	// Close waits for the held commit; once it lands the ack goes out
-	// before DISCONNECT 0x8B.
+	// before DISCONNECT 0x8B. The order of the two packets below shows the
+	// wait; that Close does not return meanwhile is a negative nothing
+	// signals, so it is checked for 100 ms once Close has begun.
+	testenv.WaitFor(t, wait, "Close begun", func() bool {
+		tb.mu.Lock()
+		defer tb.mu.Unlock()
+		return tb.closing
+	})
 	select {
 	case <-closed:
 		t.Fatal("Close returned with an Ingest outstanding")

@@ -237,11 +237,20 @@ func TestSIGKILLRestart(t *testing.T) {
 		return cmd, addr
 	}
 	cmd, addr := start()
-	o := testclient.Options{ClientID: "dev", SessionExpiry: 3600, CleanStart: true}
+	// The broker runs in another process: dev's will, which the broker
+	// publishes once it has seen the connection end, shows the session is
+	// offline, so that the messages below are queued for it and not sent
+	// to the dead connection.
+	pub := dial(t, addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	subscribe(t, pub, packet.Subscription{Filter: "gone/#", QoS: 1})
+	o := testclient.Options{ClientID: "dev", SessionExpiry: 3600, CleanStart: true,
+		Will: &packet.Publish{Topic: "gone/dev", QoS: 1, Payload: []byte("offline")}}
 	dev := dial(t, addr, o)
 	subscribe(t, dev, packet.Subscription{Filter: "cmd/#", QoS: 1})
 	dev.Close()
-	pub := dial(t, addr, testclient.Options{ClientID: "pub", CleanStart: true})
+	if p := recv(t, pub); p.Topic != "gone/dev" {
+		t.Fatalf("got %q, want dev's will", p.Topic)
+	}
 	var want []string
 	for i := range 5 {
 		s := fmt.Sprintf("m%d", i)
@@ -260,7 +269,7 @@ func TestSIGKILLRestart(t *testing.T) {
 	cmd.Wait()
 
 	_, addr = start()
-	o.CleanStart = false
+	o.CleanStart, o.Will = false, nil
 	dev = dial(t, addr, o)
 	if !dev.Connack.SessionPresent {
 		t.Fatal("session lost in the crash")
