@@ -356,6 +356,9 @@ func (c *PortConfig) Validate() error {
 	case c.Device != "" && !c.Match.empty():
 		add("match", "device and match exclude each other")
 	}
+	if !usbDetails && !c.Match.empty() {
+		add("match", "needs a holdfast built with cgo on macOS to see USB ids: use device (/dev/cu.usbserial-...) instead")
+	}
 	for _, id := range []struct{ key, v string }{{"match.vid", c.Match.VID}, {"match.pid", c.Match.PID}} {
 		if id.v != "" && !isHex(id.v, 4) {
 			add(id.key, "%q is not a 4-digit hexadecimal USB id", id.v)
