@@ -340,6 +340,12 @@ type entry struct {
 	// waitCtrl: id, from the mark, is held by a control packet of this
 	// connection; the message waits for that packet's answer.
 	waitCtrl bool
+	// mark is what the Source holds as the message's mark, as far as
+	// known: "" for none, markUnknown after a Mark that failed.
+	mark string
+	// newID: the server said id is in use (0x91); the next PUBLISH takes
+	// another.
+	newID bool
 	refusals int
 	done     bool
 }
@@ -374,6 +380,10 @@ func derivedID(seq uint64) uint16 { return uint16(1 + seq%maxMsgID) }
 const (
 	markPub = "pub:" // QoS 2 PUBLISH goes out with this non-derived id
 	markRec = "rec:" // PUBREC came for this packet id
+
+	// markUnknown stands for a mark a failed Mark may or may not have
+	// stored; it equals no mark data, so the next PUBLISH rewrites it.
+	markUnknown = "\x00unknown"
 )
 
 func markData(kind string, id uint16) []byte {

@@ -615,13 +615,14 @@ func (s *conn) leased(lr leaseResult) error {
 		return nil
 	}
 	for i := range lr.msgs {
-		e := &entry{Message: lr.msgs[i]}
+		e := &entry{Message: lr.msgs[i], mark: string(lr.msgs[i].Mark)}
 		e.Mark = nil
-		if len(lr.msgs[i].Mark) > 0 {
+		if e.mark != "" {
 			kind, id, ok := parseMark(lr.msgs[i].Mark)
 			switch {
 			case !ok:
-				c.warnOnce("badmark", "ignoring a queue mark this version did not write", "seq", e.Seq)
+				c.warnOnce("badmark", "ignoring a queue mark this version did not write (replaced when the message is sent)",
+					"seq", e.Seq)
 			case c.ids.has(id) && s.session && s.ctrl[id] != "":
 				// A control packet of this connection took the id before
 				// the message was leased (marks of a version that gave
@@ -642,6 +643,11 @@ func (s *conn) leased(lr leaseResult) error {
 					s.complete(e)
 					continue
 				}
+				// The server holds none of the client's flows: a new
+				// PUBLISH, under the id the mark names.
+				e.id = id
+				c.ids.add(id)
+				c.byID[id] = e
 			default:
 				e.id, e.sent, e.sentQoS = id, true, 2
 				e.rec = kind == markRec
@@ -790,21 +796,8 @@ func (s *conn) send(e *entry) error {
 		s.unflushed = append(s.unflushed, e)
 		return nil
 	}
-	if e.id == 0 {
-		id := c.ids.next(derivedID(e.Seq))
-		if qos == 2 && id != derivedID(e.Seq) {
-			// A restarted client must find this id again.
-			if err := c.src.Mark(s.ctx, e.Seq, markData(markPub, id)); errors.Is(err, ErrGone) {
-				c.log.Debug("message left the queue before it was sent", "seq", e.Seq)
-				s.finish(e)
-				return nil
-			} else if err != nil {
-				return fmt.Errorf("queue mark of seq %d: %w", e.Seq, err)
-			}
-		}
-		e.id = id
-		c.ids.add(id)
-		c.byID[id] = e
+	if ok, err := s.placeID(e); !ok {
+		return err
 	}
 	p.PacketID = e.id
 	if err := s.write(p); err != nil {
@@ -817,6 +810,55 @@ func (s *conn) send(e *entry) error {
 	}
 	s.inflightInc()
 	return nil
+}
+
+// placeID gives e its packet id for a QoS 1/2 PUBLISH: the one it holds
+// (an entry keeps its id until it is done, refusals and lost sessions
+// included), or, when it has none yet or the server said that one is in
+// use, the first free one from its derived id. Before the PUBLISH is
+// written the stored mark of a QoS 2 message is brought in line with it:
+// "pub:<id>" when the id is not the derived one, no mark when it is. A
+// restarted client resends the message under the id the mark names, so a
+// stale mark (left by a refusal, a lost session, or a "rec:" whose flow the
+// server no longer has) would be an id the server does not know the
+// message by. It returns false when the PUBLISH must not be written: the
+// message left the source (e is finished; nil error), or Mark failed.
+func (s *conn) placeID(e *entry) (bool, error) {
+	c := s.c
+	id := e.id
+	if id == 0 || e.newID {
+		if id = c.ids.next(derivedID(e.Seq)); id == 0 {
+			return false, errors.New("uplink: no free packet id")
+		}
+	}
+	want := ""
+	if e.QoS == 2 && id != derivedID(e.Seq) {
+		want = string(markData(markPub, id))
+	}
+	if e.mark != want {
+		err := c.src.Mark(s.ctx, e.Seq, []byte(want))
+		if errors.Is(err, ErrGone) {
+			c.log.Debug("message left the queue before it was sent", "seq", e.Seq)
+			s.finish(e)
+			return false, nil
+		}
+		if err != nil {
+			e.mark = markUnknown
+			return false, fmt.Errorf("queue mark of seq %d: %w", e.Seq, err)
+		}
+		e.mark = want
+	}
+	if id != e.id {
+		if e.id != 0 && c.byID[e.id] == e {
+			delete(c.byID, e.id)
+			c.ids.del(e.id)
+		}
+		e.id = id
+		c.ids.add(id)
+		c.byID[id] = e
+	}
+	e.newID = false
+	return true, nil
 }
 
 // complete finishes an entry the upstream has: Source ack, id freed.
@@ -989,9 +1031,11 @@ func (s *conn) marked(m markResult) error {
 	// A message evicted from the queue after PUBREC: the upstream has it,
 	// so PUBREL still goes out; only the restart record is missing.
 	if m.err != nil && !errors.Is(m.err, ErrGone) {
+		m.e.mark = markUnknown
 		return fmt.Errorf("queue mark of seq %d: %w", m.e.Seq, m.err)
 	}
 	m.e.rec = true
+	m.e.mark = string(markData(markRec, m.id))
 	// PUBRELs go out in PUBREC order (queue order), whatever order the
 	// marks completed in: the server may deliver a QoS 2 message only at
 	// PUBREL, so this keeps queue order downstream.
@@ -1023,11 +1067,11 @@ func (s *conn) refusal(e *entry, code packet.ReasonCode, pr *packet.Properties) 
 		reason += ": " + pr.ReasonString
 	}
 	c.setError(errors.New(reason))
-	// The id is free again; the message is no longer in the session.
+	// The message is no longer in the server's session. It keeps its id
+	// (its mark may name it) unless the server says the id is in use.
 	s.released(e)
-	delete(c.byID, e.id)
-	c.ids.del(e.id)
-	e.id, e.sent, e.state = 0, false, stQueued
+	e.sent, e.state = false, stQueued
+	e.newID = code == packet.PacketIdentifierInUse
 	e.refusals++
 	switch code {
 	case packet.NotAuthorized, packet.TopicNameInvalid, packet.PayloadFormatInvalid,
@@ -1245,8 +1289,12 @@ func (s *conn) teardown() {
 	for {
 		select {
 		case m := <-s.marks:
-			if m.err == nil {
+			switch {
+			case m.err == nil:
 				m.e.rec = true
+				m.e.mark = string(markData(markRec, m.id))
+			case !errors.Is(m.err, ErrGone):
+				m.e.mark = markUnknown
 			}
 			continue
 		case p := <-s.dlDone:

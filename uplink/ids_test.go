@@ -1,6 +1,7 @@
 package uplink
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -91,4 +92,117 @@ func TestControlIDsOutsideMessageIDs(t *testing.T) {
 	}
 	fc.send(&packet.Pubcomp{PacketID: p.PacketID})
 	testenv.WaitFor(t, 30*time.Second, "acked", func() bool { _, a, _, _ := src.counts(); return a == 1 })
+}
+
+// checkMarkNames fails unless a QoS 2 PUBLISH of seq under id is what its
+// stored mark says: "pub:<id>", or no mark and the derived id. A restarted
+// client resends under the id the mark names, so any other id would be one
+// the server's session does not know the message by.
+func checkMarkNames(t *testing.T, src *memSource, seq uint64, id uint16) {
+	t.Helper()
+	m := src.mark(seq)
+	if m == fmt.Sprintf("pub:%d", id) || (m == "" && id == derivedID(seq)) {
+		return
+	}
+	t.Fatalf("PUBLISH of seq %d under id %d while the stored mark says %q", seq, id, m)
+}
+
+// restart stops c while the fake connection fc is open and unanswered
+// (Run drains until fc is closed) and returns a new Client on src.
+func restart(t *testing.T, c *Client, stop func(), fc *fakeConn, o Options, src Source) *Client {
+	t.Helper()
+	stopped := make(chan struct{})
+	go func() { stop(); close(stopped) }()
+	testenv.WaitFor(t, 30*time.Second, "client draining", func() bool { return c.Status().State == StateDraining })
+	fc.nc.Close()
+	<-stopped
+	return newClient(t, o, src, nil)
+}
+
+// TestMarkNamesTheID: whenever a QoS 2 message goes out under an id, its
+// stored mark says so before the PUBLISH is written: after a run without
+// the server's session (the next run with one resends under the same id),
+// and after refusals (0x97 keeps the id, 0x91 takes another).
+func TestMarkNamesTheID(t *testing.T) {
+	t.Run("session lost, then found after a restart", func(t *testing.T) {
+		f := startFake(t)
+		src := newMemSource()
+		seq := src.add(Message{Topic: "mk/a", Payload: []byte("a"), QoS: 2})
+		src.marks[seq] = []byte("pub:777") // from a run long ago
+		o := Options{URL: f.URL(), ClientID: "mk", KeepAlive: -1}
+		c := newClient(t, o, src, nil)
+		stop := run(t, c)
+		fc := f.accept()
+		fc.connack(false, packet.Properties{})
+		p, ok := fc.read().(*packet.Publish)
+		if !ok || string(p.Payload) != "a" {
+			t.Fatalf("got %+v, want PUBLISH a", p)
+		}
+		checkMarkNames(t, src, seq, p.PacketID)
+		id := p.PacketID
+		c = restart(t, c, stop, fc, o, src)
+		run(t, c)
+		fc = f.accept()
+		fc.connack(true, packet.Properties{})
+		p, ok = fc.read().(*packet.Publish)
+		if !ok || string(p.Payload) != "a" || p.PacketID != id {
+			t.Fatalf("got %+v, want PUBLISH a under id %d, as the server's session knows it", p, id)
+		}
+		checkMarkNames(t, src, seq, p.PacketID)
+		fc.send(&packet.Pubrec{PacketID: id})
+		if rel, ok := fc.read().(*packet.Pubrel); !ok || rel.PacketID != id {
+			t.Fatalf("got %+v, want PUBREL %d", rel, id)
+		}
+		fc.send(&packet.Pubcomp{PacketID: id})
+		testenv.WaitFor(t, 30*time.Second, "acked", func() bool { _, a, _, _ := src.counts(); return a == 1 })
+	})
+	t.Run("refusals", func(t *testing.T) {
+		f := startFake(t)
+		src := newMemSource()
+		a := src.add(Message{Topic: "mk/a", Payload: []byte("a"), QoS: 2})
+		b := src.add(Message{Topic: "mk/b", Payload: []byte("b"), QoS: 2})
+		src.marks[a] = []byte("pub:777")
+		c := newClient(t, Options{URL: f.URL(), ClientID: "mk", KeepAlive: -1,
+			Backoff: Backoff{Initial: 20 * time.Millisecond, Max: 40 * time.Millisecond}}, src, nil)
+		run(t, c)
+		fc := f.accept()
+		fc.connack(false, packet.Properties{})
+		seqs := map[string]uint64{"a": a, "b": b}
+		ids := map[string][]uint16{}
+		// a: refused with 0x97 (same id again), then 0x91 (another id),
+		// then accepted. b: 0x91, then accepted.
+		codes := map[string][]packet.ReasonCode{
+			"a": {packet.QuotaExceeded, packet.PacketIdentifierInUse, packet.Success},
+			"b": {packet.PacketIdentifierInUse, packet.Success},
+		}
+		done := 0
+		for done < 2 {
+			switch p := fc.read().(type) {
+			case *packet.Publish:
+				s := string(p.Payload)
+				checkMarkNames(t, src, seqs[s], p.PacketID)
+				n := len(ids[s])
+				ids[s] = append(ids[s], p.PacketID)
+				if n > 0 {
+					prev := codes[s][n-1]
+					if prev == packet.QuotaExceeded && p.PacketID != ids[s][n-1] {
+						t.Errorf("%s: id %d after 0x97, want %d again", s, p.PacketID, ids[s][n-1])
+					}
+					if prev == packet.PacketIdentifierInUse && p.PacketID == ids[s][n-1] {
+						t.Errorf("%s: id %d again after 0x91 (packet identifier in use)", s, p.PacketID)
+					}
+				}
+				fc.send(&packet.Pubrec{PacketID: p.PacketID, ReasonCode: codes[s][n]})
+			case *packet.Pubrel:
+				fc.send(&packet.Pubcomp{PacketID: p.PacketID})
+				done++
+			default:
+				t.Fatalf("unexpected %v", p.Type())
+			}
+		}
+		if len(ids["a"]) != 3 || len(ids["b"]) != 2 {
+			t.Errorf("sent a under %v, b under %v; want 3 and 2 PUBLISHes", ids["a"], ids["b"])
+		}
+		testenv.WaitFor(t, 30*time.Second, "acked", func() bool { _, n, _, _ := src.counts(); return n == 2 })
+	})
 }

@@ -322,9 +322,10 @@ type Source interface {
 	// Release makes leased messages visible again at their original
 	// position.
 	Release(seqs ...uint64)
-	// Mark stores per-message data durably; later Leases return it in
-	// Message.Mark, also after a restart. An error wrapping ErrGone means
-	// the message is no longer in the source.
+	// Mark stores per-message data durably, replacing what was stored;
+	// empty data removes the mark. Later Leases return it in Message.Mark,
+	// also after a restart. An error wrapping ErrGone means the message is
+	// no longer in the source.
 	Mark(ctx context.Context, seq uint64, data []byte) error
 	// DeadLetter moves a message out of the queue into the dead-letter
 	// store, with the reason. An error wrapping ErrGone means the message
