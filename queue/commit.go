@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -164,19 +163,6 @@ func (q *Queue) commit(batch []*request) {
 				}
 			}
 			break
-		}
-	}
-	if wrote {
-		// Also after a failed segment: the ones before it committed and
-		// are reported as stored.
-		if err := q.db.Sync(); err != nil {
-			err = fmt.Errorf("queue: sync: %w", err)
-			for i := range res {
-				if res[i] == nil {
-					res[i] = err
-				}
-			}
-			failed = cmp.Or(failed, err)
 		}
 	}
 	if failed != nil {

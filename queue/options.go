@@ -230,7 +230,7 @@ func (o *Options) badgerOptions() badger.Options {
 	// at BaseTableSize instead of doubling per level (64 MiB at L6).
 	bo.TableSizeMultiplier = 1
 	return bo.
-		WithSyncWrites(false).
+		WithSyncWrites(true).
 		WithDetectConflicts(false).
 		WithMetricsEnabled(false).
 		WithNumVersionsToKeep(1).

@@ -4,8 +4,8 @@
 //
 // The store is Badger. Writes from all producers go through one commit
 // goroutine that gathers whatever is pending, writes it as one Badger
-// transaction per ~1 MiB, calls fsync once (DB.Sync) and only then
-// releases every writer of that batch (group commit).
+// transaction per ~1 MiB, synced before the commit returns (SyncWrites),
+// and only then releases every writer of that batch (group commit).
 //
 // Durability: when Append, Commit, PutState or DeleteState return nil (or
 // an AppendAsync callback is called with nil), the messages and state
