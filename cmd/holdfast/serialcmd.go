@@ -6,12 +6,15 @@ import (
 	"holdfast/adapters/serial"
 )
 
+// listSerialPorts is serial.List; tests replace it.
+var listSerialPorts = serial.List
+
 // runSerial handles `holdfast serial list`.
 func runSerial(args []string, stdout io.Writer) error {
 	if len(args) != 1 || args[0] != "list" {
 		return usagef("usage: holdfast serial list")
 	}
-	ports, err := serial.List()
+	ports, err := listSerialPorts()
 	if err != nil {
 		return err
 	}
