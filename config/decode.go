@@ -37,11 +37,11 @@ func (c *Config) errAt(path string, kind error, format string, args ...any) *Err
 	if c.src == nil {
 		return e
 	}
-	e.File = c.src.file
 	if f, ok := c.src.flags[path]; ok {
 		e.Flag = f
 		return e
 	}
+	e.File = c.src.file
 	for p := path; p != ""; p = parentPath(p) {
 		if l, ok := c.src.lines[p]; ok {
 			e.Line = l
@@ -63,23 +63,34 @@ func parentPath(p string) string {
 // Load reads and parses the file at path and validates it. An empty path
 // means no file: the defaults. Errors name the file, key path and line.
 func Load(path string) (*Config, error) {
+	return LoadWith(path, Overrides{})
+}
+
+// LoadWith reads and parses the file at path (the defaults when path is
+// empty), applies the command-line overrides o and validates the result
+// once. A problem in a value that a flag replaces is not reported: the
+// flag's value is checked instead, and an error about it names the flag.
+// Every other error names the file, key path and line.
+func LoadWith(path string, o Overrides) (*Config, error) {
 	if path == "" {
-		return Default(), nil
+		return parse(nil, "", o)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return parse(data, path)
+	return parse(data, path, o)
 }
 
 // Parse parses a YAML document into a configuration, starting from the
 // defaults, and validates it. Empty input (or only comments) gives Default().
 func Parse(data []byte) (*Config, error) {
-	return parse(data, "")
+	return parse(data, "", Overrides{})
 }
 
-func parse(data []byte, file string) (*Config, error) {
+// parse decodes data over the defaults (syntax, keys and types), applies
+// the overrides, fills the derived values and validates everything once.
+func parse(data []byte, file string, o Overrides) (*Config, error) {
 	c := Default()
 	src := c.source()
 	src.file = file
@@ -96,14 +107,14 @@ func parse(data []byte, file string) (*Config, error) {
 	var doc yaml.Node
 	err := dec.Decode(&doc)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return fail([]*Error{syntaxError(err)})
+		return fail([]*Error{syntaxError(err, data)})
 	}
 	if err == nil {
 		var extra yaml.Node
 		if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 			line := extra.Line
 			if err != nil {
-				return fail([]*Error{syntaxError(err)})
+				return fail([]*Error{syntaxError(err, data)})
 			}
 			return fail([]*Error{{Msg: "more than one YAML document", Line: line, Err: ErrSyntax}})
 		}
@@ -113,10 +124,20 @@ func parse(data []byte, file string) (*Config, error) {
 		}
 		d := &decoder{src: src}
 		d.value(root, reflect.ValueOf(c).Elem(), "")
-		if len(d.errs) > 0 {
-			return fail(d.errs)
+		// A value the command line replaces does not matter, however
+		// wrong it is in the file.
+		replaced := o.paths()
+		errs := d.errs[:0]
+		for _, e := range d.errs {
+			if !replaced[e.Path] {
+				errs = append(errs, e)
+			}
+		}
+		if len(errs) > 0 {
+			return fail(errs)
 		}
 	}
+	c.apply(o)
 	c.resolve()
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -125,8 +146,45 @@ func parse(data []byte, file string) (*Config, error) {
 }
 
 // syntaxError turns a YAML parser error ("yaml: line 3: did not find
-// expected key") into an *Error with the line in its field.
-func syntaxError(err error) *Error {
+// expected key") into an *Error with the line in its field. The parser
+// leaves the line out of some errors (control characters, invalid UTF-8,
+// an unknown anchor) and gives the line where the enclosing block began for
+// others; the line reported is the first one at which the document, cut
+// after it, fails the same way: where the problem is.
+func syntaxError(err error, data []byte) *Error {
+	e := lineError(err)
+	if len(data) > maxSearchBytes {
+		return e
+	}
+	end := 0
+	for n := 1; end < len(data); n++ {
+		i := bytes.IndexByte(data[end:], '\n')
+		if i < 0 {
+			end = len(data)
+		} else {
+			end += i + 1
+		}
+		var doc yaml.Node
+		dec := yaml.NewDecoder(bytes.NewReader(data[:end]))
+		perr := dec.Decode(&doc)
+		for perr == nil {
+			perr = dec.Decode(&doc)
+		}
+		if !errors.Is(perr, io.EOF) && lineError(perr).Msg == e.Msg {
+			e.Line = n
+			break
+		}
+	}
+	return e
+}
+
+// maxSearchBytes bounds the documents whose syntax errors are placed by
+// syntaxError's search (it parses the document once per line); a larger
+// one keeps the parser's line.
+const maxSearchBytes = 256 << 10
+
+// lineError splits the line number out of a YAML parser error's text.
+func lineError(err error) *Error {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	e := &Error{Msg: msg, Err: ErrSyntax}
 	if rest, ok := strings.CutPrefix(msg, "line "); ok {
@@ -152,10 +210,22 @@ func (c *Config) resolve() {
 type decoder struct {
 	src  *source
 	errs []*Error
+	// aliasLine is the line of the alias being decoded, if any: what is
+	// found under an alias is reported where the alias is used, not at
+	// its anchor.
+	aliasLine int
+}
+
+// line is where a problem found at n is reported.
+func (d *decoder) line(n *yaml.Node) int {
+	if d.aliasLine > 0 {
+		return d.aliasLine
+	}
+	return n.Line
 }
 
 func (d *decoder) fail(n *yaml.Node, path string, kind error, format string, args ...any) {
-	d.errs = append(d.errs, &Error{Path: path, Line: n.Line, Msg: fmt.Sprintf(format, args...), Err: kind})
+	d.errs = append(d.errs, &Error{Path: path, Line: d.line(n), Msg: fmt.Sprintf(format, args...), Err: kind})
 }
 
 // scalarDecoder is implemented by types decoded from one scalar.
@@ -197,6 +267,10 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		if n.Alias == nil {
 			d.fail(n, path, ErrSyntax, "unresolved alias")
 			return
+		}
+		if d.aliasLine == 0 {
+			d.aliasLine = n.Line
+			defer func() { d.aliasLine = 0 }()
 		}
 		n = n.Alias
 	}
@@ -268,13 +342,13 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 			d.fail(k, kp, ErrValue, "duplicate key (first at line %d)", prev)
 			continue
 		}
-		seen[name] = k.Line
+		seen[name] = d.line(k)
 		f, ok := fieldByKey(t, name)
 		if !ok {
 			d.fail(k, kp, ErrUnknownKey, "unknown key")
 			continue
 		}
-		d.src.lines[kp] = k.Line
+		d.src.lines[kp] = d.line(k)
 		d.value(val, v.FieldByIndex(f.Index), kp)
 	}
 }
@@ -306,7 +380,7 @@ func (d *decoder) sequence(n *yaml.Node, v reflect.Value, path string) {
 	def := elementDefaults[v.Type().Elem()]
 	for i, el := range n.Content {
 		ep := path + "[" + strconv.Itoa(i) + "]"
-		d.src.lines[ep] = el.Line
+		d.src.lines[ep] = d.line(el)
 		if def != nil {
 			s.Index(i).Set(reflect.ValueOf(def()))
 		}

@@ -233,17 +233,15 @@ func diff(a, b reflect.Value, path string) []string {
 				out = append(out, diff(a.Field(i), b.Field(i), path+"."+f.Name)...)
 			}
 		}
-		if len(out) > 0 {
-			return out
-		}
+		return out // nil: the exported fields agree
+	case a.Kind() == reflect.Slice && a.Len() == 0 && b.Len() == 0:
+		return nil // nil and empty mean the same
 	case a.Kind() == reflect.Slice && a.Len() == b.Len():
 		var out []string
 		for i := 0; i < a.Len(); i++ {
 			out = append(out, diff(a.Index(i), b.Index(i), path+"["+strconv.Itoa(i)+"]")...)
 		}
-		if len(out) > 0 {
-			return out
-		}
+		return out
 	case a.Kind() == reflect.Pointer && !a.IsNil() && !b.IsNil():
 		return diff(a.Elem(), b.Elem(), path)
 	}
@@ -262,29 +260,319 @@ func show(v reflect.Value) string {
 
 const docsPath = "../docs/configuration.md"
 
-// TestDocsHaveEveryKey: docs/configuration.md names every key: by its full
-// path, or by its own name for the keys of list elements.
-func TestDocsHaveEveryKey(t *testing.T) {
+// docRow is one key of a reference table in docs/configuration.md.
+type docRow struct {
+	line int    // line of the row in the page
+	def  string // the default as written (first code span of the Default column), "" when it is prose
+}
+
+// listSections are the top-level keys whose values are lists of mappings;
+// their reference tables name keys relative to one element.
+func listSections() map[string]bool {
+	out := map[string]bool{}
+	t := reflect.TypeFor[Config]()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if tag := f.Tag.Get("yaml"); tag != "" && f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct {
+			out[tag] = true
+		}
+	}
+	return out
+}
+
+var (
+	docHeading = regexp.MustCompile("^### `([a-z_]+)`")
+	codeSpan   = regexp.MustCompile("`([^`]*)`")
+)
+
+// docRows reads the reference tables of docs/configuration.md and returns
+// every key they describe by its full path ("forward[].filter" for a key of
+// a list element), with its documented default.
+func docRows(t *testing.T) map[string]docRow {
+	t.Helper()
 	b, err := os.ReadFile(docsPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc := string(b)
+	lists := listSections()
+	rows := map[string]docRow{}
+	section, inReference := "", false
+	for n, line := range strings.Split(string(b), "\n") {
+		switch {
+		case strings.HasPrefix(line, "## "):
+			inReference = line == "## Reference"
+			section = ""
+			continue
+		case strings.HasPrefix(line, "### "):
+			section = ""
+			if m := docHeading.FindStringSubmatch(line); m != nil && inReference {
+				section = m[1]
+			}
+			continue
+		case section == "" || !strings.HasPrefix(line, "| `"):
+			continue
+		}
+		cells := strings.Split(line, "|")
+		if len(cells) < 5 {
+			t.Fatalf("%s:%d: a reference row needs Key, Type, Default and Meaning: %q", docsPath, n+1, line)
+		}
+		var keys []string
+		for _, m := range codeSpan.FindAllStringSubmatch(cells[1], -1) {
+			keys = append(keys, m[1])
+		}
+		def := strings.TrimSpace(cells[3])
+		var defs []string
+		if strings.HasPrefix(def, "`") {
+			for _, m := range codeSpan.FindAllStringSubmatch(def, -1) {
+				defs = append(defs, m[1])
+			}
+		}
+		for i, k := range keys {
+			full := k
+			if lists[section] {
+				full = section + "[]." + k
+			} else if k != section && !strings.HasPrefix(k, section+".") {
+				t.Errorf("%s:%d: key %q in the section of %q", docsPath, n+1, k, section)
+			}
+			r := docRow{line: n + 1}
+			switch {
+			case len(defs) == len(keys):
+				r.def = defs[i]
+			case len(defs) > 0:
+				r.def = defs[0]
+			}
+			if _, dup := rows[full]; dup {
+				t.Errorf("%s:%d: %s described twice", docsPath, n+1, full)
+			}
+			rows[full] = r
+		}
+	}
+	return rows
+}
+
+// TestDocsHaveEveryKey: the reference tables of docs/configuration.md
+// describe every key of the configuration, each under its own section and
+// by its full path, and no key the code does not know.
+func TestDocsHaveEveryKey(t *testing.T) {
 	keys := map[string]bool{}
 	schemaKeys(reflect.TypeFor[Config](), "", keys)
-	var missing []string
+	rows := docRows(t)
+	var missing, extra []string
 	for k := range keys {
-		name := k
-		if i := strings.LastIndex(k, "[]."); i >= 0 {
-			name = k[i+3:]
+		if _, ok := rows[k]; ok {
+			continue
 		}
-		if !strings.Contains(doc, "`"+name+"`") && !strings.Contains(doc, "`"+name+".") {
+		// A key holding a mapping is described by the rows of its keys.
+		covered := false
+		for r := range rows {
+			covered = covered || strings.HasPrefix(r, k+".") || strings.HasPrefix(r, k+"[].")
+		}
+		if !covered {
 			missing = append(missing, k)
 		}
 	}
+	for r := range rows {
+		if !keys[r] {
+			extra = append(extra, r)
+		}
+	}
 	sort.Strings(missing)
+	sort.Strings(extra)
 	if len(missing) > 0 {
-		t.Errorf("keys missing from %s: %s", docsPath, strings.Join(missing, ", "))
+		t.Errorf("keys missing from the reference of %s: %s", docsPath, strings.Join(missing, ", "))
+	}
+	if len(extra) > 0 {
+		t.Errorf("keys in the reference of %s that the code does not know: %s", docsPath, strings.Join(extra, ", "))
+	}
+}
+
+// elementBase is what an element of a list section needs to be valid, for
+// setting one of its keys; key is the key about to be set.
+func elementBase(section, key string) []string {
+	switch section {
+	case "downlink":
+		if key != "filter" {
+			return []string{"filter: x/#"}
+		}
+	case "serial":
+		switch {
+		case key == "device":
+			return []string{"name: p", "match:", `  vid: "0403"`}
+		case key != "name":
+			return []string{"name: p", "device: /dev/null"}
+		}
+	}
+	return nil
+}
+
+// defaultContext holds, for the keys whose default applies only with
+// another setting, that setting: keys beside the key, in its mapping.
+var defaultContext = map[string][]string{
+	"serial[].framing.silence":         {"mode: silence"},
+	"serial[].payload.separator":       {"parse: csv", "columns: [a]"},
+	"serial[].payload.timestamp_field": {"format: json", "timestamp: rfc3339"},
+}
+
+// byteStrings are the keys written with the escapes of docs/serial.md
+// ("\n" is a backslash and an n); documented as "\n", they are set in YAML
+// as '\n'.
+var byteStrings = map[string]bool{
+	"serial[].framing.delimiter": true, "serial[].framing.start": true, "serial[].framing.end": true,
+	"serial[].write.append": true, "serial[].poll.request": true,
+}
+
+// yamlValue writes a documented value of key as a YAML scalar: as it is,
+// unless YAML would read it as something else ("{topic}", "#").
+func yamlValue(key, v string) string {
+	switch {
+	case v == "":
+		return "~"
+	case byteStrings[key] && len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"':
+		return "'" + strings.ReplaceAll(v[1:len(v)-1], "'", "''") + "'"
+	case v == "[]" || v == "~" || v[0] == '"' || v[0] == '\'':
+		return v
+	case strings.ContainsAny(v[:1], "{}[]#&*!|>%@`,?:-") || strings.Contains(v, " #") || strings.Contains(v, ": "):
+		return strconv.Quote(v)
+	}
+	return v
+}
+
+// withKey returns a document that sets the key at path (a full path, with
+// "[]" for a list element) to value, and the same document without it.
+func withKey(path, value string) (doc, base string) {
+	section, rel, _ := strings.Cut(path, ".")
+	if rel == "" {
+		return section + ": " + yamlValue(path, value) + "\n", ""
+	}
+	indent := "  "
+	var lines []string
+	if name, ok := strings.CutSuffix(section, "[]"); ok {
+		lines = append(lines, name+":", "  -")
+		indent = "    "
+		for _, l := range elementBase(name, strings.Split(rel, ".")[0]) {
+			lines = append(lines, indent+l)
+		}
+	} else {
+		lines = append(lines, section+":")
+	}
+	parts := strings.Split(rel, ".")
+	for _, p := range parts[:len(parts)-1] {
+		lines = append(lines, indent+p+":")
+		indent += "  "
+	}
+	for _, l := range defaultContext[path] {
+		lines = append(lines, indent+l)
+	}
+	base = strings.Join(lines, "\n") + "\n"
+	doc = base + indent + parts[len(parts)-1] + ": " + yamlValue(path, value) + "\n"
+	return doc, base
+}
+
+// checkDefault checks that setting key to its documented default changes
+// nothing: the documented default is the code's.
+func checkDefault(t *testing.T, where, key, value string) {
+	t.Helper()
+	doc, base := withKey(key, value)
+	want, err := Parse([]byte(base))
+	if err != nil {
+		t.Fatalf("%s: %s: base document %q: %v", where, key, base, err)
+	}
+	got, err := Parse([]byte(doc))
+	if err != nil {
+		t.Errorf("%s: %s: the documented default %q is refused: %v", where, key, value, err)
+		return
+	}
+	if d := diff(reflect.ValueOf(normalize(*got)), reflect.ValueOf(normalize(*want)), ""); len(d) > 0 {
+		t.Errorf("%s: %s: documented default %q, but the code's differs: %s", where, key, value, strings.Join(d, "; "))
+	}
+}
+
+// TestDocsDefaults: every default written in the reference tables of
+// docs/configuration.md is the code's default.
+func TestDocsDefaults(t *testing.T) {
+	checked := 0
+	for key, r := range docRows(t) {
+		if r.def == "" {
+			continue
+		}
+		checkDefault(t, fmt.Sprintf("%s:%d", docsPath, r.line), key, r.def)
+		checked++
+	}
+	if checked < 80 {
+		t.Errorf("checked only %d documented defaults", checked)
+	}
+}
+
+// exampleDefault finds "Default: X" in a key's comment and returns X: up to
+// a parenthesis or the end of the sentence.
+var exampleDefault = regexp.MustCompile(`Default: (.*)`)
+
+func defaultIn(comment string) (string, bool) {
+	m := exampleDefault.FindStringSubmatch(comment)
+	if m == nil {
+		return "", false
+	}
+	v := m[1]
+	if i := strings.Index(v, " ("); i >= 0 {
+		v = v[:i]
+	}
+	v = strings.TrimSuffix(strings.TrimSpace(v), ".")
+	if v == "empty" {
+		v = "~"
+	}
+	return v, true
+}
+
+// exampleDefaults returns, for every leaf key of a YAML tree that has a
+// "Default:" in its comment, that default.
+func exampleDefaults(n *yaml.Node, prefix string, out map[string]string) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			exampleDefaults(c, prefix, out)
+		}
+	case yaml.SequenceNode:
+		for _, c := range n.Content {
+			exampleDefaults(c, prefix+"[]", out)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := k.Value
+			if prefix != "" {
+				p = prefix + "." + k.Value
+			}
+			leaf := v.Kind == yaml.ScalarNode || (v.Kind == yaml.SequenceNode && len(v.Content) == 0)
+			if def, ok := defaultIn(k.HeadComment + "\n" + k.LineComment); ok && leaf {
+				out[p] = def
+			}
+			exampleDefaults(v, p, out)
+		}
+	}
+}
+
+// TestExampleDefaultComments: every "Default:" the annotated example states,
+// in the active keys and in the commented-out downlink and serial blocks
+// (whose values are examples, not defaults), is the code's default.
+func TestExampleDefaultComments(t *testing.T) {
+	defs := map[string]string{}
+	for name, doc := range exampleDocs(t) {
+		var n yaml.Node
+		if err := yaml.Unmarshal(doc, &n); err != nil {
+			t.Fatalf("example %s: %v", name, err)
+		}
+		exampleDefaults(&n, "", defs)
+	}
+	for _, k := range []string{"downlink[].qos", "downlink[].local_topic", "serial[].framing.max_length", "serial[].payload.format", "queue.dir"} {
+		if _, ok := defs[k]; !ok {
+			t.Errorf("no Default: comment found for %s", k)
+		}
+	}
+	for key, def := range defs {
+		checkDefault(t, examplePath, key, def)
+	}
+	if len(defs) < 100 {
+		t.Errorf("checked only %d Default: comments", len(defs))
 	}
 }
 

@@ -23,29 +23,57 @@ const (
 	FlagClientID = "--client-id"
 )
 
-// Apply applies the overrides and validates the result. Errors about an
-// overridden value name the flag ("config: --upstream: unsupported scheme
-// \"tcp\"") instead of the key.
+// Apply applies the overrides to a configuration already loaded and
+// validates the result. Errors about an overridden value name the flag
+// ("config: --upstream: unsupported scheme \"tcp\"") instead of the key.
+// LoadWith is the better way from a file: it does not report problems in
+// file values that the flags replace.
 func (c *Config) Apply(o Overrides) error {
+	c.apply(o)
+	return c.Validate()
+}
+
+// apply sets the values the flags give and remembers which flag set them.
+func (c *Config) apply(o Overrides) {
 	src := c.source()
 	if o.Listen != "" {
 		if len(c.Listeners) == 0 {
 			c.Listeners = []Listener{DefaultListener()}
 		}
 		c.Listeners[0].Address = o.Listen
-		src.flags["listeners[0].address"] = FlagListen
+		src.flags[pathListen] = FlagListen
 	}
 	if o.Upstream != "" {
 		c.Upstream.URL = o.Upstream
-		src.flags["upstream.url"] = FlagUpstream
+		src.flags[pathUpstream] = FlagUpstream
 	}
 	if o.DataDir != "" {
 		c.Queue.Dir = o.DataDir
-		src.flags["queue.dir"] = FlagDataDir
+		src.flags[pathDataDir] = FlagDataDir
 	}
 	if o.ClientID != "" {
 		c.Upstream.ClientID = o.ClientID
-		src.flags["upstream.client_id"] = FlagClientID
+		src.flags[pathClientID] = FlagClientID
 	}
-	return c.Validate()
+}
+
+// The key paths the flags replace.
+const (
+	pathListen   = "listeners[0].address"
+	pathUpstream = "upstream.url"
+	pathDataDir  = "queue.dir"
+	pathClientID = "upstream.client_id"
+)
+
+// paths returns the key paths whose file values the overrides replace.
+func (o Overrides) paths() map[string]bool {
+	p := map[string]bool{}
+	for path, v := range map[string]string{
+		pathListen: o.Listen, pathUpstream: o.Upstream, pathDataDir: o.DataDir, pathClientID: o.ClientID,
+	} {
+		if v != "" {
+			p[path] = true
+		}
+	}
+	return p
 }

@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"strings"
+
+	"holdfast/internal/topic"
 )
 
 // Template placeholders. Which ones a template may use depends on its key;
@@ -159,6 +161,46 @@ func stripPrefix(topic string, prefix Template, clientID, gatewayID string) stri
 // on topic by clientID: StripPrefix (expanded) removed, then Topic expanded.
 func (r ForwardRule) UpstreamTopic(topic, clientID, gatewayID string) string {
 	return r.Topic.Expand(stripPrefix(topic, r.StripPrefix, clientID, gatewayID), clientID, gatewayID)
+}
+
+// CheckedUpstreamTopic is UpstreamTopic with the checks an upstream broker
+// applies: it returns an error (wrapping topic.ErrInvalidName) when the
+// expanded topic is not a valid topic name (empty, over 65535 bytes, not
+// UTF-8, with U+0000, + or #), which a device's client id or topic levels
+// can make it. It also refuses a topic that begins with "$" when the "$"
+// comes from the device (its client id, or a level that strip_prefix
+// exposed): brokers keep "$" topics for themselves. A "$" the rule puts
+// there is kept: a topic template that starts with "$" (AWS IoT's
+// "$aws/..."), or a "$" local topic that a "$" filter selected, forwarded
+// as it is.
+func (r ForwardRule) CheckedUpstreamTopic(local, clientID, gatewayID string) (string, error) {
+	stripped := stripPrefix(local, r.StripPrefix, clientID, gatewayID)
+	up := r.Topic.Expand(stripped, clientID, gatewayID)
+	if err := topic.ValidName(up); err != nil {
+		return up, err
+	}
+	if up[0] == '$' && !r.ruleDollar(local, stripped) {
+		return up, fmt.Errorf("%w: %q begins with $, which brokers keep for their own topics, and the $ comes from the publishing device", topic.ErrInvalidName, up)
+	}
+	return up, nil
+}
+
+// ruleDollar reports whether the "$" that starts an upstream topic was put
+// there by the rule rather than by the device.
+func (r ForwardRule) ruleDollar(local, stripped string) bool {
+	if len(r.Topic.parts) == 0 {
+		return false
+	}
+	switch p := r.Topic.parts[0]; p.v {
+	case varNone:
+		return strings.HasPrefix(p.lit, "$")
+	case varGatewayID:
+		return true
+	case varTopic:
+		// Only a filter that names the "$" level selects a "$" topic.
+		return stripped == local
+	}
+	return false
 }
 
 // UpstreamQoS returns the QoS a message published locally at qos is

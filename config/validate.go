@@ -7,7 +7,6 @@ import (
 	"math"
 	"net"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -80,8 +79,9 @@ func (v *validator) listeners() {
 	names := map[string]int{}
 	for i, l := range c.Listeners {
 		p := "listeners[" + strconv.Itoa(i) + "]"
-		if err := checkHostPort(l.Address); err != nil {
-			v.bad(p+".address", "%v", err)
+		addrErr := checkHostPort(l.Address)
+		if addrErr != nil {
+			v.bad(p+".address", "%v", addrErr)
 		} else if j, dup := addrs[l.Address]; dup && !strings.HasSuffix(l.Address, ":0") {
 			v.bad(p+".address", "%q is also listeners[%d].address", l.Address, j)
 		} else {
@@ -122,7 +122,9 @@ func (v *validator) listeners() {
 				v.bad(p+".tls.require_client_cert", "needs tls.client_ca_file")
 			}
 		}
-		if !l.AnonymousAllowed() && c.Auth.PasswordFile == "" && !(secure && t.RequireClientCert) {
+		// Whether anyone could connect depends on the address: with a bad
+		// one, that problem is the one reported.
+		if addrErr == nil && !l.AnonymousAllowed() && c.Auth.PasswordFile == "" && !(secure && t.RequireClientCert) {
 			if l.AllowAnonymous == nil {
 				v.bad(p+".allow_anonymous", "not set, so false on the non-loopback address %q, and auth.password_file is empty: no client could connect (set auth.password_file, or allow_anonymous: true)", l.Address)
 			} else {
@@ -440,39 +442,6 @@ func checkUpstreamURL(raw string) (string, error) {
 		return "", fmt.Errorf("url %q: a path needs ws:// or wss://", raw)
 	}
 	return u.Scheme, nil
-}
-
-// CheckFiles checks that every file the configuration names (certificates,
-// keys, CA bundles, password and ACL files) can be opened for reading, and
-// returns every one that cannot, naming its key. Validate does not touch the
-// file system; `holdfast config check` and the agent call this before
-// starting.
-func (c *Config) CheckFiles() error {
-	v := &validator{c: c}
-	check := func(path, name string) {
-		if name == "" {
-			return
-		}
-		f, err := os.Open(name)
-		if err != nil {
-			v.bad(path, "%v", err)
-			return
-		}
-		f.Close()
-	}
-	for i, l := range c.Listeners {
-		p := "listeners[" + strconv.Itoa(i) + "].tls."
-		check(p+"cert_file", l.TLS.CertFile)
-		check(p+"key_file", l.TLS.KeyFile)
-		check(p+"client_ca_file", l.TLS.ClientCAFile)
-	}
-	check("auth.password_file", c.Auth.PasswordFile)
-	check("auth.acl_file", c.Auth.ACLFile)
-	check("upstream.password_file", c.Upstream.PasswordFile)
-	check("upstream.tls.ca_file", c.Upstream.TLS.CAFile)
-	check("upstream.tls.cert_file", c.Upstream.TLS.CertFile)
-	check("upstream.tls.key_file", c.Upstream.TLS.KeyFile)
-	return joinErrors(v.errs)
 }
 
 // serial sets the ports' defaults and checks them; the adapter package

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=...".
@@ -85,12 +86,18 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return report(err, stderr)
 }
 
-// report prints err in one line and maps it to an exit code.
+// report prints err and maps it to an exit code. Each problem is one line
+// starting with "holdfast: "; an error that joins several (errors.Join, as
+// the configuration's do) gives one line for each.
 func report(err error, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "holdfast: %v\n", err)
+	for _, line := range strings.Split(err.Error(), "\n") {
+		if line != "" {
+			fmt.Fprintf(stderr, "holdfast: %s\n", line)
+		}
+	}
 	var ue *usageError
 	var ce *configError
 	if errors.As(err, &ue) || errors.As(err, &ce) {

@@ -36,13 +36,11 @@ func (c *commonFlags) register(fs *flag.FlagSet, withOverrides bool) {
 	}
 }
 
-// load reads the configuration and applies the flags over it.
+// load reads the configuration, applies the flags over it and validates
+// the result.
 func (c *commonFlags) load() (*config.Config, error) {
-	cfg, err := config.Load(c.config)
+	cfg, err := config.LoadWith(c.config, c.overrides)
 	if err != nil {
-		return nil, &configError{err}
-	}
-	if err := cfg.Apply(c.overrides); err != nil {
 		return nil, &configError{err}
 	}
 	return cfg, nil
