@@ -345,7 +345,7 @@ type entry struct {
 	mark string
 	// newID: the server said id is in use (0x91); the next PUBLISH takes
 	// another.
-	newID bool
+	newID    bool
 	refusals int
 	done     bool
 }

@@ -455,8 +455,12 @@ func (s *conn) flush() error {
 
 // resume prepares the entries left from earlier connections: with a
 // session they go out again with their ids (PUBREL for those whose PUBREC
-// came); without one, those whose PUBREC came are done (the server had
-// them) and the others go out as new messages.
+// came); without one, every one goes out as a new message under its id.
+// That includes a QoS 2 message whose PUBREC came: mosquitto delivers QoS 2
+// at PUBREL, so a server that lost the session between PUBREC and PUBREL
+// never delivered it. (A server that delivers at PUBLISH time and lost its
+// session delivers it twice: exactly once cannot survive the upstream
+// losing its session; at least once is kept.)
 func (s *conn) resume() error {
 	c := s.c
 	c.ctrlNext = 0
@@ -465,14 +469,9 @@ func (s *conn) resume() error {
 			continue
 		}
 		e.state = stQueued
-		if s.session {
-			continue
+		if !s.session {
+			e.sent, e.rec = false, false // a rec: mark is replaced before the PUBLISH
 		}
-		if e.rec {
-			s.complete(e)
-			continue
-		}
-		e.sent = false
 	}
 	s.next = 0
 	return nil
@@ -633,18 +632,9 @@ func (s *conn) leased(lr leaseResult) error {
 			case c.ids.has(id):
 				c.log.Warn("packet id of a stored mark is in use; sending the message anew", "seq", e.Seq, "packet_id", id)
 			case !s.session:
-				if kind == markRec {
-					// The server had it (PUBREC came) and has since lost
-					// the session: it would answer PUBREL with 0x92.
-					e.id, e.rec = id, true
-					c.ids.add(id)
-					c.byID[id] = e
-					c.pending = append(c.pending, e)
-					s.complete(e)
-					continue
-				}
 				// The server holds none of the client's flows: a new
-				// PUBLISH, under the id the mark names.
+				// PUBLISH under the id the mark names, also after PUBREC
+				// (see resume; placeID replaces the rec: mark first).
 				e.id = id
 				c.ids.add(id)
 				c.byID[id] = e

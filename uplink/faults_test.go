@@ -9,13 +9,37 @@ import (
 
 	"holdfast/internal/faultproxy"
 	"holdfast/internal/packet"
+	"holdfast/internal/testclient"
 	"holdfast/internal/testenv"
 )
+
+// endMarker is the payload publishEnd sends; collectors count it apart.
+const endMarker = "end"
+
+// publishEnd publishes endMarker on topic from a client of its own, once
+// the messages under test have all been acknowledged to their sender. The
+// broker has queued those for each subscriber before it acknowledged them
+// (mosquitto delivers QoS 2 at PUBREL, before PUBCOMP), and it sends a
+// subscriber's queue in order, so a subscriber that has received the
+// marker has received everything before it: a late duplicate cannot
+// arrive after the test stopped looking.
+func publishEnd(t testing.TB, addr, topic string) {
+	t.Helper()
+	pub, err := testclient.Dial(addr, testclient.Options{ClientID: "end-" + strconv.Itoa(testenv.FreePort(t)), CleanStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	if _, err := pub.Publish(&packet.Publish{Topic: topic, QoS: 1, Payload: []byte(endMarker)}); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // collector receives publishes in the background.
 type collector struct {
 	mu   sync.Mutex
 	got  []int
+	ends int // end markers seen (drain)
 	errs chan error
 	stop chan struct{}
 	done chan struct{}
@@ -40,6 +64,12 @@ func collect(t testing.TB, addr, filter string, v packet.Version) *collector {
 				c.errs <- err
 				return
 			}
+			if string(p.Payload) == endMarker {
+				c.mu.Lock()
+				c.ends++
+				c.mu.Unlock()
+				continue
+			}
 			n, err := strconv.Atoi(string(p.Payload))
 			if err != nil {
 				c.errs <- fmt.Errorf("payload %q", p.Payload)
@@ -58,6 +88,24 @@ func isTimeout(err error) bool {
 	type timeout interface{ Timeout() bool }
 	te, ok := err.(timeout)
 	return ok && te.Timeout()
+}
+
+// drain waits until everything the broker queued for the collector so far
+// has arrived, late duplicates included: see publishEnd.
+func (c *collector) drain(t testing.TB, addr, topic string) {
+	t.Helper()
+	c.mu.Lock()
+	before := c.ends
+	c.mu.Unlock()
+	publishEnd(t, addr, topic)
+	testenv.WaitFor(t, 30*time.Second, "end marker received", func() bool {
+		if err := c.err(); err != nil {
+			t.Fatal(err)
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.ends > before
+	})
 }
 
 func (c *collector) close() {

@@ -19,6 +19,7 @@ import (
 type durableCollector struct {
 	mu   sync.Mutex
 	got  map[string][]int // by topic
+	ends int              // end markers seen (drain)
 	subs chan struct{}    // one value per (re)subscribe
 	stop chan struct{}
 	done chan struct{}
@@ -64,6 +65,12 @@ func collectDurable(t testing.TB, addr, filter string) *durableCollector {
 					}
 					break
 				}
+				if string(p.Payload) == endMarker {
+					d.mu.Lock()
+					d.ends++
+					d.mu.Unlock()
+					continue
+				}
 				n, _ := strconv.Atoi(string(p.Payload))
 				d.mu.Lock()
 				if p.Dup && slices.Contains(d.got[p.Topic], n) {
@@ -92,6 +99,21 @@ func (d *durableCollector) subscribed(t testing.TB) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("durable subscriber did not subscribe")
 	}
+}
+
+// drain waits until everything the broker queued for the subscriber so
+// far has arrived, late duplicates included: see publishEnd.
+func (d *durableCollector) drain(t testing.TB, addr, topic string) {
+	t.Helper()
+	d.mu.Lock()
+	before := d.ends
+	d.mu.Unlock()
+	publishEnd(t, addr, topic)
+	testenv.WaitFor(t, 30*time.Second, "end marker received", func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.ends > before
+	})
 }
 
 func (d *durableCollector) close() {
