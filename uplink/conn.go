@@ -75,7 +75,7 @@ type conn struct {
 	dlQueue []*packet.Publish
 	dlCh    chan *packet.Publish
 	dlDone  chan *packet.Publish
-	dlBusy  bool
+	dlCur   *packet.Publish // with the worker; nil when it is idle
 	dlQoS0  int
 
 	draining   bool
@@ -1115,9 +1115,14 @@ func (s *conn) incoming(p *packet.Publish) error {
 		s.dlQoS0++
 	}
 	if p.QoS == 2 {
+		// A resend of one the worker is delivering, or of one still
+		// waiting: its PUBREC goes out when that delivery is done.
+		if q := s.dlCur; q != nil && q.QoS == 2 && q.PacketID == p.PacketID {
+			return nil
+		}
 		for _, q := range s.dlQueue {
 			if q.QoS == 2 && q.PacketID == p.PacketID {
-				return nil // a duplicate of one still waiting
+				return nil
 			}
 		}
 	}
@@ -1167,7 +1172,7 @@ func (c *Client) removeForgottenMarks() {
 
 // feedDownlink hands the next downlink message to the worker when idle.
 func (s *conn) feedDownlink() {
-	if s.dlBusy || len(s.dlQueue) == 0 || s.draining {
+	if s.dlCur != nil || len(s.dlQueue) == 0 || s.draining {
 		return
 	}
 	p := s.dlQueue[0]
@@ -1176,13 +1181,13 @@ func (s *conn) feedDownlink() {
 	if p.QoS == 0 {
 		s.dlQoS0--
 	}
-	s.dlBusy = true
+	s.dlCur = p
 	s.dlCh <- p
 }
 
 // delivered acks a downlink message the Downlink has stored.
 func (s *conn) delivered(p *packet.Publish) error {
-	s.dlBusy = false
+	s.dlCur = nil
 	s.c.update(func(st *Status) { st.Delivered++ })
 	return s.ackDownlink(p)
 }

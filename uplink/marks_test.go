@@ -257,3 +257,65 @@ func TestDownlinkForgetSurvivesUnmarkFailure(t *testing.T) {
 		t.Fatal("the forgotten mark 7 not removed at the next connect")
 	}
 }
+
+// gateDownlink records deliveries; the first Deliver waits until open is
+// closed.
+type gateDownlink struct {
+	entered chan struct{}
+	open    chan struct{}
+	once    sync.Once
+	mu      sync.Mutex
+	got     []string
+}
+
+func (d *gateDownlink) Deliver(ctx context.Context, m *Message) error {
+	first := false
+	d.once.Do(func() { first = true })
+	if first {
+		close(d.entered)
+		<-d.open
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.got = append(d.got, string(m.Payload))
+	return nil
+}
+
+func (d *gateDownlink) delivered() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.got)
+}
+
+// TestDownlinkDuplicateWhileDelivering: the server resends a QoS 2 PUBLISH
+// (same packet id, DUP) while the first copy is still being delivered; the
+// resend is neither queued nor delivered, and PUBREC goes out once the
+// first copy is stored.
+func TestDownlinkDuplicateWhileDelivering(t *testing.T) {
+	f := startFake(t)
+	down := &gateDownlink{entered: make(chan struct{}), open: make(chan struct{})}
+	o := Options{URL: f.URL(), ClientID: "dl", KeepAlive: -1, Subscriptions: []Subscription{{Filter: "cmd/#", QoS: 2}}}
+	run(t, newClient(t, o, newMemSource(), down))
+	fc := connectDownlink(t, f, false)
+	fc.send(&packet.Publish{QoS: 2, PacketID: 5, Topic: "cmd/a", Payload: []byte("a")})
+	select {
+	case <-down.entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Deliver not called")
+	}
+	fc.send(&packet.Publish{QoS: 2, PacketID: 5, Dup: true, Topic: "cmd/a", Payload: []byte("a")})
+	// The client handles packets in order: once PUBREL 99 is answered,
+	// the resend has been seen.
+	fc.send(&packet.Pubrel{PacketID: 99})
+	expectPubcomp(t, fc, 99)
+	close(down.open)
+	expectPubrec(t, fc, 5)
+	fc.send(&packet.Pubrel{PacketID: 5})
+	expectPubcomp(t, fc, 5)
+	// A new message under the id, after PUBCOMP, is delivered.
+	fc.send(&packet.Publish{QoS: 2, PacketID: 5, Topic: "cmd/a", Payload: []byte("b")})
+	expectPubrec(t, fc, 5)
+	if got := down.delivered(); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("delivered %q, want a once, then b", got)
+	}
+}
