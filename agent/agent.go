@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -47,10 +48,16 @@ type Agent struct {
 	started time.Time
 	ready   atomic.Bool
 
-	ingested  atomic.Uint64 // local messages stored for upstream
-	forwarded atomic.Uint64 // messages acknowledged upstream
-	localOnly atomic.Uint64 // local messages no forward rule selected
-	rates     rateMeter
+	ingested     atomic.Uint64 // local messages stored for upstream
+	forwarded    atomic.Uint64 // messages acknowledged upstream
+	localOnly    atomic.Uint64 // local messages no forward rule selected
+	invalidTopic atomic.Uint64 // local messages whose upstream topic is invalid
+	invalidLog   rateLog
+	rates        rateMeter
+
+	// Set by Run, for tests that make a part fail while running.
+	listeners []boundListener
+	adminSrv  *admin.Server
 }
 
 // New returns an agent for cfg, which must have passed config validation.
@@ -71,13 +78,20 @@ func New(cfg *config.Config, logger *slog.Logger) *Agent {
 // acks sent), stops the uplink (which releases what it had in flight), and
 // closes the queue last. When Run returns, everything acknowledged to a
 // device is on disk.
+//
+// A part that fails while running (a local listener or the admin endpoint
+// whose accept fails for good, a serial adapter that cannot subscribe to
+// its write-back topic, the uplink) stops the agent the same way; Run logs
+// and returns that error, naming the part. Passing problems (a lost
+// upstream, an unplugged serial port, a refused connection) are retried
+// and never end Run.
 func (a *Agent) Run(ctx context.Context) (err error) {
 	cfg := a.cfg
 	a.started = time.Now()
 
 	q, err := queue.Open(queueOptions(cfg, a.log))
 	if err != nil {
-		return fmt.Errorf("queue: %w", err)
+		return prefixed("queue", err)
 	}
 	a.q = q
 	defer func() {
@@ -88,7 +102,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 
 	broker, err := localbus.New(brokerOptions(cfg, a.log), &store{a: a})
 	if err != nil {
-		return fmt.Errorf("localbus: %w", err)
+		return prefixed("localbus", err)
 	}
 	a.broker = broker
 
@@ -97,6 +111,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		broker.Close()
 		return err
 	}
+	a.listeners = listeners
 
 	var adminSrv *admin.Server
 	if cfg.Admin.Address != "" {
@@ -106,6 +121,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			broker.Close()
 			return err
 		}
+		a.adminSrv = adminSrv
 	}
 
 	upOpts, err := uplinkOptions(cfg, a.log)
@@ -118,7 +134,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if err != nil {
 		closeAll(listeners)
 		broker.Close()
-		return fmt.Errorf("uplink: %w", err)
+		return prefixed("uplink", err)
 	}
 	a.up = up
 
@@ -134,7 +150,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		if err != nil {
 			closeAll(listeners)
 			broker.Close()
-			return fmt.Errorf("serial %s: %w", p.Name, err)
+			return prefixed("serial "+p.Name, err)
 		}
 		a.adapters = append(a.adapters, ad)
 	}
@@ -159,13 +175,18 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	for _, ad := range a.adapters {
 		intake.Go(func() error {
 			if err := ad.Run(ictx); err != nil && ictx.Err() == nil {
-				return fmt.Errorf("serial %s: %w", ad.Name(), err)
+				return prefixed("serial "+ad.Name(), err)
 			}
 			return nil
 		})
 	}
 	if adminSrv != nil {
-		intake.Go(func() error { return adminSrv.Serve(ictx) })
+		intake.Go(func() error {
+			if err := adminSrv.Serve(ictx); err != nil && ictx.Err() == nil {
+				return prefixed("admin", err)
+			}
+			return nil
+		})
 	}
 	intake.Go(func() error { return a.sampleRates(ictx) })
 	upDone := make(chan error, 1)
@@ -180,7 +201,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	case <-ictx.Done():
 	case err := <-upDone:
 		// The uplink only returns on its own for an unrecoverable error.
-		runErr = fmt.Errorf("uplink: %w", err)
+		runErr = prefixed("uplink", err)
 		upDone <- nil
 	}
 	a.ready.Store(false)
@@ -194,10 +215,23 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 	stopUplink()
 	if err := <-upDone; err != nil && !errors.Is(err, context.Canceled) && runErr == nil {
-		runErr = fmt.Errorf("uplink: %w", err)
+		runErr = prefixed("uplink", err)
 	}
-	a.log.Info("holdfast stopped", "queued", q.Stats().Messages)
+	if runErr != nil {
+		a.log.Error("holdfast stopped", "queued", q.Stats().Messages, "err", runErr)
+	} else {
+		a.log.Info("holdfast stopped", "queued", q.Stats().Messages)
+	}
 	return runErr
+}
+
+// prefixed names the part an error comes from, unless the error already
+// starts with that name (most parts' errors do).
+func prefixed(part string, err error) error {
+	if strings.HasPrefix(err.Error(), part+": ") {
+		return err
+	}
+	return fmt.Errorf("%s: %w", part, err)
 }
 
 type boundListener struct {

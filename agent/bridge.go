@@ -19,14 +19,34 @@ type store struct{ a *Agent }
 
 // Ingest applies the forward rules: a message that a rule selects is
 // appended to the queue under its upstream topic and QoS, in the same commit
-// as the broker's state changes. Every call goes through the queue's commit
-// pipeline, even one with nothing to write, so done calls keep call order.
+// as the broker's state changes. A message whose upstream topic would be
+// invalid (config.ForwardRule.CheckedUpstreamTopic) is not queued but
+// counted and logged; its state changes are committed and it is
+// acknowledged, so local delivery goes on. Every call goes through the
+// queue's commit pipeline, even one with nothing to write, so done calls
+// keep call order.
 func (s *store) Ingest(m *localbus.Message, ops []localbus.StateOp, done func(error)) {
 	a := s.a
 	w := queue.Write{State: stateOps(ops)}
-	if r := a.forwardRule(m.Topic); r != nil {
+	r := a.forwardRule(m.Topic)
+	var upTopic string
+	invalid := false
+	if r != nil {
+		var err error
+		if upTopic, err = r.CheckedUpstreamTopic(m.Topic, m.ClientID, a.cfg.GatewayID); err != nil {
+			invalid = true
+			// No broker would take it, and sending it anyway gets the
+			// uplink disconnected for good. The device did nothing wrong
+			// locally: it is acknowledged, and local subscribers get it.
+			a.invalidTopic.Add(1)
+			a.invalidLog.log(a.log, time.Now(), "not forwarded: invalid upstream topic",
+				"client_id", m.ClientID, "topic", m.Topic, "err", err)
+			r = nil
+		}
+	}
+	if r != nil {
 		qm := queue.Message{
-			Topic:           r.UpstreamTopic(m.Topic, m.ClientID, a.cfg.GatewayID),
+			Topic:           upTopic,
 			Payload:         m.Payload,
 			QoS:             byte(r.UpstreamQoS(int(m.QoS))),
 			Retain:          m.Retain && r.Retain,
@@ -44,7 +64,7 @@ func (s *store) Ingest(m *localbus.Message, ops []localbus.StateOp, done func(er
 			}
 		}
 		w.Messages = []queue.Message{qm}
-	} else {
+	} else if !invalid {
 		a.localOnly.Add(1)
 	}
 	forwarded := len(w.Messages) > 0

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -97,11 +96,11 @@ func uplinkOptions(cfg *config.Config, log *slog.Logger) (uplink.Options, error)
 		o.Protocol = packet.V311
 	}
 	if u.PasswordFile != "" {
-		b, err := os.ReadFile(u.PasswordFile)
+		pw, err := config.ReadPasswordFile(u.PasswordFile)
 		if err != nil {
 			return o, fmt.Errorf("upstream.password_file: %w", err)
 		}
-		o.Password = strings.TrimRight(string(b), "\r\n")
+		o.Password = pw
 	}
 	if strings.HasPrefix(u.URL, "mqtts://") || strings.HasPrefix(u.URL, "wss://") {
 		tc, err := transport.ClientTLS(transport.ClientTLSOptions{

@@ -16,14 +16,51 @@ type Status struct {
 	Upstream      UplinkStatus  `json:"upstream"`
 	Backlog       BacklogStatus `json:"backlog"`
 	Rates         RateStatus    `json:"rates"`
-	// Drops counts messages lost or refused, by reason: evicted (drop_oldest
-	// at the limit), expired, dead_lettered, corrupt, refused_full
-	// (reject_new at the limit) and refused_disk (disk reserve reached).
+	// Drops counts messages lost or refused, by reason. The queue's:
+	// evicted (drop_oldest at the limit), expired, dead_lettered, corrupt,
+	// refused_full (reject_new at the limit) and refused_disk (disk reserve
+	// reached). The forward rules': invalid_upstream_topic (not forwarded,
+	// delivered locally). The local broker's, on the way to local
+	// subscribers: local_queue_full (local.max_queued_messages),
+	// local_expired, local_too_large (over the client's maximum packet
+	// size), local_offline_qos0 (QoS 0 for an offline session) and
+	// local_denied (refused by the ACL). More reasons may come: a reader
+	// shows every key.
 	Drops map[string]uint64 `json:"drops"`
 	// LocalOnly counts local messages that no forward rule selected.
 	LocalOnly uint64 `json:"local_only"`
+	// Local is the local broker: its clients and sessions.
+	Local LocalStatus `json:"local"`
 	// Serial has one entry per configured serial port.
 	Serial []SerialStatus `json:"serial,omitempty"`
+}
+
+// DropReasons are the reasons of Status.Drops, in the order `holdfast
+// status` shows them.
+var DropReasons = []string{
+	"evicted", "expired", "dead_lettered", "corrupt", "refused_full", "refused_disk",
+	"invalid_upstream_topic",
+	"local_queue_full", "local_expired", "local_too_large", "local_offline_qos0", "local_denied",
+}
+
+// LocalStatus is the local broker as an operator sees it.
+type LocalStatus struct {
+	// Connections is the number of connected clients.
+	Connections int `json:"connections"`
+	// Sessions counts sessions, online and offline.
+	Sessions int `json:"sessions"`
+	// Subscriptions counts client subscriptions.
+	Subscriptions int `json:"subscriptions"`
+	// Retained counts retained messages.
+	Retained int `json:"retained"`
+	// Queued counts messages waiting in sessions, in flight included.
+	Queued int `json:"queued"`
+	// MessagesIn counts PUBLISH packets accepted from clients.
+	MessagesIn uint64 `json:"messages_in"`
+	// MessagesOut counts PUBLISH packets sent to clients.
+	MessagesOut uint64 `json:"messages_out"`
+	// ConnectionsRefused counts CONNECTs refused (credentials, limits).
+	ConnectionsRefused uint64 `json:"connections_refused"`
 }
 
 // SerialStatus is one serial port's adapter: whether its device is open and
@@ -70,6 +107,7 @@ type UplinkStatus struct {
 	URL string `json:"url"`
 	// State is connecting, backoff, connected, draining or stalled:
 	// "connected" means messages are being acknowledged (or none wait).
+	// The uplink may add states; readers show any string as it is.
 	State     string    `json:"state"`
 	Since     time.Time `json:"since,omitzero"`
 	LastAck   time.Time `json:"last_ack,omitzero"`
@@ -95,6 +133,10 @@ type RateStatus struct {
 	// DrainETASeconds is backlog / (drain - ingest) when that is positive, else -1.
 	DrainETASeconds float64 `json:"drain_eta_seconds"`
 }
+
+// uplinkStates are the uplink states /metrics always has a sample for; a
+// state the uplink reports beyond these gets one while it is current.
+var uplinkStates = []string{"connecting", "backoff", "connected", "draining", "stalled"}
 
 // rateWindow is how often ingest and drain rates are sampled.
 const rateWindow = 5 * time.Second
@@ -156,6 +198,7 @@ func (a *Agent) Status() any { return a.status() }
 func (a *Agent) status() Status {
 	qs := a.q.Stats()
 	us := a.up.Status()
+	bs := a.broker.Stats()
 	in, out := a.rates.get()
 	st := Status{
 		Version:       Version,
@@ -185,8 +228,21 @@ func (a *Agent) status() Status {
 			"corrupt":       qs.Corrupt,
 			"refused_full":  qs.RefusedFull,
 			"refused_disk":  qs.RefusedDisk,
+
+			"invalid_upstream_topic": a.invalidTopic.Load(),
+
+			"local_queue_full":   bs.DroppedQueueFull,
+			"local_expired":      bs.DroppedExpired,
+			"local_too_large":    bs.DroppedTooLarge,
+			"local_offline_qos0": bs.DroppedOffline,
+			"local_denied":       bs.DroppedDenied,
 		},
 		LocalOnly: a.localOnly.Load(),
+		Local: LocalStatus{
+			Connections: bs.Connections, Sessions: bs.Sessions, Subscriptions: bs.Subscriptions,
+			Retained: bs.Retained, Queued: bs.Queued, MessagesIn: bs.MessagesIn, MessagesOut: bs.MessagesOut,
+			ConnectionsRefused: bs.ConnectionsRefused,
+		},
 	}
 	for _, ad := range a.adapters {
 		ss := ad.Stats()
@@ -221,13 +277,22 @@ func (a *Agent) Metrics(w *admin.MetricsWriter) {
 	w.Counter("holdfast_local_only_total", "Local messages no forward rule selected.", float64(st.LocalOnly))
 	w.Gauge("holdfast_uplink_in_flight", "Messages sent upstream and not yet acknowledged.", float64(st.Upstream.InFlight))
 	w.Family("holdfast_uplink_state", "Upstream link state (1 for the current one).", "gauge")
-	for _, s := range []string{"connecting", "backoff", "connected", "draining", "stalled"} {
+	known := false
+	for _, s := range uplinkStates {
 		v := 0.0
 		if st.Upstream.State == s {
-			v = 1
+			v, known = 1, true
 		}
 		w.Sample("holdfast_uplink_state", v, "state", s)
 	}
+	if !known && st.Upstream.State != "" {
+		w.Sample("holdfast_uplink_state", 1, "state", st.Upstream.State)
+	}
+	w.Gauge("holdfast_local_connections", "Connected local clients.", float64(st.Local.Connections))
+	w.Gauge("holdfast_local_sessions", "Local sessions, online and offline.", float64(st.Local.Sessions))
+	w.Gauge("holdfast_local_queued", "Messages waiting in local sessions, in flight included.", float64(st.Local.Queued))
+	w.Counter("holdfast_local_messages_in_total", "PUBLISH packets accepted from local clients.", float64(st.Local.MessagesIn))
+	w.Counter("holdfast_local_messages_out_total", "PUBLISH packets sent to local clients.", float64(st.Local.MessagesOut))
 	w.Gauge("holdfast_ingest_per_second", "Local messages stored per second over the last window.", st.Rates.IngestPerSecond)
 	w.Gauge("holdfast_drain_per_second", "Messages acknowledged upstream per second over the last window.", st.Rates.DrainPerSecond)
 	if len(st.Serial) > 0 {

@@ -1,7 +1,8 @@
 // Package admin serves holdfast's loopback admin endpoint: /healthz (the
 // process is up), /readyz (the agent is started and can accept messages),
-// /api/status (the JSON that `holdfast status` renders) and /metrics (the
-// Prometheus text exposition format, version 0.0.4).
+// /api/status (the JSON that `holdfast status` renders), /api/queue/peek
+// (the head of the queue, for `holdfast queue peek` while the agent runs) and
+// /metrics (the Prometheus text exposition format, version 0.0.4).
 //
 // The package knows nothing of queues or brokers: the agent hands it a Source.
 package admin
@@ -31,7 +32,25 @@ type Source interface {
 	Metrics(w *MetricsWriter)
 }
 
-// Handler returns the endpoint's HTTP handler.
+// Peeker is a Source that can also show the first records of its queue,
+// on /api/queue/peek.
+type Peeker interface {
+	// Peek calls fn with up to n records from the head of the queue, in
+	// order, without changing anything; each record is marshaled to one
+	// line of JSON.
+	Peek(n int, fn func(record any) error) error
+}
+
+// Peek limits of /api/queue/peek?n=N.
+const (
+	DefaultPeek = 10   // records when n is not given
+	MaxPeek     = 1000 // most records one request may ask for
+)
+
+// Handler returns the endpoint's HTTP handler. When src is also a Peeker it
+// serves GET /api/queue/peek?n=N: up to N records (default DefaultPeek, at
+// most MaxPeek) as JSON lines (application/x-ndjson). A failure after the
+// first line is reported as a last line {"error": "..."}.
 func Handler(src Source) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -52,12 +71,43 @@ func Handler(src Source) http.Handler {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 		}
 	})
+	if p, ok := src.(Peeker); ok {
+		mux.HandleFunc("GET /api/queue/peek", func(w http.ResponseWriter, r *http.Request) {
+			servePeek(w, r, p)
+		})
+	}
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		mw := &MetricsWriter{w: w}
 		src.Metrics(mw)
 	})
 	return mux
+}
+
+func servePeek(w http.ResponseWriter, r *http.Request, p Peeker) {
+	n := DefaultPeek
+	if v := r.URL.Query().Get("n"); v != "" {
+		i, err := strconv.Atoi(v)
+		if err != nil || i < 1 || i > MaxPeek {
+			http.Error(w, fmt.Sprintf("n must be a number from 1 to %d", MaxPeek), http.StatusBadRequest)
+			return
+		}
+		n = i
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	enc := json.NewEncoder(w)
+	wrote := false
+	err := p.Peek(n, func(rec any) error {
+		wrote = true
+		return enc.Encode(rec)
+	})
+	switch {
+	case err == nil:
+	case !wrote:
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+	default:
+		enc.Encode(map[string]string{"error": err.Error()})
+	}
 }
 
 // Server is a running admin endpoint.

@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -92,5 +93,76 @@ func TestListenConflict(t *testing.T) {
 	defer s.ln.Close()
 	if _, err := Listen(s.Addr(), &fakeSource{}); err == nil || !strings.Contains(err.Error(), "admin: listen") {
 		t.Fatalf("second Listen on %s: %v", s.Addr(), err)
+	}
+}
+
+// peekSource is a Source with a queue of numbered records; failAt makes
+// Peek fail when it reaches that record (0: never).
+type peekSource struct {
+	fakeSource
+	records int
+	failAt  int
+	asked   int
+}
+
+func (p *peekSource) Peek(n int, fn func(any) error) error {
+	p.asked = n
+	for i := 1; i <= n && i <= p.records; i++ {
+		if i == p.failAt {
+			return errors.New("disk gone")
+		}
+		if err := fn(map[string]int{"seq": i}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestQueuePeek: /api/queue/peek returns up to n records as JSON lines, n
+// bounded, and reports a failure as a status before the first line or as a
+// last error line after it; a Source without Peek has no such endpoint.
+func TestQueuePeek(t *testing.T) {
+	src := &peekSource{records: 50}
+	s, err := Listen("127.0.0.1:0", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Serve(ctx)
+	base := "http://" + s.Addr() + "/api/queue/peek"
+
+	lines := func(body string) []string { return strings.Split(strings.TrimSuffix(body, "\n"), "\n") }
+	if code, body := get(t, base); code != 200 || len(lines(body)) != DefaultPeek || src.asked != DefaultPeek {
+		t.Errorf("peek without n: %d, %d lines, asked %d", code, len(lines(body)), src.asked)
+	}
+	code, body := get(t, base+"?n=3")
+	if got := lines(body); code != 200 || len(got) != 3 || got[0] != `{"seq":1}` || got[2] != `{"seq":3}` {
+		t.Errorf("peek n=3: %d %q", code, body)
+	}
+	if code, body := get(t, base+"?n=1000"); code != 200 || len(lines(body)) != 50 {
+		t.Errorf("peek n=1000 of 50: %d, %d lines", code, len(lines(body)))
+	}
+	for _, n := range []string{"0", "-1", "1001", "x", "1e3"} {
+		if code, body := get(t, base+"?n="+n); code != 400 || !strings.Contains(body, "from 1 to 1000") {
+			t.Errorf("peek n=%s: %d %q, want 400", n, code, body)
+		}
+	}
+	src.failAt = 1
+	if code, body := get(t, base+"?n=5"); code != 500 || !strings.Contains(body, "disk gone") {
+		t.Errorf("failing peek: %d %q, want 500", code, body)
+	}
+	src.failAt = 3
+	if code, body := get(t, base+"?n=5"); code != 200 || lines(body)[2] != `{"error":"disk gone"}` || len(lines(body)) != 3 {
+		t.Errorf("peek failing at the third record: %d %q", code, body)
+	}
+
+	plain, err := Listen("127.0.0.1:0", &fakeSource{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go plain.Serve(ctx)
+	if code, _ := get(t, "http://"+plain.Addr()+"/api/queue/peek"); code != 404 {
+		t.Errorf("peek on a Source without Peek: %d, want 404", code)
 	}
 }

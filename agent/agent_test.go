@@ -1,0 +1,273 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"holdfast/config"
+	"holdfast/internal/packet"
+	"holdfast/internal/testclient"
+	"holdfast/internal/testenv"
+	"holdfast/queue"
+)
+
+// syncBuffer collects log output written from several goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// running is an agent started in-process by startAgent.
+type running struct {
+	a    *Agent
+	log  *syncBuffer
+	stop context.CancelFunc
+	done chan error
+}
+
+// startAgent runs an agent on extra (YAML added to a configuration with a
+// listener and the admin endpoint on free ports, the queue in a temporary
+// directory and an upstream nobody answers) until it is ready.
+func startAgent(t *testing.T, extra string) *running {
+	t.Helper()
+	doc := fmt.Sprintf(`listeners:
+  - address: 127.0.0.1:0
+upstream:
+  url: mqtt://127.0.0.1:%d
+  backoff: {initial: 50ms, max: 200ms}
+queue:
+  dir: %s
+admin:
+  address: 127.0.0.1:0
+%s`, testenv.FreePort(t), filepath.Join(t.TempDir(), "q"), extra)
+	cfg, err := config.Parse([]byte(doc))
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	r := &running{log: &syncBuffer{}, done: make(chan error, 1)}
+	r.a = New(cfg, slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	ctx, stop := context.WithCancel(context.Background())
+	r.stop = stop
+	go func() { r.done <- r.a.Run(ctx) }()
+	t.Cleanup(func() {
+		stop()
+		select {
+		case <-r.done:
+		case <-time.After(30 * time.Second):
+			t.Errorf("agent did not stop")
+		}
+		if t.Failed() {
+			t.Logf("agent log:\n%s", r.log.String())
+		}
+	})
+	testenv.WaitFor(t, 10*time.Second, "agent ready", func() bool {
+		select {
+		case err := <-r.done:
+			t.Fatalf("agent stopped at start: %v", err)
+		default:
+		}
+		ok, _ := r.a.Ready()
+		return ok
+	})
+	return r
+}
+
+func (r *running) listen() string { return r.a.listeners[0].ln.Addr().String() }
+
+func (r *running) get(t *testing.T, path string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + r.a.adminSrv.Addr() + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func (r *running) status(t *testing.T) Status {
+	t.Helper()
+	var st Status
+	if err := json.Unmarshal([]byte(r.get(t, "/api/status")), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// TestInvalidUpstreamTopicIsDropped: a device whose client id makes the
+// upstream topic invalid is acknowledged, its messages reach local
+// subscribers and are counted, logged once per interval and not queued;
+// valid messages behind them are queued as usual.
+func TestInvalidUpstreamTopicIsDropped(t *testing.T) {
+	r := startAgent(t, "forward:\n  - topic: \"dev/{client_id}/{topic}\"\n")
+	sub, err := testclient.Dial(r.listen(), testclient.Options{ClientID: "display", CleanStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if _, err := sub.Subscribe(packet.Subscription{Filter: "x/#", QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	bad, err := testclient.Dial(r.listen(), testclient.Options{ClientID: "a+b", CleanStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	for i := 0; i < 3; i++ {
+		rc, err := bad.Publish(&packet.Publish{Topic: "x/t", QoS: 1, Payload: []byte(fmt.Sprint(i))})
+		if err != nil || rc.IsError() {
+			t.Fatalf("publish %d from a+b: %v %v, want acknowledged", i, rc, err)
+		}
+		if p, err := sub.Receive(5 * time.Second); err != nil || string(p.Payload) != fmt.Sprint(i) {
+			t.Fatalf("local subscriber: %v %v", p, err)
+		}
+	}
+	good, err := testclient.Dial(r.listen(), testclient.Options{ClientID: "ok", CleanStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	if rc, err := good.Publish(&packet.Publish{Topic: "x/t", QoS: 1, Payload: []byte("v")}); err != nil || rc.IsError() {
+		t.Fatalf("publish from ok: %v %v", rc, err)
+	}
+	st := r.status(t)
+	if st.Drops["invalid_upstream_topic"] != 3 || st.Backlog.Messages != 1 || st.LocalOnly != 0 {
+		t.Errorf("invalid_upstream_topic %d, backlog %d, local_only %d; want 3, 1, 0",
+			st.Drops["invalid_upstream_topic"], st.Backlog.Messages, st.LocalOnly)
+	}
+	var recs []QueueRecord
+	if err := ScanQueue(r.a.q, -1, func(q QueueRecord) error { recs = append(recs, q); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 || recs[0].Topic != "dev/ok/x/t" {
+		t.Errorf("queued %+v, want only dev/ok/x/t", recs)
+	}
+	if n := strings.Count(r.log.String(), "invalid upstream topic"); n != 1 {
+		t.Errorf("logged %d times for 3 messages, want once:\n%s", n, r.log.String())
+	}
+	if !strings.Contains(r.log.String(), "client_id=a+b") {
+		t.Errorf("the log line does not name the client:\n%s", r.log.String())
+	}
+	if m := r.get(t, "/metrics"); !strings.Contains(m, `holdfast_dropped_total{reason="invalid_upstream_topic"} 3`) {
+		t.Errorf("/metrics has no invalid_upstream_topic drop:\n%s", m)
+	}
+}
+
+// TestLocalDropsInStatus: messages the local broker drops for an offline
+// session beyond local.max_queued_messages are shown with the other drops
+// in /api/status and /metrics, and the local clients and sessions are
+// counted.
+func TestLocalDropsInStatus(t *testing.T) {
+	r := startAgent(t, "local:\n  max_queued_messages: 2\n")
+	sub, err := testclient.Dial(r.listen(), testclient.Options{ClientID: "offline", SessionExpiry: 3600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sub.Subscribe(packet.Subscription{Filter: "m/#", QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.status(t); st.Local.Connections != 1 || st.Local.Sessions != 1 || st.Local.Subscriptions != 1 {
+		t.Errorf("local %+v, want one connection, session and subscription", st.Local)
+	}
+	sub.Disconnect()
+	testenv.WaitFor(t, 5*time.Second, "session offline", func() bool { return r.status(t).Local.Connections == 0 })
+	pub, err := testclient.Dial(r.listen(), testclient.Options{ClientID: "pub", CleanStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	for i := 0; i < 5; i++ {
+		if rc, err := pub.Publish(&packet.Publish{Topic: "m/x", QoS: 1, Payload: []byte("p")}); err != nil || rc.IsError() {
+			t.Fatalf("publish: %v %v", rc, err)
+		}
+	}
+	st := r.status(t)
+	if st.Drops["local_queue_full"] != 3 {
+		t.Errorf("local_queue_full %d, want 3 (5 messages, 2 kept): %v", st.Drops["local_queue_full"], st.Drops)
+	}
+	for _, reason := range DropReasons {
+		if _, ok := st.Drops[reason]; !ok {
+			t.Errorf("drops has no %q", reason)
+		}
+	}
+	if m := r.get(t, "/metrics"); !strings.Contains(m, `holdfast_dropped_total{reason="local_queue_full"} 3`) ||
+		!strings.Contains(m, "holdfast_local_sessions 2") {
+		t.Errorf("/metrics:\n%s", m)
+	}
+}
+
+// TestPartFailingWhileRunning: a listener whose accept fails for good after
+// the start ends Run with an error naming it, in order and without a hang;
+// the queue is closed and what was stored is kept.
+func TestPartFailingWhileRunning(t *testing.T) {
+	r := startAgent(t, "")
+	c, err := testclient.Dial(r.listen(), testclient.Options{ClientID: "dev", CleanStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc, err := c.Publish(&packet.Publish{Topic: "a", QoS: 1, Payload: []byte("p")}); err != nil || rc.IsError() {
+		t.Fatalf("publish: %v %v", rc, err)
+	}
+	c.Close()
+	addr := r.listen()
+	r.a.listeners[0].ln.Close() // as a listener whose socket fails would
+	var err2 error
+	select {
+	case err2 = <-r.done:
+		r.done <- err2
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run still running 20s after its listener failed")
+	}
+	if err2 == nil || !strings.HasPrefix(err2.Error(), "listener tcp://127.0.0.1:0 ("+addr+"): ") {
+		t.Fatalf("Run = %v, want an error naming the listener", err2)
+	}
+	if !strings.Contains(r.log.String(), "holdfast stopped") || !strings.Contains(r.log.String(), "level=ERROR") {
+		t.Errorf("the failure is not logged:\n%s", r.log.String())
+	}
+	q, err := queue.Open(queueOptions(r.a.cfg, slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatalf("queue not closed by Run: %v", err)
+	}
+	defer q.Close()
+	if n := q.Stats().Messages; n != 1 {
+		t.Errorf("queue holds %d after the failure, want 1", n)
+	}
+}
+
+// TestStartErrorsNameThePartOnce: an error that already names its part is
+// not prefixed again ("queue: queue: ...").
+func TestStartErrorsNameThePartOnce(t *testing.T) {
+	cfg := config.Default()
+	cfg.Queue.Dir = "/dev/null/q"
+	cfg.Listeners = nil
+	cfg.Admin.Address = ""
+	err := New(cfg, slog.New(slog.DiscardHandler)).Run(context.Background())
+	if err == nil || !strings.HasPrefix(err.Error(), "queue: ") || strings.HasPrefix(err.Error(), "queue: queue: ") {
+		t.Errorf("Run = %v, want one queue: prefix", err)
+	}
+}
