@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"io"
 	"strings"
@@ -35,4 +36,14 @@ func runService(args []string, stdout io.Writer) error {
 		}
 	}
 	return service.Control(action, service.Options{ConfigFile: cf.config}, stdout)
+}
+
+// runUnderServiceManager runs the agent through the service manager's own
+// protocol when this process was started by one that needs it (the Windows
+// service control manager: start handshake, stop request) and returns
+// handled true with run's error. Elsewhere it returns handled false without
+// calling run: under systemd, launchd, OpenRC or an init script the caller
+// runs the agent itself and stops it on SIGTERM. runAgent calls it first.
+func runUnderServiceManager(run func(ctx context.Context) error) (handled bool, err error) {
+	return service.RunManaged(run)
 }

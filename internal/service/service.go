@@ -13,6 +13,11 @@
 //
 // Where the Debian package is installed, its unit is the one to use
 // (systemctl), and Install refuses to add a second one.
+//
+// The service process is `holdfast run`, which calls RunManaged first: under
+// the Windows service control manager that answers the start handshake and
+// turns a stop request into the agent's context being cancelled; under every
+// other service manager it does nothing and SIGTERM stops the agent.
 package service
 
 import (
@@ -230,9 +235,9 @@ func ValidAction(action string) bool { return slices.Contains(Actions, action) }
 // "windows-service", "darwin-launchd"), or "" if none was detected.
 func Platform() string { return kservice.Platform() }
 
-// program satisfies kservice.Interface for controlling the service; the
-// service itself is the agent process started by the service manager, which
-// never goes through this package.
+// program satisfies kservice.Interface for controlling the service from
+// another process (install, start, status ...); the service process itself
+// runs the agent through RunManaged and agentProgram.
 type program struct{}
 
 func (program) Start(kservice.Service) error { return nil }

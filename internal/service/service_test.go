@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -159,7 +158,9 @@ func TestControlAsRoot(t *testing.T) {
 		// the stop above left running is ended by that pid.
 		if b, err := os.ReadFile("/var/run/" + name + ".pid"); err == nil {
 			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
-				syscall.Kill(pid, syscall.SIGKILL)
+				if p, err := os.FindProcess(pid); err == nil {
+					p.Kill()
+				}
 			}
 			os.Remove("/var/run/" + name + ".pid")
 		}
