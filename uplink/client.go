@@ -132,6 +132,10 @@ type Client struct {
 	willRetain bool
 	failures   int       // failed connects since the last connection
 	downSince  time.Time // when the link was last lost (or Run started)
+	// narrowed: the window is 1 until the message narrowSeq is done (see
+	// narrowTo).
+	narrowed  bool
+	narrowSeq uint64
 
 	// onBackoff, when set (by tests), sees every reconnect delay.
 	onBackoff func(time.Duration)
@@ -308,12 +312,37 @@ func (c *Client) finish() {
 		}
 	}
 	c.pending, c.doneCount = nil, 0
+	c.narrowed = false
 	c.byID = make(map[uint16]*entry)
 	c.ids = idSet{}
 	if len(seqs) > 0 {
 		c.src.Release(seqs...)
 	}
 	c.update(func(s *Status) { s.InFlight = 0 })
+}
+
+// narrowTo makes the window 1 until e is done (the oldest such message
+// counts): after a retryable refusal of e, nothing sent later may overtake
+// it; only what was already in flight does.
+func (c *Client) narrowTo(e *entry) {
+	if !c.narrowed || e.Seq < c.narrowSeq {
+		c.narrowed, c.narrowSeq = true, e.Seq
+	}
+}
+
+// finished notes that e is done: the window opens again when it was the
+// message it was narrowed for, unless another refused message is pending.
+func (c *Client) finished(e *entry) {
+	if !c.narrowed || e.Seq != c.narrowSeq {
+		return
+	}
+	c.narrowed = false
+	for _, p := range c.pending {
+		if !p.done && p.refusals > 0 {
+			c.narrowTo(p)
+			return
+		}
+	}
 }
 
 // redact hides a password in a URL.

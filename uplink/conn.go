@@ -316,7 +316,7 @@ func (s *conn) loop(ctx context.Context, r *packet.Reader) error {
 		if s.draining && (s.inflight == 0 || !time.Now().Before(s.drainUntil)) {
 			return s.disconnect()
 		}
-		if s.bw.Buffered() > 0 && len(s.pkts) == 0 && s.window > 1 {
+		if s.bw.Buffered() > 0 && len(s.pkts) == 0 && s.win() > 1 {
 			// Let the reader hand over acks already on the socket, so one
 			// write carries many messages rather than one per ack (with a
 			// window of 1 there is nothing to gather).
@@ -672,7 +672,7 @@ func (s *conn) pump() error {
 			c.byID[e.id] = e
 		}
 		qos := s.qosOf(e)
-		if (qos > 0 || e.rec) && s.inflight >= s.window {
+		if (qos > 0 || e.rec) && s.inflight >= s.win() {
 			s.next = i
 			return nil
 		}
@@ -868,6 +868,15 @@ func (s *conn) finish(e *entry) {
 	}
 	e.done = true
 	c.doneCount++
+	c.finished(e)
+}
+
+// win is the window in force: 1 while narrowed (see Client.narrowTo).
+func (s *conn) win() int {
+	if s.c.narrowed {
+		return 1
+	}
+	return s.window
 }
 
 // deadLetter moves e to the dead-letter store.
@@ -1074,6 +1083,7 @@ func (s *conn) refusal(e *entry, code packet.ReasonCode, pr *packet.Properties) 
 			return s.deadLetter(e, fmt.Sprintf("%s, %d times", reason, e.refusals))
 		}
 	}
+	c.narrowTo(e)
 	d := c.pause.NextBackOff()
 	c.pauseUntil = time.Now().Add(d)
 	c.log.Warn("upstream refused a message; pausing before sending it again", "seq", e.Seq,

@@ -449,3 +449,62 @@ func TestServerProtocolErrors(t *testing.T) {
 	fc.connack(false, packet.Properties{})
 	testenv.WaitFor(t, 30*time.Second, "third connect", func() bool { return c.Status().Connects == 3 })
 }
+
+// TestRefusalKeepsOrder: after a retryable refusal (0x97 quota exceeded)
+// the window is 1 until the refused message is accepted, so only the
+// messages already in flight when it was refused arrive before it;
+// nothing sent later overtakes it, however often it is refused.
+func TestRefusalKeepsOrder(t *testing.T) {
+	f := startFake(t)
+	src := newMemSource()
+	for _, s := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
+		src.add(Message{Topic: "ro/" + s, Payload: []byte(s), QoS: 1})
+	}
+	c := newClient(t, Options{URL: f.URL(), ClientID: "ro", KeepAlive: -1, Inflight: 4,
+		Backoff: Backoff{Initial: 20 * time.Millisecond, Max: 40 * time.Millisecond}}, src, nil)
+	run(t, c)
+	fc := f.accept()
+	fc.connack(false, packet.Properties{})
+	read := func() *packet.Publish {
+		t.Helper()
+		p, ok := fc.read().(*packet.Publish)
+		if !ok {
+			t.Fatalf("got %+v, want PUBLISH", p)
+		}
+		return p
+	}
+	ids := map[string]uint16{}
+	for _, want := range []string{"a", "b", "c", "d"} {
+		p := read()
+		if string(p.Payload) != want {
+			t.Fatalf("got %q, want %q", p.Payload, want)
+		}
+		ids[want] = p.PacketID
+	}
+	// b is refused while c and d are in flight; they may arrive first.
+	fc.send(&packet.Puback{PacketID: ids["b"], ReasonCode: packet.QuotaExceeded})
+	for _, s := range []string{"a", "c", "d"} {
+		fc.send(&packet.Puback{PacketID: ids[s]})
+	}
+	var order []string
+	for b := 0; b < 3; b++ { // refused twice more, then accepted
+		p := read()
+		order = append(order, string(p.Payload))
+		if string(p.Payload) != "b" {
+			t.Fatalf("sent %v after b was refused, want b alone until it is accepted", order)
+		}
+		code := packet.QuotaExceeded
+		if b == 2 {
+			code = packet.Success
+		}
+		fc.send(&packet.Puback{PacketID: p.PacketID, ReasonCode: code})
+	}
+	for _, want := range []string{"e", "f", "g", "h"} {
+		p := read()
+		if string(p.Payload) != want {
+			t.Fatalf("got %q, want %q", p.Payload, want)
+		}
+		fc.send(&packet.Puback{PacketID: p.PacketID})
+	}
+	testenv.WaitFor(t, 30*time.Second, "all acked", func() bool { q, a, _, _ := src.counts(); return q == 0 && a == 8 })
+}
