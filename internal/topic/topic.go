@@ -53,7 +53,20 @@ var (
 
 // ValidName reports whether name may be used as the topic name of a PUBLISH. It returns
 // nil or an error wrapping [ErrInvalidName] that says what is wrong and where.
+//
+// ValidName does not allocate unless it returns an error.
 func ValidName(name string) error {
+	// The common case, a name of printable ASCII, in one pass; anything else takes
+	// the full checks below, which also say what is wrong.
+	if name != "" && len(name) <= MaxLen {
+		i := 0
+		for i < len(name) && !notPlainName[name[i]] {
+			i++
+		}
+		if i == len(name) {
+			return nil
+		}
+	}
 	if reason := checkString(name); reason != "" {
 		return invalid(ErrInvalidName, name, reason)
 	}
@@ -67,6 +80,16 @@ func ValidName(name string) error {
 	}
 	return nil
 }
+
+// notPlainName marks the bytes that ValidName's fast path leaves to the full checks:
+// U+0000, the wildcards and every byte of a multi-byte UTF-8 sequence.
+var notPlainName = func() (t [256]bool) {
+	t[0], t['+'], t['#'] = true, true, true
+	for c := utf8.RuneSelf; c < 256; c++ {
+		t[c] = true
+	}
+	return t
+}()
 
 // ValidFilter reports whether filter may be used as the topic filter of a SUBSCRIBE or
 // UNSUBSCRIBE. It returns nil or an error wrapping [ErrInvalidFilter] that says what is

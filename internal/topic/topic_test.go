@@ -78,6 +78,11 @@ func TestValidFilter(t *testing.T) {
 		{"a/#/", `"#" at byte 2 is not the last level`},
 		{"#/", `"#" at byte 0 is not the last level`},
 		{"##", `"#" at byte 0 is not alone in its level`},
+		// Filters that a SUBSCRIBE carries and the packet codec leaves to
+		// this check (see packet.Subscribe).
+		{"a/#/b", `"#" at byte 2 is not the last level`},
+		{"a+", `"+" at byte 1 is not alone in its level`},
+		{"$share//x", ""},    // a valid filter as a whole; ParseShared refuses it
 		{"$share/g/a/+", ""}, // syntax only; ParseShared checks share rules
 		{strings.Repeat("+/", MaxLen/2) + "#", ""},
 		{strings.Repeat("a", MaxLen+1), "65536 bytes long"},
@@ -211,6 +216,23 @@ func TestMatch(t *testing.T) {
 	}
 }
 
+// ValidName of a valid name allocates nothing, on the fast path for ASCII and
+// on the full checks for other names; the PUBLISH encoder calls it for every
+// message.
+func TestValidNameDoesNotAllocate(t *testing.T) {
+	names := []string{"site/line-3/press-7/telemetry", "gr\u00fc\u00dfe/\U0002A6D4", "$SYS/x", "/"}
+	allocs := testing.AllocsPerRun(100, func() {
+		for _, n := range names {
+			if err := ValidName(n); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("ValidName allocates %v times per run of %d names, want 0", allocs, len(names))
+	}
+}
+
 func TestMatchDoesNotAllocate(t *testing.T) {
 	allocs := testing.AllocsPerRun(100, func() {
 		for _, tt := range matchCases {
@@ -248,6 +270,7 @@ func TestParseShared(t *testing.T) {
 		{"$share/", "", "", true, "no filter after the share name"},
 		{"$share/g", "", "", true, "no filter after the share name"},
 		{"$share//a", "", "", true, "empty share name"},
+		{"$share//x", "", "", true, "empty share name"},
 		{"$share/g/", "", "", true, "empty"},
 		{"$share/+/a", "", "", true, `share name "+" contains a wildcard`},
 		{"$share/#/a", "", "", true, `share name "#" contains a wildcard`},
