@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"io"
-	"strings"
 
 	"holdfast/internal/topic"
 )
@@ -238,14 +237,7 @@ func (d *decoder) connect() *Connect {
 	if d.err != nil {
 		return nil
 	}
-	switch {
-	case c.ProtocolName == "MQTT" && (level == byte(V311) || level == byte(V5)):
-	case c.ProtocolName == "MQIsdp" && level == byte(V31):
-	case c.ProtocolName == "MQTT" || c.ProtocolName == "MQIsdp":
-		d.fail(UnsupportedProtocolVersion, "protocol level %d is not supported", level)
-		return nil
-	default:
-		d.fail(UnsupportedProtocolVersion, "protocol name %q is not MQTT", c.ProtocolName)
+	if d.check(checkProtocol(c.ProtocolName, level)) {
 		return nil
 	}
 	c.Version = Version(level)
@@ -264,19 +256,9 @@ func (d *decoder) connect() *Connect {
 	c.WillRetain = flags&0x20 != 0
 	c.PasswordFlag = flags&0x40 != 0
 	c.UsernameFlag = flags&0x80 != 0
-	switch {
-	case c.WillQoS == 3:
-		d.fail(MalformedPacket, "will QoS 3")
-	case !c.WillFlag && (c.WillQoS != 0 || c.WillRetain):
-		d.fail(MalformedPacket, "will QoS or will retain set without the will flag")
-	case c.Version != V5 && c.PasswordFlag && !c.UsernameFlag:
-		d.fail(MalformedPacket, "password flag set without the user name flag")
-	}
+	d.check(checkConnectFlags(c, c.Version))
 	if c.Version == V5 {
 		d.properties(&c.Properties, connectProps, "")
-		if d.err == nil && c.Properties.HasAuthData && !c.Properties.HasAuthMethod {
-			d.fail(ProtocolError, "authentication data without an authentication method")
-		}
 	}
 	c.ClientID = d.string("client identifier")
 	if c.WillFlag {
@@ -285,9 +267,7 @@ func (d *decoder) connect() *Connect {
 		}
 		c.WillTopic = d.string("will topic")
 		if d.err == nil {
-			if err := validName(c.WillTopic); err != "" {
-				d.fail(TopicNameInvalid, "will topic: %s", err)
-			}
+			d.check(checkWillTopic(c.WillTopic))
 		}
 		c.WillPayload = d.binary("will payload")
 	}
@@ -314,8 +294,7 @@ func (d *decoder) connack(v Version) *Connack {
 	}
 	c.SessionPresent = flags&0x01 != 0
 	if v == V5 {
-		if !validReason(CONNACK, c.ReasonCode) {
-			d.fail(MalformedPacket, "reason code 0x%02X is not valid here", byte(c.ReasonCode))
+		if d.check(checkReason(CONNACK, c.ReasonCode)) {
 			return nil
 		}
 		d.properties(&c.Properties, connackProps, "")
@@ -333,34 +312,20 @@ func (d *decoder) connack(v Version) *Connack {
 
 func (d *decoder) publish(flags byte, v Version) *Publish {
 	p := &Publish{Dup: flags&0x08 != 0, QoS: flags >> 1 & 0x03, Retain: flags&0x01 != 0}
-	if p.QoS == 3 {
-		d.fail(MalformedPacket, "QoS 3")
-		return nil
-	}
-	if p.Dup && p.QoS == 0 {
-		d.fail(MalformedPacket, "DUP set on a QoS 0 message")
+	if d.check(checkPublishFlags(p.QoS, p.Dup)) {
 		return nil
 	}
 	p.Topic = d.string("topic name")
 	if p.QoS > 0 {
 		p.PacketID = d.uint16("packet identifier")
-		if d.err == nil && p.PacketID == 0 {
-			d.fail(ProtocolError, "packet identifier 0")
+		if d.err == nil {
+			d.check(checkPacketID(p.PacketID))
 		}
 	}
 	if v == V5 {
 		d.properties(&p.Properties, publishProps, "")
 	}
-	if d.err != nil {
-		return nil
-	}
-	if p.Topic == "" {
-		if v != V5 || !p.Properties.HasTopicAlias {
-			d.fail(ProtocolError, "empty topic name")
-			return nil
-		}
-	} else if err := validName(p.Topic); err != "" {
-		d.fail(TopicNameInvalid, "topic name: %s", err)
+	if d.err != nil || d.check(checkPublishTopic(p.Topic, v == V5, p.Properties.HasTopicAlias)) {
 		return nil
 	}
 	p.Payload = d.rest()
@@ -369,17 +334,12 @@ func (d *decoder) publish(flags byte, v Version) *Publish {
 
 // ack decodes PUBACK, PUBREC, PUBREL and PUBCOMP, which share one layout.
 func (d *decoder) ack(t Type, v Version) Packet {
-	id := d.uint16("packet identifier")
-	if d.err == nil && id == 0 {
-		d.fail(ProtocolError, "packet identifier 0")
-	}
+	id := d.packetID()
 	var rc ReasonCode
 	var props Properties
 	if v == V5 && d.err == nil && d.remaining() > 0 {
 		rc = ReasonCode(d.byte("reason code"))
-		if !validReason(t, rc) {
-			d.fail(MalformedPacket, "reason code 0x%02X is not valid here", byte(rc))
-		}
+		d.check(checkReason(t, rc))
 		if d.remaining() > 0 {
 			d.properties(&props, ackProps, "")
 		}
@@ -400,10 +360,7 @@ func (d *decoder) ack(t Type, v Version) Packet {
 }
 
 func (d *decoder) subscribe(v Version) *Subscribe {
-	s := &Subscribe{PacketID: d.uint16("packet identifier")}
-	if d.err == nil && s.PacketID == 0 {
-		d.fail(ProtocolError, "packet identifier 0")
-	}
+	s := &Subscribe{PacketID: d.packetID()}
 	if v == V5 {
 		d.properties(&s.Properties, subscribeProps, "")
 		if d.err == nil && len(s.Properties.SubscriptionIdentifiers) > 1 {
@@ -428,16 +385,7 @@ func (d *decoder) subscribe(v Version) *Subscribe {
 		sub.NoLocal = opts&0x04 != 0
 		sub.RetainAsPublished = opts&0x08 != 0
 		sub.RetainHandling = opts >> 4 & 0x03
-		if sub.QoS == 3 {
-			d.fail(MalformedPacket, "QoS 3 for %q", sub.Filter)
-		} else if sub.RetainHandling == 3 {
-			d.fail(ProtocolError, "retain handling 3 for %q", sub.Filter)
-		} else if sub.Filter == "" {
-			d.fail(ProtocolError, "empty topic filter")
-		} else if sub.NoLocal && strings.HasPrefix(sub.Filter, topic.SharePrefix) {
-			// MQTT-3.8.3-4: No Local on a Shared Subscription.
-			d.fail(ProtocolError, "no local set on shared subscription %q", sub.Filter)
-		}
+		d.check(checkSubscription(&sub, v == V5))
 		s.Subscriptions = append(s.Subscriptions, sub)
 	}
 	if d.err == nil && len(s.Subscriptions) == 0 {
@@ -450,18 +398,16 @@ func (d *decoder) subscribe(v Version) *Subscribe {
 }
 
 func (d *decoder) suback(v Version) *Suback {
-	s := &Suback{PacketID: d.uint16("packet identifier")}
+	s := &Suback{PacketID: d.packetID()}
 	if v == V5 {
 		d.properties(&s.Properties, ackProps, "")
 	}
 	for d.err == nil && d.remaining() > 0 {
 		rc := ReasonCode(d.byte("reason code"))
-		ok := validReason(SUBACK, rc)
-		if v != V5 {
-			ok = rc <= 2 || rc == SubackFailure
-		}
-		if !ok {
-			d.fail(MalformedPacket, "reason code 0x%02X is not valid here", byte(rc))
+		if v == V5 {
+			d.check(checkReason(SUBACK, rc))
+		} else if rc > 2 && rc != SubackFailure {
+			d.fail(MalformedPacket, "return code 0x%02X is not valid here", byte(rc))
 		}
 		s.ReasonCodes = append(s.ReasonCodes, rc)
 	}
@@ -475,10 +421,7 @@ func (d *decoder) suback(v Version) *Suback {
 }
 
 func (d *decoder) unsubscribe(v Version) *Unsubscribe {
-	u := &Unsubscribe{PacketID: d.uint16("packet identifier")}
-	if d.err == nil && u.PacketID == 0 {
-		d.fail(ProtocolError, "packet identifier 0")
-	}
+	u := &Unsubscribe{PacketID: d.packetID()}
 	if v == V5 {
 		d.properties(&u.Properties, unsubscribeProps, "")
 	}
@@ -499,16 +442,14 @@ func (d *decoder) unsubscribe(v Version) *Unsubscribe {
 }
 
 func (d *decoder) unsuback(v Version) *Unsuback {
-	u := &Unsuback{PacketID: d.uint16("packet identifier")}
+	u := &Unsuback{PacketID: d.packetID()}
 	if v != V5 {
 		d.end()
 	} else {
 		d.properties(&u.Properties, ackProps, "")
 		for d.err == nil && d.remaining() > 0 {
 			rc := ReasonCode(d.byte("reason code"))
-			if !validReason(UNSUBACK, rc) {
-				d.fail(MalformedPacket, "reason code 0x%02X is not valid here", byte(rc))
-			}
+			d.check(checkReason(UNSUBACK, rc))
 			u.ReasonCodes = append(u.ReasonCodes, rc)
 		}
 		if d.err == nil && len(u.ReasonCodes) == 0 {
@@ -525,9 +466,7 @@ func (d *decoder) disconnect(v Version) *Disconnect {
 	p := &Disconnect{}
 	if v == V5 && d.remaining() > 0 {
 		p.ReasonCode = ReasonCode(d.byte("reason code"))
-		if !validReason(DISCONNECT, p.ReasonCode) {
-			d.fail(MalformedPacket, "reason code 0x%02X is not valid here", byte(p.ReasonCode))
-		}
+		d.check(checkReason(DISCONNECT, p.ReasonCode))
 		if d.remaining() > 0 {
 			d.properties(&p.Properties, disconnectProps, "")
 		}
@@ -539,18 +478,22 @@ func (d *decoder) disconnect(v Version) *Disconnect {
 	return p
 }
 
+// auth decodes a 5.0 AUTH. Remaining length 0 is Success without
+// properties; any other AUTH must carry an Authentication Method.
 func (d *decoder) auth() *Auth {
 	a := &Auth{}
-	if d.remaining() > 0 {
+	short := d.remaining() == 0
+	if !short {
 		a.ReasonCode = ReasonCode(d.byte("reason code"))
-		if !validReason(AUTH, a.ReasonCode) {
-			d.fail(MalformedPacket, "reason code 0x%02X is not valid here", byte(a.ReasonCode))
-		}
+		d.check(checkReason(AUTH, a.ReasonCode))
 		if d.remaining() > 0 {
 			d.properties(&a.Properties, authProps, "")
 		}
 	}
 	d.end()
+	if d.err == nil {
+		d.check(checkAuth(a, short))
+	}
 	if d.err != nil {
 		return nil
 	}

@@ -1,13 +1,28 @@
 package packet
 
-import "fmt"
-
-// Append encodes p for protocol version v and appends it to dst. MQTT 5
-// fields (properties, reason codes of acknowledgements and DISCONNECT) are
-// left out for 3.1 and 3.1.1. It fails, appending nothing, on a packet that
-// cannot be encoded: QoS 3, a missing packet identifier, a string over 65535
-// bytes, a property the packet type cannot carry, or a packet over the
-// protocol's maximum size.
+// Append encodes p for protocol version v and appends it to dst.
+//
+// For 3.1 and 3.1.1 the fields that exist only in 5.0 are left out:
+// properties, the reason codes of acknowledgements, UNSUBACK and DISCONNECT,
+// and the subscription options other than QoS. A 5.0 CONNACK reason code
+// goes out to a 3.1.1 peer as the return code of nearest meaning
+// (ConnectReturnCode), and a SUBACK failure code as 0x80.
+//
+// Append refuses what the decoder refuses, and appends nothing then: it
+// returns an *Error with the reason code Decode would give for the bytes.
+// That covers QoS 3, DUP on QoS 0, packet identifier 0 where one is needed, a
+// topic name that is not one (wildcards, empty without a 5.0 Topic Alias), a
+// string that is not a UTF-8 Encoded String (invalid UTF-8, U+0000, over
+// 65535 bytes), a property the packet cannot carry or with a value out of
+// range, more than one Subscription Identifier on SUBSCRIBE, No Local on a
+// shared subscription, a 5.0 reason code the packet type does not have, a
+// 5.0 AUTH without an Authentication Method, a 3.1.1 password without a user
+// name, a protocol name that does not go with v, and a packet over the
+// protocol's maximum size. Topic filters are not checked beyond that, as
+// the decoder does not check them (see Subscribe).
+//
+// The checks cost no allocation: encoding into a buffer large enough
+// allocates nothing.
 func Append(dst []byte, p Packet, v Version) ([]byte, error) {
 	var e encoder
 	if err := e.measure(p, v); err != nil {
@@ -16,7 +31,8 @@ func Append(dst []byte, p Packet, v Version) ([]byte, error) {
 	return e.write(dst, p, v), nil
 }
 
-// Size returns the encoded size of p for version v, fixed header included.
+// Size returns the encoded size of p for version v, fixed header included,
+// or the error Append would return.
 func Size(p Packet, v Version) (int, error) {
 	var e encoder
 	if err := e.measure(p, v); err != nil {
@@ -27,169 +43,231 @@ func Size(p Packet, v Version) (int, error) {
 
 // encoder carries the lengths measured in the first pass into the second.
 type encoder struct {
-	remaining int // remaining length
-	props     int // length of the packet's properties
-	willProps int // length of a CONNECT's will properties
+	remaining int    // remaining length
+	props     int    // length of the packet's properties
+	willProps int    // length of a CONNECT's will properties
+	err       *Error // the first error of the measure
 }
 
-func strLen(s string, what string) (int, error) {
-	if len(s) > 65535 {
-		return 0, fmt.Errorf("mqtt: %s longer than 65535 bytes", what)
+// fail records err, the first error wins.
+func (e *encoder) fail(err *Error) {
+	if e.err == nil {
+		e.err = err
 	}
-	return 2 + len(s), nil
+}
+
+// str is the encoded length of s as a UTF-8 Encoded String; what names it
+// in the error when it is not one.
+func (e *encoder) str(s, what string) int {
+	if reason := stringError(s); reason != "" {
+		e.fail(Errorf(MalformedPacket, "%s: %s", what, reason))
+	}
+	return 2 + len(s)
+}
+
+// bin is the encoded length of b as Binary Data.
+func (e *encoder) bin(b []byte, what string) int {
+	if len(b) > 65535 {
+		e.fail(Errorf(MalformedPacket, "%s: longer than 65535 bytes", what))
+	}
+	return 2 + len(b)
+}
+
+// propsLen is the encoded length of a property block, its length included;
+// 0 for 3.1 and 3.1.1, which have none.
+func (e *encoder) propsLen(p *Properties, allowed propSet, v5 bool) (n, block int) {
+	if !v5 {
+		return 0, 0
+	}
+	k, err := propsLen(p, allowed, "")
+	if err != nil {
+		e.fail(err)
+	}
+	return k, varintLen(k) + k
+}
+
+// protocolName is the name CONNECT carries: p's, or the one that goes with v.
+func protocolName(p *Connect, v Version) string {
+	switch {
+	case p.ProtocolName != "":
+		return p.ProtocolName
+	case v == V31:
+		return "MQIsdp"
+	}
+	return "MQTT"
 }
 
 // measure validates p and computes its lengths.
-func (e *encoder) measure(p Packet, v Version) error {
+func (e *encoder) measure(p Packet, v Version) *Error {
 	v5 := v == V5
 	n := 0
-	var err error
-	add := func(k int, e error) {
-		n += k
-		if err == nil {
-			err = e
-		}
-	}
-	props := func(pr *Properties, allowed propSet, what string) {
-		if !v5 {
-			return
-		}
-		k, e2 := propsLen(pr, allowed, what)
-		e.props = k
-		add(varintLen(k)+k, e2)
-	}
 	switch p := p.(type) {
 	case *Connect:
-		name := p.ProtocolName
-		if name == "" {
-			name = "MQTT"
-			if v == V31 {
-				name = "MQIsdp"
-			}
-		}
-		add(strLen(name, "CONNECT protocol name"))
-		n += 1 + 1 + 2 // level, flags, keep alive
-		props(&p.Properties, connectProps, "CONNECT")
-		add(strLen(p.ClientID, "CONNECT client identifier"))
-		if p.WillQoS > 2 {
-			return fmt.Errorf("mqtt: CONNECT will QoS %d", p.WillQoS)
-		}
+		e.fail(checkProtocol(protocolName(p, v), byte(v)))
+		e.fail(checkConnectFlags(p, v))
+		n = e.str(protocolName(p, v), "protocol name") + 1 + 1 + 2 // level, flags, keep alive
+		var block int
+		e.props, block = e.propsLen(&p.Properties, connectProps, v5)
+		n += block + e.str(p.ClientID, "client identifier")
 		if p.WillFlag {
-			if v5 {
-				k, e2 := propsLen(&p.WillProperties, willProps, "CONNECT will")
-				e.willProps = k
-				add(varintLen(k)+k, e2)
+			before := e.err
+			e.willProps, block = e.propsLen(&p.WillProperties, willProps, v5)
+			if before == nil && e.err != nil {
+				e.err.in("will")
 			}
-			add(strLen(p.WillTopic, "CONNECT will topic"))
-			add(strLen(string(p.WillPayload), "CONNECT will payload"))
+			n += block + e.str(p.WillTopic, "will topic") + e.bin(p.WillPayload, "will payload")
+			if e.err == nil {
+				e.fail(checkWillTopic(p.WillTopic))
+			}
 		}
 		if p.UsernameFlag {
-			add(strLen(p.Username, "CONNECT user name"))
+			n += e.str(p.Username, "user name")
 		}
 		if p.PasswordFlag {
-			add(strLen(string(p.Password), "CONNECT password"))
+			n += e.bin(p.Password, "password")
 		}
 	case *Connack:
-		n = 2
-		props(&p.Properties, connackProps, "CONNACK")
+		if v5 {
+			e.fail(checkReason(CONNACK, p.ReasonCode))
+		} else if p.ReasonCode > ConnRefusedNotAuthorized && !validReason(CONNACK, p.ReasonCode) {
+			e.fail(Errorf(MalformedPacket, "reason code 0x%02X is neither a 3.1.1 return code nor a 5.0 CONNACK reason code", byte(p.ReasonCode)))
+		}
+		var block int
+		e.props, block = e.propsLen(&p.Properties, connackProps, v5)
+		n = 2 + block
 	case *Publish:
-		if p.QoS > 2 {
-			return fmt.Errorf("mqtt: PUBLISH QoS %d", p.QoS)
-		}
-		if p.QoS > 0 && p.PacketID == 0 {
-			return fmt.Errorf("mqtt: PUBLISH QoS %d without a packet identifier", p.QoS)
-		}
-		add(strLen(p.Topic, "PUBLISH topic name"))
+		e.fail(checkPublishFlags(p.QoS, p.Dup))
 		if p.QoS > 0 {
-			n += 2
+			e.fail(checkPacketID(p.PacketID))
+			n = 2
 		}
-		props(&p.Properties, publishProps, "PUBLISH")
-		n += len(p.Payload)
+		var block int
+		e.props, block = e.propsLen(&p.Properties, publishProps, v5)
+		n += block + 2 + len(p.Topic) + len(p.Payload)
+		if e.err == nil {
+			e.fail(publishTopicError(p, v5))
+		}
 	case *Puback:
-		n = e.ackLen(PUBACK, p.PacketID, p.ReasonCode, &p.Properties, v5, &err)
+		n = e.ackLen(PUBACK, p.PacketID, p.ReasonCode, &p.Properties, v5)
 	case *Pubrec:
-		n = e.ackLen(PUBREC, p.PacketID, p.ReasonCode, &p.Properties, v5, &err)
+		n = e.ackLen(PUBREC, p.PacketID, p.ReasonCode, &p.Properties, v5)
 	case *Pubrel:
-		n = e.ackLen(PUBREL, p.PacketID, p.ReasonCode, &p.Properties, v5, &err)
+		n = e.ackLen(PUBREL, p.PacketID, p.ReasonCode, &p.Properties, v5)
 	case *Pubcomp:
-		n = e.ackLen(PUBCOMP, p.PacketID, p.ReasonCode, &p.Properties, v5, &err)
+		n = e.ackLen(PUBCOMP, p.PacketID, p.ReasonCode, &p.Properties, v5)
 	case *Subscribe:
-		if p.PacketID == 0 || len(p.Subscriptions) == 0 {
-			return fmt.Errorf("mqtt: SUBSCRIBE needs a packet identifier and at least one filter")
+		e.fail(checkPacketID(p.PacketID))
+		if v5 && len(p.Properties.SubscriptionIdentifiers) > 1 {
+			e.fail(Errorf(ProtocolError, "more than one subscription identifier"))
 		}
-		n = 2
-		props(&p.Properties, subscribeProps, "SUBSCRIBE")
-		for _, s := range p.Subscriptions {
-			if s.QoS > 2 || s.RetainHandling > 2 {
-				return fmt.Errorf("mqtt: SUBSCRIBE %q: QoS %d, retain handling %d", s.Filter, s.QoS, s.RetainHandling)
-			}
-			add(strLen(s.Filter, "SUBSCRIBE topic filter"))
-			n++
+		var block int
+		e.props, block = e.propsLen(&p.Properties, subscribeProps, v5)
+		n = 2 + block
+		for i := range p.Subscriptions {
+			e.fail(checkSubscription(&p.Subscriptions[i], v5))
+			n += e.str(p.Subscriptions[i].Filter, "topic filter") + 1
+		}
+		if len(p.Subscriptions) == 0 {
+			e.fail(Errorf(ProtocolError, "no topic filter"))
 		}
 	case *Suback:
+		e.fail(checkPacketID(p.PacketID))
+		for _, rc := range p.ReasonCodes {
+			if v5 {
+				e.fail(checkReason(SUBACK, rc))
+			} else if !validReason(SUBACK, rc) {
+				e.fail(Errorf(MalformedPacket, "reason code 0x%02X is neither a 3.1.1 return code nor a 5.0 SUBACK reason code", byte(rc)))
+			}
+		}
 		if len(p.ReasonCodes) == 0 {
-			return fmt.Errorf("mqtt: SUBACK needs at least one reason code")
+			e.fail(Errorf(ProtocolError, "no reason code"))
 		}
-		n = 2 + len(p.ReasonCodes)
-		props(&p.Properties, ackProps, "SUBACK")
+		var block int
+		e.props, block = e.propsLen(&p.Properties, ackProps, v5)
+		n = 2 + block + len(p.ReasonCodes)
 	case *Unsubscribe:
-		if p.PacketID == 0 || len(p.Filters) == 0 {
-			return fmt.Errorf("mqtt: UNSUBSCRIBE needs a packet identifier and at least one filter")
-		}
-		n = 2
-		props(&p.Properties, unsubscribeProps, "UNSUBSCRIBE")
+		e.fail(checkPacketID(p.PacketID))
+		var block int
+		e.props, block = e.propsLen(&p.Properties, unsubscribeProps, v5)
+		n = 2 + block
 		for _, f := range p.Filters {
-			add(strLen(f, "UNSUBSCRIBE topic filter"))
+			if f == "" {
+				e.fail(Errorf(ProtocolError, "empty topic filter"))
+			}
+			n += e.str(f, "topic filter")
+		}
+		if len(p.Filters) == 0 {
+			e.fail(Errorf(ProtocolError, "no topic filter"))
 		}
 	case *Unsuback:
+		e.fail(checkPacketID(p.PacketID))
 		n = 2
 		if v5 {
-			if len(p.ReasonCodes) == 0 {
-				return fmt.Errorf("mqtt: UNSUBACK needs at least one reason code")
+			for _, rc := range p.ReasonCodes {
+				e.fail(checkReason(UNSUBACK, rc))
 			}
-			props(&p.Properties, ackProps, "UNSUBACK")
-			n += len(p.ReasonCodes)
+			if len(p.ReasonCodes) == 0 {
+				e.fail(Errorf(ProtocolError, "no reason code"))
+			}
+			var block int
+			e.props, block = e.propsLen(&p.Properties, ackProps, v5)
+			n += block + len(p.ReasonCodes)
 		}
 	case *Pingreq, *Pingresp:
 	case *Disconnect:
 		if v5 {
-			n = e.reasonLen(p.ReasonCode, &p.Properties, disconnectProps, "DISCONNECT", &err)
+			e.fail(checkReason(DISCONNECT, p.ReasonCode))
+			n = e.reasonLen(p.ReasonCode, &p.Properties, disconnectProps)
 		}
 	case *Auth:
 		if !v5 {
-			return fmt.Errorf("mqtt: AUTH does not exist in MQTT %s", v)
+			return Errorf(MalformedPacket, "AUTH does not exist in MQTT %s", v)
 		}
-		n = e.reasonLen(p.ReasonCode, &p.Properties, authProps, "AUTH", &err)
+		e.fail(checkReason(AUTH, p.ReasonCode))
+		n = e.reasonLen(p.ReasonCode, &p.Properties, authProps)
+		if e.err == nil {
+			e.fail(checkAuth(p, n == 0))
+		}
 	case nil:
-		return fmt.Errorf("mqtt: nil packet")
+		return Errorf(MalformedPacket, "nil packet")
 	default:
-		return fmt.Errorf("mqtt: cannot encode %T", p)
+		return Errorf(MalformedPacket, "cannot encode %T", p)
 	}
-	if err != nil {
-		return err
+	if e.err != nil {
+		return e.err.in(p.Type().String())
 	}
 	if n > MaxVarint {
-		return fmt.Errorf("mqtt: %s of %d bytes exceeds the protocol's maximum packet size", p.Type(), n)
+		return Errorf(PacketTooLarge, "%s of %d bytes exceeds the protocol's maximum packet size", p.Type(), n)
 	}
 	e.remaining = n
 	return nil
 }
 
+// publishTopicError checks the topic name of p as the decoder does: as a
+// UTF-8 Encoded String (Malformed Packet), then as a topic name (Topic Name
+// invalid). topic.ValidName covers both, so the common case, a valid name,
+// costs one pass of it; the string is looked at again only to pick the
+// reason code of a refusal.
+func publishTopicError(p *Publish, v5 bool) *Error {
+	err := checkPublishTopic(p.Topic, v5, p.Properties.HasTopicAlias)
+	if err != nil && err.Code == TopicNameInvalid {
+		if reason := stringError(p.Topic); reason != "" {
+			return Errorf(MalformedPacket, "topic name: %s", reason)
+		}
+	}
+	return err
+}
+
 // ackLen measures PUBACK, PUBREC, PUBREL and PUBCOMP. In 5.0 the reason code
 // and properties are left out when they are Success and empty (section
 // 3.4.2.1).
-func (e *encoder) ackLen(t Type, id uint16, rc ReasonCode, p *Properties, v5 bool, err *error) int {
-	if id == 0 {
-		*err = fmt.Errorf("mqtt: %s without a packet identifier", t)
-		return 0
-	}
+func (e *encoder) ackLen(t Type, id uint16, rc ReasonCode, p *Properties, v5 bool) int {
+	e.fail(checkPacketID(id))
 	if !v5 {
 		return 2
 	}
-	k, e2 := propsLen(p, ackProps, t.String())
-	if e2 != nil {
-		*err = e2
-	}
+	e.fail(checkReason(t, rc))
+	k, _ := e.propsLen(p, ackProps, v5)
 	e.props = k
 	switch {
 	case k > 0:
@@ -203,11 +281,8 @@ func (e *encoder) ackLen(t Type, id uint16, rc ReasonCode, p *Properties, v5 boo
 // reasonLen is the body length of a 5.0 DISCONNECT or AUTH: empty for
 // Success without properties, else the reason code and, when there are
 // any, the properties.
-func (e *encoder) reasonLen(rc ReasonCode, p *Properties, allowed propSet, what string, err *error) int {
-	k, e2 := propsLen(p, allowed, what)
-	if e2 != nil && *err == nil {
-		*err = e2
-	}
+func (e *encoder) reasonLen(rc ReasonCode, p *Properties, allowed propSet) int {
+	k, _ := e.propsLen(p, allowed, true)
 	e.props = k
 	switch {
 	case k > 0:
@@ -238,14 +313,7 @@ func (e *encoder) write(dst []byte, p Packet, v Version) []byte {
 	dst = appendVarint(dst, e.remaining)
 	switch p := p.(type) {
 	case *Connect:
-		name, level := p.ProtocolName, byte(v)
-		if name == "" {
-			name = "MQTT"
-			if v == V31 {
-				name = "MQIsdp"
-			}
-		}
-		dst = appendString(dst, name)
+		dst = appendString(dst, protocolName(p, v))
 		var flags byte
 		if p.CleanStart {
 			flags |= 0x02
@@ -262,7 +330,7 @@ func (e *encoder) write(dst []byte, p Packet, v Version) []byte {
 		if p.UsernameFlag {
 			flags |= 0x80
 		}
-		dst = append(dst, level, flags)
+		dst = append(dst, byte(v), flags)
 		dst = appendUint16(dst, p.KeepAlive)
 		if v5 {
 			dst = appendProperties(dst, &p.Properties, e.props)

@@ -122,6 +122,16 @@ func badPackets() []badCase {
 		{"receive maximum 0 on CONNACK", V5, pk(0x20, by(0, 0), props(by(0x21), u16(0))), proto},
 		{"maximum packet size 0", V5, pk(0x10, connect5(0x02), props(by(0x27, 0, 0, 0, 0)), str("c")), proto},
 		{"authentication data without method", V5, pk(0x10, connect5(0x02), props(by(0x16), str("d")), str("c")), proto},
+		{"CONNACK authentication data without method", V5, pk(0x20, by(0, 0), props(by(0x16), str("d"))), proto},
+
+		// AUTH (5.0 section 3.15.2.2.2): an Authentication Method unless
+		// the remaining length is 0.
+		{"AUTH without properties", V5, by(0xF0, 0x02, 0x18, 0x00), proto},
+		{"AUTH with a reason code only", V5, by(0xF0, 0x01, 0x18), proto},
+		{"AUTH success with a reason code only", V5, by(0xF0, 0x01, 0x00), proto},
+		{"AUTH with data but no method", V5, pk(0xF0, by(0x18), props(by(0x16), str("d"))), proto},
+		{"AUTH with a reason string but no method", V5, pk(0xF0, by(0x18), props(by(0x1F), str("why"))), proto},
+		{"AUTH with two methods", V5, pk(0xF0, by(0x18), props(by(0x15), str("a"), by(0x15), str("b"))), proto},
 		{"topic alias 0", V5, pub5("a", props(by(0x23), u16(0))), TopicAliasInvalid},
 		{"subscription identifier 0 on SUBSCRIBE", V5, pk(0x82, u16(1), props(by(0x0B, 0)), str("a"), by(0)), proto},
 		{"subscription identifier 0 on PUBLISH", V5, pub5("a", props(by(0x0B, 0))), proto},
@@ -137,6 +147,10 @@ func badPackets() []badCase {
 		{"PUBCOMP packet id 0", V5, pk(0x70, u16(0)), proto},
 		{"SUBSCRIBE packet id 0", V311, pk(0x82, u16(0), str("a"), by(0)), proto},
 		{"UNSUBSCRIBE packet id 0", V5, pk(0xA2, u16(0), props(), str("a")), proto},
+		{"SUBACK packet id 0", V311, pk(0x90, u16(0), by(0)), proto},
+		{"SUBACK packet id 0 (5.0)", V5, pk(0x90, u16(0), props(), by(0)), proto},
+		{"UNSUBACK packet id 0", V311, pk(0xB0, u16(0)), proto},
+		{"UNSUBACK packet id 0 (5.0)", V5, pk(0xB0, u16(0), props(), by(0)), proto},
 		{"PUBACK without packet id", V311, pk(0x40, by(0)), mal},
 
 		// Topic names (MQTT-3.3.2-2, MQTT-3.1.3-11, 5.0 3.1.3.2.5 and 3.3.2.3.5).
@@ -331,6 +345,24 @@ func TestDecodeAccepts(t *testing.T) {
 			func(p Packet) bool { r := p.(*Suback).ReasonCodes; return r[0] == SubackFailure && r[1] == GrantedQoS2 }},
 		{"$share filter without no local", V5, pk(0x82, u16(1), props(), str("$share/g/a"), by(0x01)),
 			func(p Packet) bool { return p.(*Subscribe).Subscriptions[0].Filter == "$share/g/a" }},
+		{"AUTH with a method only", V5, pk(0xF0, by(0x19), props(by(0x15), str("SCRAM"))),
+			func(p Packet) bool {
+				a := p.(*Auth)
+				return a.ReasonCode == ReAuthenticate && a.Properties.AuthMethod == "SCRAM"
+			}},
+		{"AUTH success with method and data", V5, pk(0xF0, by(0x00), props(by(0x15), str("SCRAM"), by(0x16), str("d"))),
+			func(p Packet) bool { return string(p.(*Auth).Properties.AuthData) == "d" }},
+		{"CONNACK authentication method and data", V5, pk(0x20, by(0, 0), props(by(0x15), str("SCRAM"), by(0x16), str("d"))),
+			func(p Packet) bool { return string(p.(*Connack).Properties.AuthData) == "d" }},
+		// Filter syntax is the receiver's to check per filter (see
+		// Subscribe): these are whole, well-formed packets.
+		{"SUBSCRIBE filters of bad syntax", V5, pk(0x82, u16(1), props(), str("a/#/b"), by(0), str("a+"), by(0), str("$share//x"), by(0)),
+			func(p Packet) bool {
+				s := p.(*Subscribe).Subscriptions
+				return len(s) == 3 && s[0].Filter == "a/#/b" && s[1].Filter == "a+" && s[2].Filter == "$share//x"
+			}},
+		{"UNSUBSCRIBE filters of bad syntax", V311, pk(0xA2, u16(1), str("a/#/b"), str("a+"), str("$share//x")),
+			func(p Packet) bool { return len(p.(*Unsubscribe).Filters) == 3 }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -481,47 +513,118 @@ func TestReaderSizeLimitBoundary(t *testing.T) {
 
 func TestEncodeRejects(t *testing.T) {
 	long := strings.Repeat("a", 65536)
+	const (
+		mal   = MalformedPacket
+		proto = ProtocolError
+	)
+	sub := func(s Subscription) *Subscribe { return &Subscribe{PacketID: 1, Subscriptions: []Subscription{s}} }
+	pubProps := func(p Properties) *Publish { return &Publish{Topic: "a", Properties: p} }
+	connackProps := func(p Properties) *Connack { return &Connack{Properties: p} }
 	cases := []struct {
 		name string
 		p    Packet
 		v    Version
+		code ReasonCode // what Decode says of the same packet
 	}{
-		{"PUBLISH QoS 3", &Publish{QoS: 3, Topic: "a", PacketID: 1}, V311},
-		{"PUBLISH QoS 1 without packet id", &Publish{QoS: 1, Topic: "a"}, V5},
-		{"PUBLISH QoS 2 without packet id", &Publish{QoS: 2, Topic: "a"}, V311},
-		{"PUBACK without packet id", &Puback{}, V311},
-		{"PUBREC without packet id", &Pubrec{}, V5},
-		{"PUBREL without packet id", &Pubrel{}, V5},
-		{"PUBCOMP without packet id", &Pubcomp{}, V311},
-		{"SUBSCRIBE without packet id", &Subscribe{Subscriptions: []Subscription{{Filter: "a"}}}, V311},
-		{"SUBSCRIBE without filters", &Subscribe{PacketID: 1}, V5},
-		{"SUBSCRIBE QoS 3", &Subscribe{PacketID: 1, Subscriptions: []Subscription{{Filter: "a", QoS: 3}}}, V311},
-		{"SUBSCRIBE retain handling 3", &Subscribe{PacketID: 1, Subscriptions: []Subscription{{Filter: "a", RetainHandling: 3}}}, V5},
-		{"SUBACK without reason codes", &Suback{PacketID: 1}, V311},
-		{"UNSUBSCRIBE without filters", &Unsubscribe{PacketID: 1}, V311},
-		{"UNSUBSCRIBE without packet id", &Unsubscribe{Filters: []string{"a"}}, V5},
-		{"UNSUBACK without reason codes in 5.0", &Unsuback{PacketID: 1}, V5},
-		{"CONNECT will QoS 3", &Connect{ClientID: "c", WillFlag: true, WillQoS: 3, WillTopic: "w"}, V311},
-		{"topic over 65535 bytes", &Publish{Topic: long}, V311},
-		{"client identifier over 65535 bytes", &Connect{ClientID: long}, V5},
-		{"user name over 65535 bytes", &Connect{UsernameFlag: true, Username: long}, V311},
-		{"password over 65535 bytes", &Connect{PasswordFlag: true, UsernameFlag: true, Password: []byte(long)}, V311},
-		{"will payload over 65535 bytes", &Connect{WillFlag: true, WillTopic: "w", WillPayload: []byte(long)}, V311},
-		{"filter over 65535 bytes", &Subscribe{PacketID: 1, Subscriptions: []Subscription{{Filter: long}}}, V5},
-		{"user property over 65535 bytes", &Publish{Topic: "a", Properties: Properties{UserProperties: []UserProperty{{long, "v"}}}}, V5},
-		{"content type over 65535 bytes", &Publish{Topic: "a", Properties: Properties{ContentType: long, HasContentType: true}}, V5},
-		{"correlation data over 65535 bytes", &Publish{Topic: "a", Properties: Properties{CorrelationData: []byte(long), HasCorrelationData: true}}, V5},
-		{"session expiry on PUBLISH", &Publish{Topic: "a", Properties: Properties{SessionExpiry: 1, HasSessionExpiry: true}}, V5},
-		{"topic alias on CONNECT", &Connect{Properties: Properties{TopicAlias: 1, HasTopicAlias: true}}, V5},
-		{"will delay on CONNECT itself", &Connect{Properties: Properties{WillDelay: 1, HasWillDelay: true}}, V5},
-		{"session expiry in will properties", &Connect{WillFlag: true, WillTopic: "w", WillProperties: Properties{SessionExpiry: 1, HasSessionExpiry: true}}, V5},
-		{"subscription identifier on PUBACK", &Puback{PacketID: 1, Properties: Properties{SubscriptionIdentifiers: []uint32{1}}}, V5},
-		{"subscription identifier 0", &Subscribe{PacketID: 1, Properties: Properties{SubscriptionIdentifiers: []uint32{0}}, Subscriptions: []Subscription{{Filter: "a"}}}, V5},
-		{"subscription identifier too large", &Publish{Topic: "a", Properties: Properties{SubscriptionIdentifiers: []uint32{MaxVarint + 1}}}, V5},
-		{"server reference on AUTH", &Auth{Properties: Properties{ServerReference: "x", HasServerReference: true}}, V5},
-		{"AUTH in 3.1.1", &Auth{}, V311},
-		{"AUTH in 3.1", &Auth{ReasonCode: ContinueAuthentication}, V31},
-		{"nil packet", nil, V5},
+		{"PUBLISH QoS 3", &Publish{QoS: 3, Topic: "a", PacketID: 1}, V311, mal},
+		{"PUBLISH QoS 1 without packet id", &Publish{QoS: 1, Topic: "a"}, V5, proto},
+		{"PUBLISH QoS 2 without packet id", &Publish{QoS: 2, Topic: "a"}, V311, proto},
+		{"PUBLISH DUP on QoS 0", &Publish{Dup: true, Topic: "a"}, V311, mal},
+		{"PUBLISH DUP on QoS 0 (5.0)", &Publish{Dup: true, Topic: "a"}, V5, mal},
+		{"topic name with +", &Publish{Topic: "a/+"}, V311, TopicNameInvalid},
+		{"topic name with #", &Publish{Topic: "#"}, V5, TopicNameInvalid},
+		{"topic name with invalid UTF-8", &Publish{Topic: "a\xC3\x28"}, V311, mal},
+		{"topic name with a surrogate", &Publish{Topic: "a\xED\xA0\x80"}, V5, mal},
+		{"topic name with U+0000", &Publish{Topic: "a\x00b"}, V5, mal},
+		{"empty topic name in 3.1.1", &Publish{Topic: ""}, V311, proto},
+		{"empty topic name without alias", &Publish{Topic: ""}, V5, proto},
+		{"empty topic name with alias in 3.1.1", &Publish{Topic: "", Properties: Properties{TopicAlias: 1, HasTopicAlias: true}}, V311, proto},
+		{"topic alias 0", pubProps(Properties{TopicAlias: 0, HasTopicAlias: true}), V5, TopicAliasInvalid},
+		{"payload format indicator 2", pubProps(Properties{PayloadFormat: 2, HasPayloadFormat: true}), V5, proto},
+		{"response topic with a wildcard", pubProps(Properties{ResponseTopic: "r/#", HasResponseTopic: true}), V5, proto},
+		{"content type with U+0000", pubProps(Properties{ContentType: "a\x00", HasContentType: true}), V5, mal},
+		{"user property name invalid", pubProps(Properties{UserProperties: []UserProperty{{"\xFF", "v"}}}), V5, mal},
+		{"user property value with U+0000", pubProps(Properties{UserProperties: []UserProperty{{"k", "\x00"}}}), V5, mal},
+		{"PUBACK without packet id", &Puback{}, V311, proto},
+		{"PUBREC without packet id", &Pubrec{}, V5, proto},
+		{"PUBREL without packet id", &Pubrel{}, V5, proto},
+		{"PUBCOMP without packet id", &Pubcomp{}, V311, proto},
+		{"PUBACK reason code 0x04", &Puback{PacketID: 1, ReasonCode: 0x04}, V5, mal},
+		{"PUBREL reason code 0x10", &Pubrel{PacketID: 1, ReasonCode: NoMatchingSubscribers}, V5, mal},
+		{"reason string invalid", &Puback{PacketID: 1, Properties: Properties{ReasonString: "\xC3", HasReasonString: true}}, V5, mal},
+		{"SUBSCRIBE without packet id", &Subscribe{Subscriptions: []Subscription{{Filter: "a"}}}, V311, proto},
+		{"SUBSCRIBE without filters", &Subscribe{PacketID: 1}, V5, proto},
+		{"SUBSCRIBE QoS 3", sub(Subscription{Filter: "a", QoS: 3}), V311, mal},
+		{"SUBSCRIBE retain handling 3", sub(Subscription{Filter: "a", RetainHandling: 3}), V5, proto},
+		{"SUBSCRIBE empty filter", sub(Subscription{Filter: ""}), V311, proto},
+		{"SUBSCRIBE filter with invalid UTF-8", sub(Subscription{Filter: "\xFF"}), V5, mal},
+		{"SUBSCRIBE no local on a shared subscription", sub(Subscription{Filter: "$share/g/a", NoLocal: true}), V5, proto},
+		{"two subscription identifiers on SUBSCRIBE", &Subscribe{PacketID: 1, Properties: Properties{SubscriptionIdentifiers: []uint32{1, 2}},
+			Subscriptions: []Subscription{{Filter: "a"}}}, V5, proto},
+		{"SUBACK without reason codes", &Suback{PacketID: 1}, V311, proto},
+		{"SUBACK without packet id", &Suback{ReasonCodes: []ReasonCode{0}}, V311, proto},
+		{"SUBACK without packet id (5.0)", &Suback{ReasonCodes: []ReasonCode{0}}, V5, proto},
+		{"SUBACK reason code 0x03", &Suback{PacketID: 1, ReasonCodes: []ReasonCode{3}}, V5, mal},
+		{"SUBACK return code 0x03 in 3.1.1", &Suback{PacketID: 1, ReasonCodes: []ReasonCode{3}}, V311, mal},
+		{"UNSUBSCRIBE without filters", &Unsubscribe{PacketID: 1}, V311, proto},
+		{"UNSUBSCRIBE without packet id", &Unsubscribe{Filters: []string{"a"}}, V5, proto},
+		{"UNSUBSCRIBE empty filter", &Unsubscribe{PacketID: 1, Filters: []string{""}}, V311, proto},
+		{"UNSUBACK without reason codes in 5.0", &Unsuback{PacketID: 1}, V5, proto},
+		{"UNSUBACK without packet id", &Unsuback{}, V311, proto},
+		{"UNSUBACK without packet id (5.0)", &Unsuback{ReasonCodes: []ReasonCode{0}}, V5, proto},
+		{"UNSUBACK reason code 0x01", &Unsuback{PacketID: 1, ReasonCodes: []ReasonCode{1}}, V5, mal},
+		{"CONNACK reason code 0x01", &Connack{ReasonCode: 1}, V5, mal},
+		{"CONNACK reason code 0x8E", &Connack{ReasonCode: SessionTakenOver}, V5, mal},
+		{"CONNACK return code 6 in 3.1.1", &Connack{ReasonCode: 6}, V311, mal},
+		{"CONNACK maximum QoS 2", connackProps(Properties{MaximumQoS: 2, HasMaximumQoS: true}), V5, proto},
+		{"CONNACK retain available 2", connackProps(Properties{RetainAvailable: 2, HasRetainAvailable: true}), V5, proto},
+		{"CONNACK receive maximum 0", connackProps(Properties{HasReceiveMaximum: true}), V5, proto},
+		{"CONNACK authentication data without method", connackProps(Properties{AuthData: []byte("d"), HasAuthData: true}), V5, proto},
+		{"DISCONNECT reason code 0x01", &Disconnect{ReasonCode: 1}, V5, mal},
+		{"AUTH reason code 0x01", &Auth{ReasonCode: 1, Properties: Properties{AuthMethod: "m", HasAuthMethod: true}}, V5, mal},
+		{"AUTH without method", &Auth{ReasonCode: ContinueAuthentication}, V5, proto},
+		{"AUTH success with a reason string but no method", &Auth{Properties: Properties{ReasonString: "r", HasReasonString: true}}, V5, proto},
+		{"AUTH with data but no method", &Auth{ReasonCode: ContinueAuthentication, Properties: Properties{AuthData: []byte("d"), HasAuthData: true}}, V5, proto},
+		{"CONNECT will QoS 3", &Connect{ClientID: "c", WillFlag: true, WillQoS: 3, WillTopic: "w"}, V311, mal},
+		{"CONNECT will QoS without will flag", &Connect{ClientID: "c", WillQoS: 1}, V311, mal},
+		{"CONNECT will retain without will flag", &Connect{ClientID: "c", WillRetain: true}, V5, mal},
+		{"will topic with #", &Connect{WillFlag: true, WillTopic: "w/#"}, V311, TopicNameInvalid},
+		{"empty will topic", &Connect{WillFlag: true}, V5, TopicNameInvalid},
+		{"will response topic with +", &Connect{WillFlag: true, WillTopic: "w",
+			WillProperties: Properties{ResponseTopic: "+", HasResponseTopic: true}}, V5, proto},
+		{"password without user name in 3.1.1", &Connect{PasswordFlag: true, Password: []byte("pw")}, V311, mal},
+		{"password without user name in 3.1", &Connect{PasswordFlag: true, Password: []byte("pw")}, V31, mal},
+		{"client identifier with U+0000", &Connect{ClientID: "c\x00"}, V311, mal},
+		{"user name with a surrogate", &Connect{UsernameFlag: true, Username: "\xED\xB0\x80"}, V311, mal},
+		{"CONNECT authentication data without method", &Connect{Properties: Properties{AuthData: []byte("d"), HasAuthData: true}}, V5, proto},
+		{"CONNECT request problem information 2", &Connect{Properties: Properties{RequestProblemInfo: 2, HasRequestProblemInfo: true}}, V5, proto},
+		{"CONNECT maximum packet size 0", &Connect{Properties: Properties{HasMaximumPacketSize: true}}, V5, proto},
+		{"protocol name MQTT at level 3", &Connect{ProtocolName: "MQTT"}, V31, UnsupportedProtocolVersion},
+		{"protocol name MQIsdp at level 4", &Connect{ProtocolName: "MQIsdp"}, V311, UnsupportedProtocolVersion},
+		{"protocol name MQIsdp at level 5", &Connect{ProtocolName: "MQIsdp"}, V5, UnsupportedProtocolVersion},
+		{"protocol name mqtt", &Connect{ProtocolName: "mqtt"}, V311, UnsupportedProtocolVersion},
+		{"protocol level 6", &Connect{}, Version(6), UnsupportedProtocolVersion},
+		{"protocol level 0", &Connect{}, 0, UnsupportedProtocolVersion},
+		{"topic over 65535 bytes", &Publish{Topic: long}, V311, mal},
+		{"client identifier over 65535 bytes", &Connect{ClientID: long}, V5, mal},
+		{"user name over 65535 bytes", &Connect{UsernameFlag: true, Username: long}, V311, mal},
+		{"password over 65535 bytes", &Connect{PasswordFlag: true, UsernameFlag: true, Password: []byte(long)}, V311, mal},
+		{"will payload over 65535 bytes", &Connect{WillFlag: true, WillTopic: "w", WillPayload: []byte(long)}, V311, mal},
+		{"filter over 65535 bytes", sub(Subscription{Filter: long}), V5, mal},
+		{"user property over 65535 bytes", pubProps(Properties{UserProperties: []UserProperty{{long, "v"}}}), V5, mal},
+		{"content type over 65535 bytes", pubProps(Properties{ContentType: long, HasContentType: true}), V5, mal},
+		{"correlation data over 65535 bytes", pubProps(Properties{CorrelationData: []byte(long), HasCorrelationData: true}), V5, mal},
+		{"session expiry on PUBLISH", pubProps(Properties{SessionExpiry: 1, HasSessionExpiry: true}), V5, mal},
+		{"topic alias on CONNECT", &Connect{Properties: Properties{TopicAlias: 1, HasTopicAlias: true}}, V5, mal},
+		{"will delay on CONNECT itself", &Connect{Properties: Properties{WillDelay: 1, HasWillDelay: true}}, V5, mal},
+		{"session expiry in will properties", &Connect{WillFlag: true, WillTopic: "w", WillProperties: Properties{SessionExpiry: 1, HasSessionExpiry: true}}, V5, mal},
+		{"subscription identifier on PUBACK", &Puback{PacketID: 1, Properties: Properties{SubscriptionIdentifiers: []uint32{1}}}, V5, mal},
+		{"subscription identifier 0", &Subscribe{PacketID: 1, Properties: Properties{SubscriptionIdentifiers: []uint32{0}}, Subscriptions: []Subscription{{Filter: "a"}}}, V5, proto},
+		{"subscription identifier too large", pubProps(Properties{SubscriptionIdentifiers: []uint32{MaxVarint + 1}}), V5, mal},
+		{"server reference on AUTH", &Auth{Properties: Properties{ServerReference: "x", HasServerReference: true}}, V5, mal},
+		{"AUTH in 3.1.1", &Auth{}, V311, mal},
+		{"AUTH in 3.1", &Auth{ReasonCode: ContinueAuthentication}, V31, mal},
+		{"nil packet", nil, V5, mal},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -530,11 +633,14 @@ func TestEncodeRejects(t *testing.T) {
 			if err == nil {
 				t.Fatalf("Append encoded % X", out)
 			}
+			if CodeOf(err) != c.code {
+				t.Fatalf("Append: %v, want reason code 0x%02X %s", err, byte(c.code), c.code)
+			}
 			if len(out) != 1 || out[0] != 0xAA {
 				t.Fatalf("Append changed dst to % X on error", out)
 			}
-			if n, err := Size(c.p, c.v); err == nil {
-				t.Fatalf("Size = %d without error", n)
+			if n, serr := Size(c.p, c.v); serr == nil || serr.Error() != err.Error() {
+				t.Fatalf("Size = %d, %v; Append: %v", n, serr, err)
 			}
 		})
 	}
@@ -616,6 +722,35 @@ func TestEncodeConnackRefusalWithoutSession(t *testing.T) {
 		p, err := Decode(b, v)
 		if err != nil || p.(*Connack).SessionPresent {
 			t.Errorf("%s: % X decodes to %#v, %v", v, b, p, err)
+		}
+	}
+}
+
+// A 5.0 PUBLISH whose Payload Format Indicator says UTF-8 decodes whatever
+// its payload; ValidPayloadFormat tells the receiver which reason code to
+// answer.
+func TestValidPayloadFormat(t *testing.T) {
+	cases := []struct {
+		name    string
+		in      []byte
+		invalid bool
+	}{
+		{"UTF-8 payload", pk(0x30, str("a"), props(by(0x01, 1)), []byte("gr\u00fc\u00df")), false},
+		{"empty payload", pk(0x30, str("a"), props(by(0x01, 1))), false},
+		{"invalid UTF-8", pk(0x30, str("a"), props(by(0x01, 1)), by('o', 'k', 0xC3)), true},
+		{"a surrogate", pk(0x30, str("a"), props(by(0x01, 1)), by(0xED, 0xA0, 0x80)), true},
+		{"U+0000 is character data", pk(0x30, str("a"), props(by(0x01, 1)), by('a', 0, 'b')), false},
+		{"indicator 0", pk(0x30, str("a"), props(by(0x01, 0)), by(0xFF)), false},
+		{"no indicator", pk(0x30, str("a"), props(), by(0xFF)), false},
+	}
+	for _, c := range cases {
+		p, err := Decode(c.in, V5)
+		if err != nil {
+			t.Fatalf("%s: Decode(% X): %v", c.name, c.in, err)
+		}
+		err = p.(*Publish).ValidPayloadFormat()
+		if c.invalid != (err != nil) || (err != nil && CodeOf(err) != PayloadFormatInvalid) {
+			t.Errorf("%s: ValidPayloadFormat() = %v", c.name, err)
 		}
 	}
 }

@@ -7,12 +7,30 @@
 // Decoding validates as the specifications require and reports failures as an
 // *Error carrying the reason code the peer must receive (0x81 Malformed Packet,
 // 0x82 Protocol Error, 0x95 Packet Too Large, ...). The size limit of a Reader
-// is checked on the remaining length, before anything is allocated.
+// is checked on the remaining length, before anything is allocated. Encoding
+// refuses the same packets with the same reason codes (see Append), so
+// whatever holdfast writes, a receiver holding to the specifications reads.
+//
+// Two checks are left to the receiver, because their answer is the
+// receiver's to give and does not end the packet's decoding:
+//
+//   - The syntax of each SUBSCRIBE and UNSUBSCRIBE filter (see Subscribe): a
+//     bad filter gets its own reason code, the other filters stand.
+//   - A 5.0 payload that a Payload Format Indicator of 1 says is UTF-8:
+//     Publish.ValidPayloadFormat checks it for a receiver that wants to
+//     answer 0x99 Payload format invalid.
+//
+// The 3.1 limit of 23 characters on the client identifier is not the
+// codec's either: 3.1 requires the server to answer it with CONNACK return
+// code 2 (Identifier Rejected), not to drop the connection as it does for a
+// packet that does not decode, so a 3.1 CONNECT with a longer identifier
+// decodes and the server decides.
 package packet
 
 import (
 	"errors"
 	"fmt"
+	"unicode/utf8"
 )
 
 // Version is an MQTT protocol level as carried in CONNECT.
@@ -83,11 +101,17 @@ type UserProperty struct {
 	Key, Value string
 }
 
-// Properties holds the MQTT 5 properties of a packet. A property is present
-// when its Has* flag (for scalar values) is set or, for strings and binary
-// data, when the Has* flag is set too (an empty string is a valid value).
-// UserProperties and SubscriptionIdentifiers may repeat; all others may appear
-// at most once. Which properties a packet may carry is checked by the codec.
+// Properties holds the MQTT 5 properties of a packet (5.0 section 2.2.2).
+//
+// Each property that may appear at most once has a value field and a Has*
+// field: the property is present exactly when Has* is true, whatever the
+// value, so an empty string or a zero is a value that can be sent. The two
+// that may repeat, UserProperties and SubscriptionIdentifiers, are slices
+// with no Has* field: present when not empty, in the order of the wire.
+//
+// The codec checks which properties a packet type may carry and the rules on
+// their values, in both directions; 3.1 and 3.1.1 packets have none, and the
+// encoder leaves them out for those versions.
 type Properties struct {
 	PayloadFormat    byte // 0x01, HasPayloadFormat
 	HasPayloadFormat bool
@@ -214,6 +238,21 @@ type Publish struct {
 	Payload    []byte
 }
 
+// ValidPayloadFormat reports whether the payload is what a Payload Format
+// Indicator of 1 announces: UTF-8 Encoded Character Data (5.0 section
+// 3.3.2.3.2). It returns nil when there is no such indicator or the payload
+// is well-formed UTF-8, else an *Error with reason code 0x99 (Payload format
+// invalid), which a receiver may answer with in PUBACK, PUBREC or DISCONNECT
+// (the specification allows it, it does not require it). The decoder does not call it:
+// checking every payload costs a pass over it, which is the receiver's
+// choice.
+func (p *Publish) ValidPayloadFormat() error {
+	if p.Properties.HasPayloadFormat && p.Properties.PayloadFormat == 1 && !utf8.Valid(p.Payload) {
+		return Errorf(PayloadFormatInvalid, "PUBLISH: payload format indicator 1 but the payload is not UTF-8")
+	}
+	return nil
+}
+
 // Puback is a PUBACK packet (QoS 1 acknowledgement).
 type Puback struct {
 	PacketID   uint16
@@ -252,6 +291,15 @@ type Subscription struct {
 }
 
 // Subscribe is a SUBSCRIBE packet.
+//
+// The decoder refuses a SUBSCRIBE only for what makes the whole packet
+// invalid: no filter, an empty filter, a filter that is not a UTF-8 Encoded
+// String, QoS 3, Retain Handling 3, reserved option bits, and No Local on a
+// "$share/" filter. It does not check the syntax of each filter ("a/#/b",
+// "a+", "$share//x" decode), because a bad filter must not fail the others:
+// the receiver checks every filter with topic.ValidFilter and, in 5.0,
+// topic.ParseShared, and answers that one with SUBACK reason code 0x8F
+// (Topic Filter invalid; 3.1.1: 0x80).
 type Subscribe struct {
 	PacketID      uint16
 	Properties    Properties // Subscription Identifier, User Properties
@@ -266,7 +314,9 @@ type Suback struct {
 	ReasonCodes []ReasonCode
 }
 
-// Unsubscribe is an UNSUBSCRIBE packet.
+// Unsubscribe is an UNSUBSCRIBE packet. As with Subscribe, the syntax of each
+// filter is the receiver's to check (topic.ValidFilter), so that one bad
+// filter gets UNSUBACK reason code 0x8F without failing the others.
 type Unsubscribe struct {
 	PacketID   uint16
 	Properties Properties

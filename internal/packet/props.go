@@ -1,7 +1,5 @@
 package packet
 
-import "fmt"
-
 // Property identifiers (MQTT 5.0 section 2.2.2.2).
 const (
 	propPayloadFormat        = 0x01
@@ -100,6 +98,9 @@ func (d *decoder) properties(p *Properties, allowed propSet, what string) {
 		seen |= 1 << id
 		sub.property(p, byte(id))
 	}
+	if sub.err == nil {
+		sub.check(checkProperties(p))
+	}
 	if sub.err != nil {
 		d.err = sub.err
 		return
@@ -107,29 +108,22 @@ func (d *decoder) properties(p *Properties, allowed propSet, what string) {
 	d.off = end
 }
 
-// property reads the value of one property.
+// property reads the value of one property. The rules on values are
+// checked once all are read (checkProperties).
 func (d *decoder) property(p *Properties, id byte) {
 	switch id {
 	case propPayloadFormat:
-		p.PayloadFormat, p.HasPayloadFormat = d.flag("payload format indicator"), true
+		p.PayloadFormat, p.HasPayloadFormat = d.byte("payload format indicator"), true
 	case propMessageExpiry:
 		p.MessageExpiry, p.HasMessageExpiry = d.uint32("property"), true
 	case propContentType:
 		p.ContentType, p.HasContentType = d.string("content type"), true
 	case propResponseTopic:
 		p.ResponseTopic, p.HasResponseTopic = d.string("response topic"), true
-		if d.err == nil {
-			if err := validName(p.ResponseTopic); err != "" {
-				d.fail(ProtocolError, "response topic: %s", err)
-			}
-		}
 	case propCorrelationData:
 		p.CorrelationData, p.HasCorrelationData = d.binary("correlation data"), true
 	case propSubscriptionID:
 		v := d.varint("subscription identifier")
-		if d.err == nil && v == 0 {
-			d.fail(ProtocolError, "subscription identifier 0")
-		}
 		p.SubscriptionIdentifiers = append(p.SubscriptionIdentifiers, uint32(v))
 	case propSessionExpiry:
 		p.SessionExpiry, p.HasSessionExpiry = d.uint32("property"), true
@@ -142,11 +136,11 @@ func (d *decoder) property(p *Properties, id byte) {
 	case propAuthData:
 		p.AuthData, p.HasAuthData = d.binary("authentication data"), true
 	case propRequestProblemInfo:
-		p.RequestProblemInfo, p.HasRequestProblemInfo = d.flag("request problem information"), true
+		p.RequestProblemInfo, p.HasRequestProblemInfo = d.byte("request problem information"), true
 	case propWillDelay:
 		p.WillDelay, p.HasWillDelay = d.uint32("property"), true
 	case propRequestResponseInfo:
-		p.RequestResponseInfo, p.HasRequestResponseInfo = d.flag("request response information"), true
+		p.RequestResponseInfo, p.HasRequestResponseInfo = d.byte("request response information"), true
 	case propResponseInfo:
 		p.ResponseInfo, p.HasResponseInfo = d.string("response information"), true
 	case propServerReference:
@@ -155,121 +149,126 @@ func (d *decoder) property(p *Properties, id byte) {
 		p.ReasonString, p.HasReasonString = d.string("reason string"), true
 	case propReceiveMaximum:
 		p.ReceiveMaximum, p.HasReceiveMaximum = d.uint16("property"), true
-		if d.err == nil && p.ReceiveMaximum == 0 {
-			d.fail(ProtocolError, "receive maximum 0")
-		}
 	case propTopicAliasMaximum:
 		p.TopicAliasMaximum, p.HasTopicAliasMaximum = d.uint16("property"), true
 	case propTopicAlias:
 		p.TopicAlias, p.HasTopicAlias = d.uint16("property"), true
-		if d.err == nil && p.TopicAlias == 0 {
-			d.fail(TopicAliasInvalid, "topic alias 0")
-		}
 	case propMaximumQoS:
-		p.MaximumQoS, p.HasMaximumQoS = d.flag("maximum QoS"), true
+		p.MaximumQoS, p.HasMaximumQoS = d.byte("maximum QoS"), true
 	case propRetainAvailable:
-		p.RetainAvailable, p.HasRetainAvailable = d.flag("retain available"), true
+		p.RetainAvailable, p.HasRetainAvailable = d.byte("retain available"), true
 	case propUserProperty:
 		k := d.string("user property name")
 		v := d.string("user property value")
 		p.UserProperties = append(p.UserProperties, UserProperty{Key: k, Value: v})
 	case propMaximumPacketSize:
 		p.MaximumPacketSize, p.HasMaximumPacketSize = d.uint32("property"), true
-		if d.err == nil && p.MaximumPacketSize == 0 {
-			d.fail(ProtocolError, "maximum packet size 0")
-		}
 	case propWildcardSubAvailable:
-		p.WildcardSubAvailable, p.HasWildcardSubAvailable = d.flag("wildcard subscription available"), true
+		p.WildcardSubAvailable, p.HasWildcardSubAvailable = d.byte("wildcard subscription available"), true
 	case propSubIDAvailable:
-		p.SubIDAvailable, p.HasSubIDAvailable = d.flag("subscription identifiers available"), true
+		p.SubIDAvailable, p.HasSubIDAvailable = d.byte("subscription identifiers available"), true
 	case propSharedSubAvailable:
-		p.SharedSubAvailable, p.HasSharedSubAvailable = d.flag("shared subscription available"), true
+		p.SharedSubAvailable, p.HasSharedSubAvailable = d.byte("shared subscription available"), true
 	}
-}
-
-// flag reads a byte property whose only values are 0 and 1; anything else is
-// a Protocol Error.
-func (d *decoder) flag(name string) byte {
-	v := d.byte(name)
-	if d.err == nil && v > 1 {
-		d.fail(ProtocolError, "%s is %d, not 0 or 1", name, v)
-	}
-	return v
 }
 
 // propsLen is the encoded length of p's properties, without the property
-// length in front of them. It fails on a property that allowed does not hold
-// or a value that cannot be encoded.
-func propsLen(p *Properties, allowed propSet, what string) (int, error) {
-	n := 0
-	check := func(has bool, id byte, size int) error {
-		if !has {
-			return nil
-		}
-		if !allowed.has(id) {
-			return fmt.Errorf("mqtt: %s cannot carry property 0x%02X", what, id)
-		}
-		n += 1 + size
-		return nil
-	}
-	str := func(s string) int { return 2 + len(s) }
-	for _, s := range []string{p.ContentType, p.ResponseTopic, p.AssignedClientID, p.AuthMethod,
-		p.ResponseInfo, p.ServerReference, p.ReasonString} {
-		if len(s) > 65535 {
-			return 0, fmt.Errorf("mqtt: %s: property string longer than 65535 bytes", what)
-		}
-	}
-	if len(p.CorrelationData) > 65535 || len(p.AuthData) > 65535 {
-		return 0, fmt.Errorf("mqtt: %s: property binary data longer than 65535 bytes", what)
-	}
-	for _, err := range []error{
-		check(p.HasPayloadFormat, propPayloadFormat, 1),
-		check(p.HasMessageExpiry, propMessageExpiry, 4),
-		check(p.HasContentType, propContentType, str(p.ContentType)),
-		check(p.HasResponseTopic, propResponseTopic, str(p.ResponseTopic)),
-		check(p.HasCorrelationData, propCorrelationData, 2+len(p.CorrelationData)),
-		check(p.HasSessionExpiry, propSessionExpiry, 4),
-		check(p.HasAssignedClientID, propAssignedClientID, str(p.AssignedClientID)),
-		check(p.HasServerKeepAlive, propServerKeepAlive, 2),
-		check(p.HasAuthMethod, propAuthMethod, str(p.AuthMethod)),
-		check(p.HasAuthData, propAuthData, 2+len(p.AuthData)),
-		check(p.HasRequestProblemInfo, propRequestProblemInfo, 1),
-		check(p.HasWillDelay, propWillDelay, 4),
-		check(p.HasRequestResponseInfo, propRequestResponseInfo, 1),
-		check(p.HasResponseInfo, propResponseInfo, str(p.ResponseInfo)),
-		check(p.HasServerReference, propServerReference, str(p.ServerReference)),
-		check(p.HasReasonString, propReasonString, str(p.ReasonString)),
-		check(p.HasReceiveMaximum, propReceiveMaximum, 2),
-		check(p.HasTopicAliasMaximum, propTopicAliasMaximum, 2),
-		check(p.HasTopicAlias, propTopicAlias, 2),
-		check(p.HasMaximumQoS, propMaximumQoS, 1),
-		check(p.HasRetainAvailable, propRetainAvailable, 1),
-		check(p.HasMaximumPacketSize, propMaximumPacketSize, 4),
-		check(p.HasWildcardSubAvailable, propWildcardSubAvailable, 1),
-		check(p.HasSubIDAvailable, propSubIDAvailable, 1),
-		check(p.HasSharedSubAvailable, propSharedSubAvailable, 1),
-	} {
-		if err != nil {
-			return 0, err
-		}
-	}
+// length in front of them. It fails, as the decoder would, on a property that
+// allowed does not hold, a string that is not a valid UTF-8 Encoded String,
+// a value that cannot be encoded or that checkProperties refuses. what names
+// the property block in errors.
+func propsLen(p *Properties, allowed propSet, what string) (int, *Error) {
+	m := propMeasure{allowed: allowed}
+	m.fixed(p.HasPayloadFormat, propPayloadFormat, 1)
+	m.fixed(p.HasMessageExpiry, propMessageExpiry, 4)
+	m.str(p.HasContentType, propContentType, p.ContentType)
+	m.str(p.HasResponseTopic, propResponseTopic, p.ResponseTopic)
+	m.bin(p.HasCorrelationData, propCorrelationData, p.CorrelationData)
+	m.fixed(p.HasSessionExpiry, propSessionExpiry, 4)
+	m.str(p.HasAssignedClientID, propAssignedClientID, p.AssignedClientID)
+	m.fixed(p.HasServerKeepAlive, propServerKeepAlive, 2)
+	m.str(p.HasAuthMethod, propAuthMethod, p.AuthMethod)
+	m.bin(p.HasAuthData, propAuthData, p.AuthData)
+	m.fixed(p.HasRequestProblemInfo, propRequestProblemInfo, 1)
+	m.fixed(p.HasWillDelay, propWillDelay, 4)
+	m.fixed(p.HasRequestResponseInfo, propRequestResponseInfo, 1)
+	m.str(p.HasResponseInfo, propResponseInfo, p.ResponseInfo)
+	m.str(p.HasServerReference, propServerReference, p.ServerReference)
+	m.str(p.HasReasonString, propReasonString, p.ReasonString)
+	m.fixed(p.HasReceiveMaximum, propReceiveMaximum, 2)
+	m.fixed(p.HasTopicAliasMaximum, propTopicAliasMaximum, 2)
+	m.fixed(p.HasTopicAlias, propTopicAlias, 2)
+	m.fixed(p.HasMaximumQoS, propMaximumQoS, 1)
+	m.fixed(p.HasRetainAvailable, propRetainAvailable, 1)
+	m.fixed(p.HasMaximumPacketSize, propMaximumPacketSize, 4)
+	m.fixed(p.HasWildcardSubAvailable, propWildcardSubAvailable, 1)
+	m.fixed(p.HasSubIDAvailable, propSubIDAvailable, 1)
+	m.fixed(p.HasSharedSubAvailable, propSharedSubAvailable, 1)
 	for _, id := range p.SubscriptionIdentifiers {
-		if id == 0 || id > MaxVarint {
-			return 0, fmt.Errorf("mqtt: %s: subscription identifier %d out of range", what, id)
+		if id > MaxVarint && m.err == nil {
+			m.err = Errorf(MalformedPacket, "subscription identifier %d out of range", id)
 		}
-		if err := check(true, propSubscriptionID, varintLen(int(id))); err != nil {
-			return 0, err
-		}
+		m.add(propSubscriptionID, varintLen(int(id)))
 	}
 	for _, u := range p.UserProperties {
-		if len(u.Key) > 65535 || len(u.Value) > 65535 {
-			return 0, fmt.Errorf("mqtt: %s: user property longer than 65535 bytes", what)
-		}
-		if err := check(true, propUserProperty, str(u.Key)+str(u.Value)); err != nil {
-			return 0, err
-		}
+		m.add(propUserProperty, 0)
+		m.n += m.strLen(propUserProperty, u.Key) + m.strLen(propUserProperty, u.Value)
 	}
-	return n, nil
+	if m.err == nil && m.n > 0 {
+		m.err = checkProperties(p)
+	}
+	if m.err != nil {
+		return 0, m.err.in(what)
+	}
+	return m.n, nil
+}
+
+// propMeasure adds up the encoded length of properties; the first error
+// sticks, as the decoder's does.
+type propMeasure struct {
+	allowed propSet
+	n       int
+	err     *Error
+}
+
+// fixed counts a property of size bytes after its identifier.
+func (m *propMeasure) fixed(has bool, id byte, size int) {
+	if has {
+		m.add(id, size)
+	}
+}
+
+func (m *propMeasure) add(id byte, size int) {
+	if !m.allowed.has(id) && m.err == nil {
+		m.err = Errorf(MalformedPacket, "property 0x%02X is not allowed here", id)
+	}
+	m.n += 1 + size
+}
+
+// str counts a UTF-8 Encoded String property.
+func (m *propMeasure) str(has bool, id byte, s string) {
+	if has {
+		m.add(id, m.strLen(id, s))
+	}
+}
+
+// bin counts a Binary Data property.
+func (m *propMeasure) bin(has bool, id byte, b []byte) {
+	if has {
+		if len(b) > 65535 && m.err == nil {
+			m.err = Errorf(MalformedPacket, "property 0x%02X: binary data longer than 65535 bytes", id)
+		}
+		m.add(id, 2+len(b))
+	}
+}
+
+// strLen is the encoded length of s, a string in property id; it records an
+// error when s is not a UTF-8 Encoded String.
+func (m *propMeasure) strLen(id byte, s string) int {
+	if reason := stringError(s); reason != "" && m.err == nil {
+		m.err = Errorf(MalformedPacket, "property 0x%02X: %s", id, reason)
+	}
+	return 2 + len(s)
 }
 
 // appendProperties appends the property length n (from propsLen) and p's

@@ -61,7 +61,29 @@ func (d *decoder) fail(code ReasonCode, format string, args ...any) {
 	}
 }
 
+// check records e, an error of one of the shared rules (check.go), as the
+// decoder's error unless one came first, naming the packet. It reports
+// whether e is an error.
+func (d *decoder) check(e *Error) bool {
+	if e == nil {
+		return false
+	}
+	if d.err == nil {
+		d.err = e.in(d.pkt)
+	}
+	return true
+}
+
 func (d *decoder) remaining() int { return len(d.b) - d.off }
+
+// packetID reads a packet identifier, which must not be 0.
+func (d *decoder) packetID() uint16 {
+	id := d.uint16("packet identifier")
+	if d.err == nil {
+		d.check(checkPacketID(id))
+	}
+	return id
+}
 
 func (d *decoder) byte(what string) byte {
 	if d.err != nil {
@@ -159,17 +181,19 @@ func (d *decoder) string(what string) string {
 	if d.err != nil || len(b) == 0 {
 		return ""
 	}
-	if err := checkUTF8(b); err != "" {
+	s := unsafe.String(&b[0], len(b))
+	if err := checkUTF8(s); err != "" {
 		d.fail(MalformedPacket, "%s: %s", what, err)
 		return ""
 	}
-	return unsafe.String(&b[0], len(b))
+	return s
 }
 
-// checkUTF8 returns "" when b is a well-formed MQTT UTF-8 string.
-func checkUTF8(b []byte) string {
-	for i := 0; i < len(b); {
-		c := b[i]
+// checkUTF8 returns "" when s is a well-formed MQTT UTF-8 string, else what
+// is wrong with it.
+func checkUTF8(s string) string {
+	for i := 0; i < len(s); {
+		c := s[i]
 		if c < utf8.RuneSelf {
 			if c == 0 {
 				return "contains U+0000"
@@ -177,13 +201,22 @@ func checkUTF8(b []byte) string {
 			i++
 			continue
 		}
-		r, size := utf8.DecodeRune(b[i:])
+		r, size := utf8.DecodeRuneInString(s[i:])
 		if r == utf8.RuneError && size <= 1 {
 			return "invalid UTF-8"
 		}
 		i += size
 	}
 	return ""
+}
+
+// stringError returns "" when s can be written as a UTF-8 Encoded String:
+// at most 65535 bytes of well-formed UTF-8 without U+0000.
+func stringError(s string) string {
+	if len(s) > 65535 {
+		return "longer than 65535 bytes"
+	}
+	return checkUTF8(s)
 }
 
 // rest returns the unread part of the body.
