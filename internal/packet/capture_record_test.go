@@ -136,7 +136,7 @@ func recordProxy(t *testing.T, broker string) (port int, rec *recording, done ch
 // the port added.
 type captureStep struct {
 	file string   // file name in testdata/captures, "" for a client that is not recorded
-	tool string   // mosquitto_pub or mosquitto_sub
+	tool string   // mosquitto_pub, mosquitto_sub or paho (testdata/captures/paho_subscribe.py)
 	args []string // without -h and -p
 	// background starts the client and goes on once the broker has sent
 	// the packet type waitFor to it; the client is waited for at the end.
@@ -197,7 +197,7 @@ func captureScenarios() []captureScenario {
 	raw := func(file string, pkts ...[]byte) captureStep {
 		return captureStep{file: file, raw: pkts}
 	}
-	const suback, connack = 9, 2
+	const suback, connack, puback = 9, 2, 4
 	return []captureScenario{
 		{name: "v31", steps: []captureStep{
 			pub("v31-pub-qos1", "-V", "mqttv31", "-i", "hf-v31", "-q", "1", "-t", "old/device", "-m", "hello 3.1"),
@@ -254,6 +254,31 @@ func captureScenarios() []captureScenario {
 			pub("", "-V", "mqttv5", "-i", "hf5-feed2", "-q", "2", "-t", "alarms/p7/high", "-m", "overpressure",
 				"-D", "publish", "content-type", "text/plain"),
 		}},
+		// Subscription options and a Subscription Identifier. A retained
+		// message is there before the subscriber comes, a retained one
+		// arrives while it is subscribed. mosquitto_sub 2.0.11 has flags
+		// for Retain As Published and the identifier only; paho sets No
+		// Local and Retain Handling as well.
+		{name: "v5-sub-options", steps: []captureStep{
+			pub("", "-V", "mqttv5", "-i", "hf5-keep", "-q", "1", "-r", "-t", "opts/kept", "-m", "kept"),
+			sub("v5-sub-rap-subid", suback, "-V", "mqttv5", "-i", "hf5-opts", "-q", "1", "-t", "opts/#", "-C", "2",
+				"--retain-as-published", "-D", "subscribe", "subscription-identifier", "7"),
+			pub("", "-V", "mqttv5", "-i", "hf5-feed", "-q", "1", "-r", "-t", "opts/feed", "-m", "feed"),
+		}},
+		{name: "v5-sub-paho", steps: []captureStep{
+			pub("", "-V", "mqttv5", "-i", "hf5-keep", "-q", "1", "-r", "-t", "opts/kept", "-m", "kept"),
+			// Goes on once the broker acknowledged the client's own
+			// message, so that the other client's comes after it.
+			{file: "v5-sub-paho-options", tool: "paho", background: true, waitFor: puback},
+			pub("", "-V", "mqttv5", "-i", "hf5-feed", "-q", "1", "-r", "-t", "opts/feed", "-m", "feed"),
+		}},
+		// Enhanced authentication as far as these clients and this broker
+		// go: the CONNECT carries a method and data, mosquitto without an
+		// authentication plugin refuses it; no AUTH is ever sent.
+		{name: "v5-auth-method", steps: []captureStep{
+			pub("v5-connack-bad-auth-method", "-V", "mqttv5", "-i", "hf5-auth", "-t", "x", "-m", "x",
+				"-D", "connect", "authentication-method", "SCRAM-SHA-1", "-D", "connect", "authentication-data", "client-first"),
+		}},
 		{name: "v5-unsub", steps: []captureStep{
 			subOnce("v5-sub-unsubscribe", "-V", "mqttv5", "-i", "hf5-unsub", "-t", "keep/#", "-U", "keep/#", "-U", "never/subscribed", "-W", "1",
 				"-D", "unsubscribe", "user-property", "why", "done"),
@@ -287,8 +312,11 @@ func captureScenarios() []captureScenario {
 const connackType = 2
 
 // stepVersion is the protocol level a step's client speaks: its -V option;
-// the hand-made packets are MQTT 5.
+// the hand-made packets and the paho client are MQTT 5.
 func stepVersion(st captureStep) string {
+	if st.tool == "paho" {
+		return "5"
+	}
 	for i, a := range st.args {
 		if a == "-V" && i+1 < len(st.args) {
 			switch st.args[i+1] {
@@ -327,8 +355,19 @@ func TestRecordCaptures(t *testing.T) {
 	brokerTool := testenv.LookTool(t, "mosquitto", "mosquitto")
 	brokerOut, _ := exec.Command(brokerTool, "-h").CombinedOutput()
 	brokerVersion := strings.TrimSpace(strings.SplitN(string(brokerOut), "\n", 2)[0])
-	versions := map[string]string{"mosquitto_pub": toolVersion(t, pubTool), "mosquitto_sub": toolVersion(t, subTool)}
-	paths := map[string]string{"mosquitto_pub": pubTool, "mosquitto_sub": subTool}
+	// Debian's python3, where python3-paho-mqtt installs.
+	const python = "/usr/bin/python3"
+	pahoOut, err := exec.Command(python, "-c", "import paho.mqtt; print(paho.mqtt.__version__)").CombinedOutput()
+	if err != nil {
+		t.Fatalf("python3-paho-mqtt: %v: %s", err, pahoOut)
+	}
+	pahoScript, err := filepath.Abs(filepath.Join("testdata", "captures", "paho_subscribe.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	versions := map[string]string{"mosquitto_pub": toolVersion(t, pubTool), "mosquitto_sub": toolVersion(t, subTool),
+		"paho": "python3-paho-mqtt " + strings.TrimSpace(string(pahoOut)) + " (Debian package, v1 API)"}
+	paths := map[string]string{"mosquitto_pub": pubTool, "mosquitto_sub": subTool, "paho": python}
 	dir := filepath.Join("testdata", "captures")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -383,10 +422,14 @@ func TestRecordCaptures(t *testing.T) {
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 				t.Cleanup(cancel)
-				cmd := exec.CommandContext(ctx, paths[st.tool], args...)
-				cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
 				shown := append([]string{"-h", "127.0.0.1", "-p", "$PORT"}, st.args...)
 				line := st.tool + " " + shellJoin(shown)
+				if st.tool == "paho" {
+					args = append([]string{pahoScript}, args...)
+					line = "python3 testdata/captures/paho_subscribe.py " + shellJoin(shown)
+				}
+				cmd := exec.CommandContext(ctx, paths[st.tool], args...)
+				cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
 				if err := cmd.Start(); err != nil {
 					t.Fatal(err)
 				}

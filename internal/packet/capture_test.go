@@ -466,6 +466,55 @@ var captureChecks = map[string]func(t *testing.T, pkts []captured){
 		acks(t, 1, Success, ps[6])
 		acks(t, 2, Success, ps[7], ps[8], ps[9])
 	},
+	"v5-connack-bad-auth-method": func(t *testing.T, pkts []captured) {
+		ps := sequence(t, pkts, "CONNECT> CONNACK<")
+		pr := plainConnect(t, ps[0], V5, "hf5-auth").Properties
+		expect(t, pr.HasAuthMethod && pr.AuthMethod == "SCRAM-SHA-1" && pr.HasAuthData && string(pr.AuthData) == "client-first",
+			"CONNECT properties %+v", pr)
+		ca := ps[1].(*Connack)
+		expect(t, ca.ReasonCode == BadAuthenticationMethod && !ca.SessionPresent, "CONNACK %+v", ca)
+	},
+	"v5-sub-rap-subid": func(t *testing.T, pkts []captured) {
+		ps := sequence(t, pkts, "CONNECT> CONNACK< SUBSCRIBE> SUBACK< PUBLISH< PUBLISH< PUBACK> PUBACK> DISCONNECT>")
+		plainConnect(t, ps[0], V5, "hf5-opts")
+		s := ps[2].(*Subscribe)
+		// --retain-as-published: options 0x09; -D subscribe
+		// subscription-identifier 7.
+		expect(t, s.PacketID == 1 && slices.Equal(s.Properties.SubscriptionIdentifiers, []uint32{7}) &&
+			len(s.Subscriptions) == 1 && s.Subscriptions[0] == Subscription{Filter: "opts/#", QoS: 1, RetainAsPublished: true},
+			"SUBSCRIBE %+v", s)
+		expect(t, pkts[2].raw[len(pkts[2].raw)-1] == 0x09, "subscription options byte 0x%02X", pkts[2].raw[len(pkts[2].raw)-1])
+		sa := ps[3].(*Suback)
+		expect(t, slices.Equal(sa.ReasonCodes, []ReasonCode{GrantedQoS1}), "SUBACK %+v", sa)
+		// The retained message on subscribing, then the one published
+		// with retain while subscribed, which keeps its flag because of
+		// Retain As Published; both carry the identifier.
+		pr := pubFields(t, ps[4], 1, true, "opts/kept", "kept", 1).Properties
+		expect(t, slices.Equal(pr.SubscriptionIdentifiers, []uint32{7}), "PUBLISH properties %+v", pr)
+		pr = pubFields(t, ps[5], 1, true, "opts/feed", "feed", 2).Properties
+		expect(t, slices.Equal(pr.SubscriptionIdentifiers, []uint32{7}), "PUBLISH properties %+v", pr)
+		acks(t, 1, Success, ps[6])
+		acks(t, 2, Success, ps[7])
+	},
+	"v5-sub-paho-options": func(t *testing.T, pkts []captured) {
+		ps := sequence(t, pkts, "CONNECT> CONNACK< SUBSCRIBE> SUBACK< PUBLISH> PUBACK< PUBLISH< PUBACK> DISCONNECT>")
+		plainConnect(t, ps[0], V5, "hf5-paho")
+		s := ps[2].(*Subscribe)
+		// No Local, Retain As Published, Retain Handling 2, QoS 1:
+		// options 0x2D; Subscription Identifier 9.
+		expect(t, s.PacketID == 1 && slices.Equal(s.Properties.SubscriptionIdentifiers, []uint32{9}) &&
+			len(s.Subscriptions) == 1 && s.Subscriptions[0] == Subscription{Filter: "opts/#", QoS: 1, NoLocal: true,
+			RetainAsPublished: true, RetainHandling: 2}, "SUBSCRIBE %+v", s)
+		expect(t, pkts[2].raw[len(pkts[2].raw)-1] == 0x2D, "subscription options byte 0x%02X", pkts[2].raw[len(pkts[2].raw)-1])
+		// Retain Handling 2: the retained opts/kept is not sent. No
+		// Local: the client's own opts/self does not come back.
+		pubFields(t, ps[4], 1, false, "opts/self", "own", 2)
+		acks(t, 2, Success, ps[5])
+		pr := pubFields(t, ps[6], 1, true, "opts/feed", "feed", 1).Properties
+		expect(t, slices.Equal(pr.SubscriptionIdentifiers, []uint32{9}), "PUBLISH properties %+v", pr)
+		acks(t, 1, Success, ps[7])
+		disconnectWith(t, ps[8], NormalDisconnection)
+	},
 	"v5-sub-unsubscribe": func(t *testing.T, pkts []captured) {
 		ps := sequence(t, pkts, "CONNECT> CONNACK< SUBSCRIBE> SUBACK< UNSUBSCRIBE> UNSUBSCRIBE> UNSUBACK< UNSUBACK< DISCONNECT>")
 		u := ps[4].(*Unsubscribe)
