@@ -45,6 +45,7 @@ import (
 const (
 	StateConnecting = "connecting" // dialing, waiting for CONNACK
 	StateBackoff    = "backoff"    // waiting before the next attempt
+	StateWaiting    = "waiting"    // CONNACK came; no acknowledgement yet, and messages wait for one
 	StateConnected  = "connected"  // messages are acknowledged, or none wait
 	StateDraining   = "draining"   // shutting down: waiting for in-flight acks
 	StateStalled    = "stalled"    // the last connection stalled; reconnecting

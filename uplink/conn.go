@@ -51,7 +51,11 @@ type conn struct {
 	keepAlive   time.Duration
 	connackedAt time.Time
 
-	inflight   int // QoS 1/2 PUBLISH/PUBREL awaiting an answer (control packets included)
+	// acking: a message has been acknowledged on this connection, or
+	// nothing waited to be sent (State says "connected" from then on).
+	acking     bool
+	leaseAt    time.Time // when the Lease in progress started
+	inflight   int       // QoS 1/2 PUBLISH/PUBREL awaiting an answer (control packets included)
 	next       int // pump resumes here in c.pending
 	progressAt time.Time
 	lastSend   time.Time
@@ -225,7 +229,7 @@ func (s *conn) handshake(ctx context.Context, r *packet.Reader) error {
 		st.Window = s.window
 		st.LastError = ""
 	})
-	c.setState(StateConnected)
+	c.setState(StateWaiting)
 	c.log.Info("upstream connected", "url", redact(o.URL), "client_id", c.clientID, "protocol", s.v.String(),
 		"session_present", s.session, "window", s.window, "max_qos", s.maxQoS, "retain_available", s.retain,
 		"max_packet_size", s.maxPacket, "topic_alias_max", pr.TopicAliasMaximum, "keep_alive", s.keepAlive,
@@ -394,7 +398,27 @@ func (s *conn) tick(now time.Time) error {
 	if s.inflight > 0 || c.pauseUntil.After(now) {
 		c.update(func(st *Status) { st.InFlight = s.inflight })
 	}
+	if !s.acking && !s.draining && s.inflight == 0 && s.next >= len(c.pending) && !c.pauseUntil.After(now) &&
+		s.leasing && now.Sub(s.leaseAt) >= idleAfter {
+		// Nothing in flight, nothing left to send, and the Source has had
+		// nothing to hand out for a while: nothing waits for an ack.
+		s.confirmed()
+	}
 	return nil
+}
+
+// idleAfter is how long a Lease must have been waiting before a connection
+// with nothing in flight counts as one on which nothing waits (a Lease of
+// a non-empty queue returns within milliseconds).
+const idleAfter = 100 * time.Millisecond
+
+// confirmed notes that the link is proven: a message was acknowledged, or
+// nothing waits. State becomes "connected" the first time.
+func (s *conn) confirmed() {
+	if !s.acking {
+		s.acking = true
+		s.c.setState(StateConnected)
+	}
 }
 
 // reader reads packets until the connection fails.
@@ -586,7 +610,7 @@ func (s *conn) requestLease() {
 		return
 	}
 	n := min(ahead-live, maxLeaseBatch)
-	s.leasing = true
+	s.leasing, s.leaseAt = true, time.Now()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -927,6 +951,7 @@ func (s *conn) handle(p packet.Packet) error {
 		// 0x92 (packet identifier not found) means the server completed
 		// the flow before: PUBREC came, so it has the message.
 		s.progress()
+		s.confirmed()
 		s.complete(e)
 		return nil
 	case *packet.Publish:
@@ -992,6 +1017,8 @@ func (s *conn) acked(id uint16, t packet.Type, code packet.ReasonCode, pr *packe
 		s.progress()
 		if code.IsError() {
 			c.log.Warn("upstream refused the "+kind+" message", "reason", code.String())
+		} else {
+			s.confirmed()
 		}
 		return nil
 	}
@@ -1007,6 +1034,7 @@ func (s *conn) acked(id uint16, t packet.Type, code packet.ReasonCode, pr *packe
 	if code.IsError() {
 		return s.refusal(e, code, pr)
 	}
+	s.confirmed()
 	c.pause.Reset()
 	if t == packet.PUBACK {
 		s.complete(e)

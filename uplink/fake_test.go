@@ -508,3 +508,54 @@ func TestRefusalKeepsOrder(t *testing.T) {
 	}
 	testenv.WaitFor(t, 30*time.Second, "all acked", func() bool { q, a, _, _ := src.counts(); return q == 0 && a == 8 })
 }
+
+// TestConnectedMeansAcknowledged: after CONNACK the state says "connected"
+// only once the server has acknowledged a message, or when nothing waits to
+// be sent; until then it is "waiting", however long the socket is open.
+func TestConnectedMeansAcknowledged(t *testing.T) {
+	f := startFake(t)
+	src := newMemSource()
+	src.add(Message{Topic: "st/a", Payload: []byte("a"), QoS: 1})
+	c := newClient(t, Options{URL: f.URL(), ClientID: "st", KeepAlive: -1}, src, nil)
+	run(t, c)
+	fc := f.accept()
+	fc.connack(false, packet.Properties{})
+	p, ok := fc.read().(*packet.Publish)
+	if !ok {
+		t.Fatalf("got %+v, want PUBLISH", p)
+	}
+	// Unanswered: the state says so (it is set before the PUBLISH is
+	// written, and ticks cannot change it while a message waits).
+	if st := c.Status(); st.State != StateWaiting || st.Connects != 1 {
+		t.Fatalf("state %q with a PUBLISH unanswered, want %q", st.State, StateWaiting)
+	}
+	fc.send(&packet.Puback{PacketID: p.PacketID})
+	testenv.WaitFor(t, 30*time.Second, "connected after the PUBACK", func() bool { return c.Status().State == StateConnected })
+
+	// Reconnected with a message the server does not answer: waiting.
+	src.add(Message{Topic: "st/a", Payload: []byte("b"), QoS: 1})
+	if p, ok := fc.read().(*packet.Publish); !ok || string(p.Payload) != "b" {
+		t.Fatalf("got %+v, want PUBLISH b", p)
+	}
+	fc.nc.Close()
+	fc = f.accept()
+	fc.connack(true, packet.Properties{})
+	p, ok = fc.read().(*packet.Publish)
+	if !ok || string(p.Payload) != "b" || !p.Dup {
+		t.Fatalf("got %+v, want b again with DUP", p)
+	}
+	if st := c.Status(); st.State != StateWaiting || st.Connects != 2 {
+		t.Fatalf("state %q after a reconnect with b unanswered, want %q", st.State, StateWaiting)
+	}
+	fc.send(&packet.Puback{PacketID: p.PacketID})
+	testenv.WaitFor(t, 30*time.Second, "connected", func() bool { return c.Status().State == StateConnected })
+
+	// Nothing to send: connected without an acknowledgement.
+	fc.nc.Close()
+	fc = f.accept()
+	fc.connack(true, packet.Properties{})
+	testenv.WaitFor(t, 30*time.Second, "connected when idle", func() bool {
+		st := c.Status()
+		return st.Connects == 3 && st.State == StateConnected
+	})
+}
