@@ -9,10 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"holdfast/internal/auth"
 	"holdfast/internal/packet"
 	"holdfast/internal/testclient"
 	"holdfast/internal/testenv"
@@ -102,6 +104,49 @@ func (c *testClock) advance(d time.Duration) {
 	c.mu.Lock()
 	c.t = c.t.Add(d)
 	c.mu.Unlock()
+}
+
+// waitSession waits until cond holds for the session of client id (nil
+// when there is none), looked at under the broker's lock; what names the
+// condition in the failure.
+func (tb *testBroker) waitSession(t testing.TB, id, what string, cond func(s *session) bool) {
+	t.Helper()
+	testenv.WaitFor(t, wait, id+" "+what, func() bool {
+		tb.mu.Lock()
+		defer tb.mu.Unlock()
+		return cond(tb.sessions[id])
+	})
+}
+
+// waitOffline waits until client id has no connection the broker knows of:
+// its session is offline or gone.
+func (tb *testBroker) waitOffline(t testing.TB, id string) {
+	t.Helper()
+	tb.waitSession(t, id, "offline", func(s *session) bool { return s == nil || s.conn == nil })
+}
+
+// authFiles writes a password file holding user with password (bcrypt cost
+// 4) and an ACL file with the rules acl, and loads both.
+func authFiles(t testing.TB, user, password, acl string) (*auth.Passwords, *auth.ACL) {
+	t.Helper()
+	dir := t.TempDir()
+	hash, err := auth.HashPassword(password, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := auth.CreatePasswordFile(filepath.Join(dir, "passwd"), user, hash); err != nil {
+		t.Fatal(err)
+	}
+	pw, err := auth.LoadPasswords(filepath.Join(dir, "passwd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "acl"), acl)
+	a, err := auth.LoadACL(filepath.Join(dir, "acl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pw, a
 }
 
 func dial(t testing.TB, addr string, o testclient.Options) *testclient.Client {
@@ -408,12 +453,7 @@ func TestRefusedByStore(t *testing.T) {
 	if _, err := c.Publish(&packet.Publish{Topic: "t", QoS: 2, PacketID: 9, Payload: []byte("again")}); err == nil {
 		t.Fatal("3.1.1 QoS 2 publish refused by the store got PUBREC")
 	}
-	testenv.WaitFor(t, wait, "q2 offline", func() bool {
-		tb.mu.Lock()
-		defer tb.mu.Unlock()
-		s := tb.sessions["q2"]
-		return s != nil && s.conn == nil
-	})
+	tb.waitSession(t, "q2", "offline", func(s *session) bool { return s != nil && s.conn == nil })
 	tb.mu.Lock()
 	_, awaiting := tb.sessions["q2"].inbound[9]
 	tb.mu.Unlock()

@@ -5,14 +5,12 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"holdfast/internal/auth"
 	"holdfast/internal/packet"
 	"holdfast/internal/testenv"
 )
@@ -57,12 +55,20 @@ func mosqSub(t *testing.T, tool string, args ...string) (*exec.Cmd, *syncBuffer,
 
 func mosqPub(t *testing.T, tool string, args ...string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, tool, args...).CombinedOutput()
-	if err != nil {
+	if out, err := runTool(tool, "", args...); err != nil {
 		t.Fatalf("%s %v: %v\n%s", tool, args, err, out)
 	}
+}
+
+// runTool runs a command-line client with stdin as its input and returns
+// what it printed.
+func runTool(tool, stdin string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, tool, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
 
 func hostPort(addr string) []string {
@@ -80,6 +86,15 @@ func waitExit(t *testing.T, done chan error, out *syncBuffer) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatalf("mosquitto_sub did not finish; output so far:\n%s", out)
+	}
+}
+
+// expectPrinted waits for mosquitto_sub to exit and checks what it printed.
+func expectPrinted(t *testing.T, done chan error, out *syncBuffer, want string) {
+	t.Helper()
+	waitExit(t, done, out)
+	if got := out.String(); got != want {
+		t.Fatalf("mosquitto_sub printed %q, want %q", got, want)
 	}
 }
 
@@ -103,19 +118,12 @@ func TestMosquittoClients(t *testing.T) {
 			for q := 0; q <= 2; q++ {
 				mosqPub(t, pubTool, append(base, "-t", fmt.Sprintf("cli/%d/x", q), "-q", strconv.Itoa(q), "-m", fmt.Sprintf("m%d", q))...)
 			}
-			waitExit(t, done, out)
-			want := "cli/0/x 0 0 m0\ncli/1/x 1 0 m1\ncli/2/x 2 0 m2\n"
-			if got := out.String(); got != want {
-				t.Fatalf("mosquitto_sub printed\n%s\nwant\n%s", got, want)
-			}
+			expectPrinted(t, done, out, "cli/0/x 0 0 m0\ncli/1/x 1 0 m1\ncli/2/x 2 0 m2\n")
 
 			// Retained: published first, received with the retain flag.
 			mosqPub(t, pubTool, append(base, "-t", "cli/ret", "-q", "1", "-r", "-m", "kept")...)
 			_, out, done = mosqSub(t, subTool, append(base, "-t", "cli/ret", "-q", "1", "-C", "1", "-F", "%t %r %p")...)
-			waitExit(t, done, out)
-			if got := out.String(); got != "cli/ret 1 kept\n" {
-				t.Fatalf("retained: %q", got)
-			}
+			expectPrinted(t, done, out, "cli/ret 1 kept\n")
 			// Clear it with an empty retained message.
 			mosqPub(t, pubTool, append(base, "-t", "cli/ret", "-r", "-n")...)
 			testenv.WaitFor(t, wait, "retained cleared", func() bool { return tb.Stats().Retained == 0 })
@@ -137,10 +145,7 @@ func TestMosquittoClients(t *testing.T) {
 				back = append(back, "-x", "600")
 			}
 			_, out, done = mosqSub(t, subTool, back...)
-			waitExit(t, done, out)
-			if got := out.String(); got != "away0\naway1\naway2\n" {
-				t.Fatalf("persistent session delivered %q", got)
-			}
+			expectPrinted(t, done, out, "away0\naway1\naway2\n")
 
 			// Will: a subscriber with a will is killed; the will arrives.
 			_, wout, wdone := mosqSub(t, subTool, append(base, "-t", "cli/will", "-q", "1", "-C", "1")...)
@@ -150,10 +155,7 @@ func TestMosquittoClients(t *testing.T) {
 			victim.Process.Kill()
 			<-vdone
 			vdone <- nil
-			waitExit(t, wdone, wout)
-			if got := wout.String(); got != "died\n" {
-				t.Fatalf("will: %q", got)
-			}
+			expectPrinted(t, wdone, wout, "died\n")
 			if n := len(tb.store.messages()); n < 8 {
 				t.Fatalf("only %d messages went to the store", n)
 			}
@@ -166,23 +168,7 @@ func TestMosquittoClients(t *testing.T) {
 func TestMosquittoAuth(t *testing.T) {
 	subTool := testenv.LookTool(t, "mosquitto_sub", "mosquitto-clients")
 	pubTool := testenv.LookTool(t, "mosquitto_pub", "mosquitto-clients")
-	dir := t.TempDir()
-	hash, err := auth.HashPassword("pw", 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := auth.CreatePasswordFile(filepath.Join(dir, "passwd"), "dev", hash); err != nil {
-		t.Fatal(err)
-	}
-	pw, err := auth.LoadPasswords(filepath.Join(dir, "passwd"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(dir, "acl"), "user dev\ntopic readwrite dev/#\n")
-	acl, err := auth.LoadACL(filepath.Join(dir, "acl"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pw, acl := authFiles(t, "dev", "pw", "user dev\ntopic readwrite dev/#\n")
 	tb := startBroker(t, Options{}, nil, &ListenerOptions{Auth: pw, ACL: acl})
 	for _, v := range []string{"mqttv311", "mqttv5"} {
 		base := append([]string{"-V", v}, hostPort(tb.addr)...)
@@ -201,10 +187,7 @@ func TestMosquittoAuth(t *testing.T) {
 		testenv.WaitFor(t, wait, "subscribed", func() bool { return tb.Stats().Subscriptions >= 1 })
 		mosqPub(t, pubTool, append(base, "-u", "dev", "-P", "pw", "-q", "1", "-t", "other/x", "-m", "denied")...)
 		mosqPub(t, pubTool, append(base, "-u", "dev", "-P", "pw", "-q", "1", "-t", "dev/x", "-m", "allowed")...)
-		waitExit(t, sdone, sout)
-		if got := sout.String(); got != "dev/x allowed\n" {
-			t.Fatalf("%s: got %q", v, got)
-		}
+		expectPrinted(t, sdone, sout, "dev/x allowed\n")
 		testenv.WaitFor(t, wait, "disconnected", func() bool { return tb.Stats().Subscriptions == 0 || tb.Stats().Connections == 0 })
 	}
 }
@@ -240,4 +223,94 @@ func TestPaho(t *testing.T) {
 	if !found {
 		t.Fatalf("request with properties not ingested: %+v", tb.store.messages())
 	}
+}
+
+// TestMosquittoV5Properties: the MQTT 5 properties mosquitto_pub and
+// mosquitto_sub set with -D and -x, and the broker's CONNACK limits they
+// obey: Message Expiry Interval (on the broker's test clock), Session Expiry
+// Interval 1 s (waited out on the real timer), the subscriber's Receive
+// Maximum and Maximum Packet Size, and the broker's own Receive Maximum and
+// Maximum Packet Size, which mosquitto_pub keeps to.
+func TestMosquittoV5Properties(t *testing.T) {
+	subTool := testenv.LookTool(t, "mosquitto_sub", "mosquitto-clients")
+	pubTool := testenv.LookTool(t, "mosquitto_pub", "mosquitto-clients")
+	clock := newTestClock()
+	// A commit takes 20 ms, so that a publisher's window fills.
+	st := newMemStore(t).withLatency(20 * time.Millisecond)
+	tb := startBroker(t, Options{now: clock.now, ReceiveMaximum: 2, MaxPacketSize: 1000}, st, nil)
+	base := append([]string{"-V", "mqttv5"}, hostPort(tb.addr)...)
+	t.Run("message-expiry-interval", func(t *testing.T) {
+		keeper := append(base, "-i", "exp", "-c", "-x", "600", "-t", "cli/exp", "-q", "1")
+		_, out, done := mosqSub(t, subTool, append(keeper, "-E")...)
+		waitExit(t, done, out)
+		tb.waitOffline(t, "exp")
+		mosqPub(t, pubTool, append(base, "-t", "cli/exp", "-q", "1", "-D", "publish", "message-expiry-interval", "1", "-m", "short")...)
+		mosqPub(t, pubTool, append(base, "-t", "cli/exp", "-q", "1", "-D", "publish", "message-expiry-interval", "600", "-m", "long")...)
+		if m := st.messages(); len(m) < 2 || m[len(m)-2].Expiry != time.Second || m[len(m)-1].Expiry != 600*time.Second {
+			t.Fatalf("stored expiry intervals not 1 s and 600 s: %+v", m)
+		}
+		dropped := tb.Stats().DroppedExpired
+		clock.advance(time.Second)
+		_, out, done = mosqSub(t, subTool, append(keeper, "-C", "1", "-F", "%E %p")...)
+		expectPrinted(t, done, out, "599 long\n")
+		if n := tb.Stats().DroppedExpired - dropped; n != 1 {
+			t.Fatalf("%d dropped as expired, want 1", n)
+		}
+	})
+
+	t.Run("session-expiry-interval", func(t *testing.T) {
+		_, out, done := mosqSub(t, subTool, append(base, "-i", "brief", "-c", "-x", "1", "-t", "cli/se", "-q", "1", "-E")...)
+		waitExit(t, done, out)
+		tb.waitSession(t, "brief", "offline, stored, with expiry 1 s", func(s *session) bool {
+			return s != nil && s.conn == nil && s.expiry == 1 && len(st.keys(sessionKey("brief"))) == 1
+		})
+		tb.waitSession(t, "brief", "expired and its record deleted", func(s *session) bool {
+			return s == nil && len(st.keys(sessionKey("brief"))) == 0
+		})
+		mosqPub(t, pubTool, append(base, "-t", "cli/se", "-q", "1", "-m", "too late")...)
+		if n := tb.Stats().Queued; n != 0 {
+			t.Fatalf("%d messages queued for an expired session", n)
+		}
+	})
+
+	t.Run("receive-maximum", func(t *testing.T) {
+		// The subscriber's: the broker keeps to one unacknowledged message.
+		_, out, done := mosqSub(t, subTool, append(base, "-i", "rm", "-t", "cli/rm", "-q", "1", "-C", "6", "-D", "connect", "receive-maximum", "1")...)
+		tb.waitSession(t, "rm", "subscribed with Receive Maximum 1", func(s *session) bool {
+			return s != nil && s.conn != nil && s.conn.sendMax == 1 && len(s.subs) == 1
+		})
+		// The broker's, 2: mosquitto_pub keeps six lines to two in flight
+		// while each commit takes 20 ms; a third would be DISCONNECT 0x93.
+		malformed := tb.Stats().Malformed
+		if out, err := runTool(pubTool, "1\n2\n3\n4\n5\n6\n", append(base, "-t", "cli/rm", "-q", "1", "-l")...); err != nil {
+			t.Fatalf("mosquitto_pub -l: %v\n%s", err, out)
+		}
+		expectPrinted(t, done, out, "1\n2\n3\n4\n5\n6\n")
+		if n := tb.Stats().Malformed - malformed; n != 0 {
+			t.Fatalf("%d connections closed as malformed", n)
+		}
+	})
+
+	t.Run("maximum-packet-size", func(t *testing.T) {
+		_, out, done := mosqSub(t, subTool, append(base, "-i", "mps", "-t", "cli/mps", "-q", "1", "-C", "1", "-D", "connect", "maximum-packet-size", "100")...)
+		tb.waitSession(t, "mps", "subscribed", func(s *session) bool { return s != nil && s.conn != nil && len(s.subs) == 1 })
+		large := tb.Stats().DroppedTooLarge
+		mosqPub(t, pubTool, append(base, "-t", "cli/mps", "-q", "1", "-m", strings.Repeat("x", 200))...)
+		mosqPub(t, pubTool, append(base, "-t", "cli/mps", "-q", "1", "-m", "fits")...)
+		expectPrinted(t, done, out, "fits\n")
+		if n := tb.Stats().DroppedTooLarge - large; n != 1 {
+			t.Fatalf("%d dropped as too large, want 1", n)
+		}
+		// The broker's 1000 bytes: mosquitto_pub does not send a larger
+		// PUBLISH at all (it says nothing and exits 0, as it does against
+		// mosquitto; -d shows what it sent).
+		stored, malformed := len(st.messages()), tb.Stats().Malformed
+		out2, err := runTool(pubTool, "", append(base, "-d", "-t", "cli/mps", "-q", "1", "-m", strings.Repeat("x", 1000))...)
+		if err != nil || !strings.Contains(out2, "received CONNACK (0)") || strings.Contains(out2, "sending PUBLISH") {
+			t.Fatalf("mosquitto_pub over the broker's Maximum Packet Size: %v\n%s", err, out2)
+		}
+		if len(st.messages()) != stored || tb.Stats().Malformed != malformed {
+			t.Fatal("the oversize PUBLISH reached the broker")
+		}
+	})
 }

@@ -184,15 +184,6 @@ func TestKeepAliveTimeoutPublishesWill(t *testing.T) {
 func TestSessionLifetime(t *testing.T) {
 	tb := startBroker(t, Options{}, nil, nil)
 	pub := dial(t, tb.addr, testclient.Options{ClientID: "pub", CleanStart: true})
-	offline := func(id string) {
-		t.Helper()
-		testenv.WaitFor(t, wait, id+" offline", func() bool {
-			tb.mu.Lock()
-			defer tb.mu.Unlock()
-			s := tb.sessions[id]
-			return s == nil || s.conn == nil
-		})
-	}
 
 	// 3.1.1: clean session 0 keeps the session and its messages.
 	o := testclient.Options{ClientID: "c311", Version: packet.V311}
@@ -202,7 +193,7 @@ func TestSessionLifetime(t *testing.T) {
 	}
 	subscribe(t, c, packet.Subscription{Filter: "sl/311", QoS: 1})
 	disconnect(t, c)
-	offline("c311")
+	tb.waitOffline(t, "c311")
 	publish(t, pub, &packet.Publish{Topic: "sl/311", QoS: 1, Payload: []byte("held")})
 	c = dial(t, tb.addr, o)
 	if !c.Connack.SessionPresent {
@@ -212,7 +203,7 @@ func TestSessionLifetime(t *testing.T) {
 		t.Fatalf("%+v", p)
 	}
 	disconnect(t, c)
-	offline("c311")
+	tb.waitOffline(t, "c311")
 	// Clean session 1 discards it: Session Present 0, no subscription.
 	o.CleanStart = true
 	c = dial(t, tb.addr, o)
@@ -222,7 +213,7 @@ func TestSessionLifetime(t *testing.T) {
 	publish(t, pub, &packet.Publish{Topic: "sl/311", QoS: 1, Payload: []byte("not subscribed")})
 	noPublish(t, c)
 	disconnect(t, c)
-	offline("c311")
+	tb.waitOffline(t, "c311")
 	// ... and the clean session did not outlive its connection.
 	o.CleanStart = false
 	if c = dial(t, tb.addr, o); c.Connack.SessionPresent {
@@ -234,7 +225,7 @@ func TestSessionLifetime(t *testing.T) {
 	c = dial(t, tb.addr, testclient.Options{ClientID: "e0"})
 	subscribe(t, c, packet.Subscription{Filter: "sl/5", QoS: 1})
 	disconnect(t, c)
-	offline("e0")
+	tb.waitOffline(t, "e0")
 	if c = dial(t, tb.addr, testclient.Options{ClientID: "e0"}); c.Connack.SessionPresent {
 		t.Fatal("session with expiry 0 survived its connection")
 	}
@@ -242,11 +233,7 @@ func TestSessionLifetime(t *testing.T) {
 	c = dial(t, tb.addr, testclient.Options{ClientID: "e1", SessionExpiry: 1, CleanStart: true})
 	subscribe(t, c, packet.Subscription{Filter: "sl/5", QoS: 1})
 	c.Close()
-	testenv.WaitFor(t, wait, "session expired", func() bool {
-		tb.mu.Lock()
-		defer tb.mu.Unlock()
-		return tb.sessions["e1"] == nil
-	})
+	tb.waitSession(t, "e1", "expired", func(s *session) bool { return s == nil })
 	publish(t, pub, &packet.Publish{Topic: "sl/5", QoS: 1, Payload: []byte("after expiry")})
 	c = dial(t, tb.addr, testclient.Options{ClientID: "e1", SessionExpiry: 60})
 	if c.Connack.SessionPresent {
@@ -259,7 +246,7 @@ func TestSessionLifetime(t *testing.T) {
 	d := &packet.Disconnect{}
 	d.Properties.SessionExpiry, d.Properties.HasSessionExpiry = 0, true
 	send(t, c, d)
-	offline("e1")
+	tb.waitOffline(t, "e1")
 	if c = dial(t, tb.addr, testclient.Options{ClientID: "e1", SessionExpiry: 60}); c.Connack.SessionPresent {
 		t.Fatal("session present after DISCONNECT set its expiry to 0")
 	}
@@ -728,11 +715,7 @@ func TestSharedQoS2CompletedWithSameMember(t *testing.T) {
 		recv(t, b)
 	}
 	a.Close()
-	testenv.WaitFor(t, wait, "a offline", func() bool {
-		tb.mu.Lock()
-		defer tb.mu.Unlock()
-		return tb.sessions["a"].conn == nil
-	})
+	tb.waitOffline(t, "a")
 	noPublish(t, b)
 	oa.CleanStart = false
 	a = dial(t, tb.addr, oa)
@@ -761,11 +744,7 @@ func TestInflightQoS2NotExpired(t *testing.T) {
 	}
 	held := p.(*packet.Publish)
 	c.Close()
-	testenv.WaitFor(t, wait, "x offline", func() bool {
-		tb.mu.Lock()
-		defer tb.mu.Unlock()
-		return tb.sessions["x"].conn == nil
-	})
+	tb.waitOffline(t, "x")
 	clock.advance(2 * time.Second) // past the message's expiry
 	o.CleanStart = false
 	c = dial(t, tb.addr, o)

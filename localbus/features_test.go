@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"net"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"holdfast/internal/auth"
 	"holdfast/internal/packet"
 	"holdfast/internal/testclient"
 	"holdfast/internal/testenv"
@@ -291,10 +289,8 @@ func TestWillDelay(t *testing.T) {
 	if p := recv(t, sub); p.Topic != "will/session-end" {
 		t.Fatalf("%+v", p)
 	}
-	testenv.WaitFor(t, wait, "session ended and its record deleted", func() bool {
-		tb.mu.Lock()
-		defer tb.mu.Unlock()
-		return tb.sessions["short"] == nil && len(tb.store.keys(sessionKey("short"))) == 0
+	tb.waitSession(t, "short", "ended and its record deleted", func(s *session) bool {
+		return s == nil && len(tb.store.keys(sessionKey("short"))) == 0
 	})
 }
 
@@ -816,25 +812,7 @@ func TestUnsupportedProtocolVersion(t *testing.T) {
 }
 
 func TestAuthAndACL(t *testing.T) {
-	dir := t.TempDir()
-	hash, err := auth.HashPassword("secret", 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pwFile := filepath.Join(dir, "passwd")
-	if err := auth.CreatePasswordFile(pwFile, "alice", hash); err != nil {
-		t.Fatal(err)
-	}
-	pw, err := auth.LoadPasswords(pwFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	aclFile := filepath.Join(dir, "acl")
-	writeFile(t, aclFile, "user alice\ntopic readwrite alice/#\ntopic read public/#\npattern write devices/%c/up\n")
-	acl, err := auth.LoadACL(aclFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pw, acl := authFiles(t, "alice", "secret", "user alice\ntopic readwrite alice/#\ntopic read public/#\npattern write devices/%c/up\n")
 	tb := startBroker(t, Options{}, nil, &ListenerOptions{Name: "secure", Auth: pw, ACL: acl})
 
 	for _, v := range versions() {

@@ -7,58 +7,14 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+import pahoclient
+from pahoclient import TIMEOUT, subscribe, wait_msgs, stop
+
 HOST, PORT = sys.argv[1], int(sys.argv[2])
-TIMEOUT = 20
 
 
 def connect(cid, proto):
-    if proto == mqtt.MQTTv5:
-        c = mqtt.Client(client_id=cid, protocol=proto)
-    else:
-        c = mqtt.Client(client_id=cid, protocol=proto, clean_session=True)
-    c.connected = threading.Event()
-    c.subscribed = threading.Event()
-    c.got = []
-    c.got_cond = threading.Condition()
-
-    def on_connect(client, userdata, flags, rc, properties=None):
-        if rc == 0:
-            client.connected.set()
-        else:
-            raise SystemExit("connect refused: %s" % rc)
-
-    def on_subscribe(client, userdata, mid, granted, properties=None):
-        client.subscribed.set()
-
-    def on_message(client, userdata, msg):
-        with client.got_cond:
-            client.got.append(msg)
-            client.got_cond.notify_all()
-
-    c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
-    c.connect(HOST, PORT, keepalive=30)
-    c.loop_start()
-    assert c.connected.wait(TIMEOUT), cid + ": no CONNACK"
-    return c
-
-
-def subscribe(c, topic, qos):
-    c.subscribed.clear()
-    c.subscribe(topic, qos)
-    assert c.subscribed.wait(TIMEOUT), "no SUBACK for " + topic
-
-
-def wait_msgs(c, n):
-    with c.got_cond:
-        ok = c.got_cond.wait_for(lambda: len(c.got) >= n, TIMEOUT)
-    assert ok, "%s: got %d messages, want %d" % (c._client_id, len(c.got), n)
-    return c.got[:n]
-
-
-def stop(*cs):
-    for c in cs:
-        c.disconnect()
-        c.loop_stop()
+    return pahoclient.connect(HOST, PORT, cid, proto)
 
 
 for proto, name in ((mqtt.MQTTv311, "311"), (mqtt.MQTTv5, "5")):
@@ -69,11 +25,8 @@ for proto, name in ((mqtt.MQTTv311, "311"), (mqtt.MQTTv5, "5")):
     m = wait_msgs(sub, 1)[0]
     assert m.topic == "paho/%s/a" % name and m.payload == b"exactly-once" and m.qos == 2, (m.topic, m.payload, m.qos)
 
-    pub.publish("paho/ret" + name, b"kept", qos=1, retain=True).wait_for_publish(TIMEOUT)
     late = connect("paho-late-" + name, proto)
-    subscribe(late, "paho/ret" + name, 1)
-    m = wait_msgs(late, 1)[0]
-    assert m.retain and m.payload == b"kept", (m.topic, m.payload, m.retain)
+    pahoclient.check_retained(pub, late, "paho/ret" + name)
     stop(sub, pub, late)
     print("version", name, "ok")
 

@@ -4,59 +4,24 @@ subscriptions with subscription identifiers, zero-length client id, $-topics,
 offline message queueing and subscription options. Usage: paho_interop.py
 HOST PORT. Prints ALL OK."""
 import sys
-import threading
-import time
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+import pahoclient
+from pahoclient import TIMEOUT, wait_msgs, stop
+
 HOST, PORT = sys.argv[1], int(sys.argv[2])
-TIMEOUT = 20
 
 
 def connect(cid, proto, clean=True, expiry=None):
-    if proto == mqtt.MQTTv5:
-        c = mqtt.Client(client_id=cid, protocol=proto)
-    else:
-        c = mqtt.Client(client_id=cid, protocol=proto, clean_session=clean)
-    c.connected = threading.Event()
-    c.acked = threading.Event()
-    c.got = []
-    c.cond = threading.Condition()
-
-    def on_connect(client, userdata, flags, rc, properties=None):
-        client.flags, client.props = flags, properties
-        if rc != 0:
-            raise SystemExit("connect refused: %s" % rc)
-        client.connected.set()
-
-    def on_subscribe(client, userdata, mid, granted, properties=None):
-        client.granted = granted
-        client.acked.set()
-
-    def on_message(client, userdata, msg):
-        with client.cond:
-            client.got.append(msg)
-            client.cond.notify_all()
-
-    c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
-    kw = {}
-    if proto == mqtt.MQTTv5:
-        kw["clean_start"] = clean
-        if expiry is not None:
-            p = Properties(PacketTypes.CONNECT)
-            p.SessionExpiryInterval = expiry
-            kw["properties"] = p
-    c.connect(HOST, PORT, keepalive=30, **kw)
-    c.loop_start()
-    assert c.connected.wait(TIMEOUT), cid + ": no CONNACK"
-    return c
+    return pahoclient.connect(HOST, PORT, cid, proto, clean=clean, expiry=expiry)
 
 
 def subscribe(c, topic, qos, sub_id=None, **opts):
-    c.acked.clear()
+    c.subscribed.clear()
     if c._protocol == mqtt.MQTTv5:
         props = None
         if sub_id is not None:
@@ -65,15 +30,8 @@ def subscribe(c, topic, qos, sub_id=None, **opts):
         c.subscribe(topic, options=SubscribeOptions(qos=qos, **opts), properties=props)
     else:
         c.subscribe(topic, qos)
-    assert c.acked.wait(TIMEOUT), "no SUBACK for " + topic
+    assert c.subscribed.wait(TIMEOUT), "no SUBACK for " + topic
     return c.granted
-
-
-def wait_msgs(c, n):
-    with c.cond:
-        ok = c.cond.wait_for(lambda: len(c.got) >= n, TIMEOUT)
-    assert ok, "%s: got %d messages, want %d" % (c._client_id, len(c.got), n)
-    return c.got[:n]
 
 
 def settle(c, marker_topic):
@@ -82,16 +40,10 @@ def settle(c, marker_topic):
     the marker."""
     n = len(c.got)
     c.publish(marker_topic, b"marker", qos=1).wait_for_publish(TIMEOUT)
-    with c.cond:
-        ok = c.cond.wait_for(lambda: any(m.payload == b"marker" for m in c.got[n:]), TIMEOUT)
+    with c.got_cond:
+        ok = c.got_cond.wait_for(lambda: any(m.payload == b"marker" for m in c.got[n:]), TIMEOUT)
     assert ok, "marker not received"
     return [m for m in c.got if m.payload != b"marker"]
-
-
-def stop(*cs):
-    for c in cs:
-        c.disconnect()
-        c.loop_stop()
 
 
 # Overlapping subscriptions (5.0): one copy at the highest QoS with both
