@@ -17,17 +17,30 @@ import (
 	"holdfast/internal/topic"
 )
 
-// Message is a message as the broker routes it.
+// Message is a message as the broker routes it. The MQTT 5 properties are
+// passed on unaltered; a 3.1.1 publisher leaves them zero.
 type Message struct {
-	Topic           string
-	Payload         []byte
-	QoS             byte
-	Retain          bool
-	PayloadFormat   byte
-	ContentType     string
-	ResponseTopic   string
+	// Topic is the topic name: no wildcards, never empty (a topic alias is
+	// resolved before the message is made).
+	Topic string
+	// Payload is the application message; it may be empty.
+	Payload []byte
+	// QoS is the QoS the message was published with, 0 to 2.
+	QoS byte
+	// Retain is the RETAIN flag the publisher set.
+	Retain bool
+	// PayloadFormat is the Payload Format Indicator: 0 unspecified bytes,
+	// 1 UTF-8 text.
+	PayloadFormat byte
+	// ContentType is the Content Type ("" when absent).
+	ContentType string
+	// ResponseTopic is the Response Topic of a request ("" when absent).
+	ResponseTopic string
+	// CorrelationData is the Correlation Data; nil when absent, non-nil
+	// (possibly empty) when present.
 	CorrelationData []byte
-	UserProperties  []packet.UserProperty
+	// UserProperties are the User Properties, in the order sent.
+	UserProperties []packet.UserProperty
 	// Expiry is the MQTT 5 message expiry remaining; 0 means none.
 	Expiry time.Duration
 	// ClientID is the publisher's client id ("" for Broker.Publish).
@@ -37,7 +50,9 @@ type Message struct {
 // StateOp is one change of the broker's stored state: Value is stored under
 // Key, or Key is deleted when Value is nil.
 type StateOp struct {
-	Key   string
+	// Key names the record; the broker's keys start with "lb/".
+	Key string
+	// Value is the record to store; nil deletes Key.
 	Value []byte
 }
 

@@ -778,7 +778,8 @@ func (c *conn) handle(p packet.Packet) bool {
 		if v5 && p.Properties.HasSessionExpiry && s.conn == c {
 			if s.expiry == 0 && p.Properties.SessionExpiry != 0 {
 				b.stats.malformed.Add(1)
-				c.closeWith(packet.ProtocolError) // MQTT-3.14.2-2
+				// 5.0 section 3.14.2.2.2 (a rule without a statement number).
+				c.closeWith(packet.ProtocolError)
 				return false
 			}
 			maxExp := uint32(0)

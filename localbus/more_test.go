@@ -92,10 +92,16 @@ func TestRetainNotAvailable(t *testing.T) {
 	}
 	send(t, c, &packet.Publish{Topic: "t", Retain: true})
 	expectDisconnect(t, c, packet.RetainNotSupported)
-	_, err := testclient.Dial(tb.addr, testclient.Options{ClientID: "w", CleanStart: true,
-		Will: &packet.Publish{Topic: "w", Retain: true}})
-	if err == nil {
-		t.Fatal("retained will accepted without retain available")
+	// A retained will: 5.0 CONNACK 0x9A; 3.1.1 has no such code, 0x05.
+	for v, want := range map[packet.Version]packet.ReasonCode{packet.V5: packet.RetainNotSupported, packet.V311: packet.ConnRefusedNotAuthorized} {
+		c, err := testclient.Dial(tb.addr, testclient.Options{ClientID: "w", Version: v, CleanStart: true,
+			Will: &packet.Publish{Topic: "w", Retain: true}})
+		if err == nil || c == nil || c.Connack.ReasonCode != want {
+			t.Fatalf("%s: retained will without retain available: %v, want CONNACK %v", v, err, want)
+		}
+	}
+	if n := len(tb.store.messages()); n != 0 {
+		t.Fatalf("%d messages stored", n)
 	}
 }
 

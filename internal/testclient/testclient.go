@@ -20,14 +20,26 @@ import (
 
 // Options configures a connection.
 type Options struct {
-	ClientID      string
-	Version       packet.Version // default V5
-	CleanStart    bool
-	SessionExpiry uint32 // seconds, 5.0 only
-	KeepAlive     uint16 // seconds; 0 disables
-	Username      string
-	Password      string
-	Timeout       time.Duration // per operation, default 10s
+	// ClientID is sent as is; "" asks the server to assign one.
+	ClientID string
+	// Version is the protocol version; default V5.
+	Version packet.Version
+	// CleanStart is Clean Start (5.0) or Clean Session (3.1.1).
+	CleanStart bool
+	// SessionExpiry is the Session Expiry Interval in seconds (5.0 only;
+	// 0 sends none).
+	SessionExpiry uint32
+	// KeepAlive is the keep alive in seconds; 0 disables it. The client
+	// sends no PINGREQ by itself.
+	KeepAlive uint16
+	// Username, when not empty, is sent with the User Name flag.
+	Username string
+	// Password is sent with the Password flag when it and Username are
+	// not empty.
+	Password string
+	// Timeout bounds each operation (dial, one packet written, one
+	// awaited); default 10s.
+	Timeout time.Duration
 
 	// Properties are added to the CONNECT (5.0 only): Receive Maximum,
 	// Topic Alias Maximum, Maximum Packet Size, ... SessionExpiry above
@@ -202,8 +214,10 @@ func (c *Client) Publish(p *packet.Publish) (packet.ReasonCode, error) {
 // published again: after reconnecting with the session, Release(PacketID)
 // completes the flow (MQTT 5.0 section 4.4).
 type ReleaseError struct {
+	// PacketID is the id of the QoS 2 message left awaiting PUBREL.
 	PacketID uint16
-	Err      error
+	// Err is why PUBREL or PUBCOMP failed.
+	Err error
 }
 
 // Error says which packet id could not be released and why.
