@@ -7,6 +7,7 @@ import (
 	"crypto/md5"
 	"debug/elf"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -357,8 +358,7 @@ func checkInstallCycle(t *testing.T, deb, out string) {
 	if _, err := os.Lstat(stateDir); err == nil {
 		t.Skipf("%s exists on this machine: not touching it", stateDir)
 	}
-	systemd := isDir("/run/systemd/system")
-	t.Logf("systemd running: %v", systemd)
+	svc := newServiceChecks(t)
 	t.Cleanup(func() { exec.Command(dpkg, "--purge", "holdfast").Run() })
 
 	runCmd(t, nil, dpkg, "-i", deb)
@@ -413,54 +413,88 @@ func checkInstallCycle(t *testing.T, deb, out string) {
 	if dst, err := os.Readlink(wantsLink); err != nil || !strings.HasSuffix(dst, "/systemd/system/holdfast.service") {
 		t.Errorf("service not enabled: %s -> %q, %v", wantsLink, dst, err)
 	}
-	if systemd {
-		// Started at least once; whether it stays up depends on this
-		// machine's ports (a system mosquitto may hold 1883).
+	if svc.check {
 		if st := strings.TrimSpace(runCmd(t, nil, "systemctl", "is-enabled", "holdfast.service")); st != "enabled" {
 			t.Errorf("systemctl is-enabled: %q", st)
 		}
-		if id := strings.TrimSpace(runCmd(t, nil, "systemctl", "show", "-P", "InvocationID", "holdfast.service")); id == "" {
-			t.Error("holdfast.service was not started on install")
-		}
+		// Started on install, and the hardened unit really runs the agent:
+		// as the holdfast user, answering on its admin endpoint.
+		svc.waitActive(t, "after install")
+		checkServiceRuns(t)
+		svc.stop(t) // the queue is filled below by an agent of the test's own
 	}
 
-	// Upgrade: the queue and a locally changed config are left alone.
-	queueFile := filepath.Join(stateDir, "000001.vlog")
-	if err := os.WriteFile(queueFile, []byte("queued"), 0o640); err != nil {
+	// Real queue data, written by the installed binary as the service user.
+	rig := newQueueRig(t)
+	const queued = 20
+	rig.fill(t, "/usr/bin/holdfast", queued)
+	before := rig.export(t, "/usr/bin/holdfast")
+	if len(before) != queued {
+		t.Fatalf("the queue holds %d messages after %d were published, want %d", len(before), queued, queued)
+	}
+	checkTreeOwner(t, stateDir)
+
+	// A local change to the config: upstream at a port nothing listens on,
+	// so a started service keeps the queue as it is.
+	conf := string(readFile(t, confPath))
+	local := strings.Replace(conf, "url: mqtt://127.0.0.1:1884", fmt.Sprintf("url: mqtt://127.0.0.1:%d # changed here", rig.deadPort), 1)
+	if local == conf {
+		t.Fatalf("%s has no upstream url line to change", confPath)
+	}
+	if err := os.WriteFile(confPath, []byte(local), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(g.Gid)
-	if err := os.Chown(queueFile, uid, gid); err != nil {
-		t.Fatal(err)
+	var invocation string
+	if svc.check {
+		runCmd(t, nil, "systemctl", "start", "holdfast.service")
+		svc.waitActive(t, "before the upgrade")
+		invocation = svc.show(t, "InvocationID")
 	}
-	local := append(readFile(t, confPath), "# changed here\n"...)
-	if err := os.WriteFile(confPath, local, 0o640); err != nil {
-		t.Fatal(err)
-	}
-	runCmd(t, []string{"HOLDFAST_BIN_AMD64=/usr/bin/holdfast"}, "bash", "build-deb.sh", "--arch", "amd64", upgradeVersion, out)
+
+	// Upgrade to a package of its own build, with its own version.
+	runCmd(t, nil, "bash", "build-deb.sh", "--arch", "amd64", upgradeVersion, out)
 	runCmd(t, nil, dpkg, "-i", filepath.Join(out, "holdfast_"+upgradeVersion+"_amd64.deb"))
 	if v := runCmd(t, nil, "dpkg-query", "-W", "-f=${Version}", "holdfast"); v != upgradeVersion {
 		t.Fatalf("after upgrade the installed version is %q, want %q", v, upgradeVersion)
 	}
-	if b, err := os.ReadFile(queueFile); err != nil || string(b) != "queued" {
-		t.Errorf("upgrade touched the queue: %q, %v", b, err)
+	if got, want := runCmd(t, nil, "holdfast", "version"), "holdfast "+upgradeVersion+"\n"; got != want {
+		t.Errorf("after upgrade holdfast version printed %q, want %q", got, want)
 	}
-	checkOwner(t, queueFile, "holdfast", "holdfast", 0o640)
+	if svc.check {
+		svc.waitActive(t, "after the upgrade")
+		if id := svc.show(t, "InvocationID"); id == invocation || id == "" {
+			t.Errorf("InvocationID %q after the upgrade, was %q: the service was not restarted", id, invocation)
+		}
+		if n := svc.show(t, "NRestarts"); n != "0" {
+			t.Errorf("NRestarts = %s after the upgrade: the service failed and was restarted by systemd", n)
+		}
+		checkServiceRuns(t)
+		svc.stop(t)
+	}
+	if after := rig.export(t, "/usr/bin/holdfast"); !slices.Equal(after, before) {
+		t.Errorf("the upgrade changed the queue:\nbefore %q\nafter  %q", before, after)
+	}
+	checkTreeOwner(t, stateDir)
 	checkOwner(t, stateDir, "holdfast", "holdfast", os.ModeDir|0o750)
-	if !bytes.Equal(readFile(t, confPath), local) {
+	if !bytes.Equal(readFile(t, confPath), []byte(local)) {
 		t.Errorf("upgrade replaced the locally changed %s", confPath)
 	}
 	checkOwner(t, confPath, "root", "holdfast", 0o640)
 
-	// Remove: the binary and unit go; user, config and queue stay.
+	// Remove: the binary and unit go (a running service is stopped); user,
+	// config and queue stay.
+	bin := rig.keepBinary(t, "/usr/bin/holdfast")
+	if svc.check {
+		runCmd(t, nil, "systemctl", "start", "holdfast.service")
+		svc.waitActive(t, "before remove")
+	}
 	runCmd(t, nil, dpkg, "-r", "holdfast")
 	for _, p := range []string{"/usr/bin/holdfast", unitPath} {
 		if _, err := os.Lstat(p); err == nil {
 			t.Errorf("%s is still there after remove", p)
 		}
 	}
-	if systemd {
+	if svc.check {
 		if st, _ := exec.Command("systemctl", "is-active", "holdfast.service").Output(); strings.TrimSpace(string(st)) != "inactive" {
 			t.Errorf("holdfast.service is %q after remove, want inactive", st)
 		}
@@ -468,8 +502,8 @@ func checkInstallCycle(t *testing.T, deb, out string) {
 	if _, err := user.Lookup("holdfast"); err != nil {
 		t.Errorf("remove deleted the user: %v", err)
 	}
-	if b, err := os.ReadFile(queueFile); err != nil || string(b) != "queued" {
-		t.Errorf("remove touched the queue: %q, %v", b, err)
+	if after := rig.export(t, bin); !slices.Equal(after, before) {
+		t.Errorf("remove changed the queue:\nbefore %q\nafter  %q", before, after)
 	}
 	if _, err := os.Stat(confPath); err != nil {
 		t.Errorf("remove deleted the config: %v", err)
