@@ -517,15 +517,18 @@ func TestClientSubscriptionIdentifierNotForwarded(t *testing.T) {
 // A CONNECT that does not conform (here: the reserved flag set) closes the
 // connection: 3.1.1 without a CONNACK (MQTT-3.1.2-3, MQTT-3.1.4-1); 5.0 with
 // CONNACK 0x81 first (MQTT-3.1.2-3, MQTT-3.1.4-1, MQTT-3.2.2-7), or 0x84 for
-// a protocol name other than MQTT (MQTT-3.1.2-1).
+// a protocol name other than MQTT (MQTT-3.1.2-1). A 3.1.1 CONNECT with
+// another protocol name is not processed as MQTT (3.1.1 MQTT-3.1.2-1): it
+// gets CONNACK 0x01, then the close.
 func TestMalformedConnect(t *testing.T) {
 	tb := startBroker(t, Options{}, nil, nil)
 	for _, c := range []struct {
 		v    packet.Version
 		raw  []byte
-		want packet.ReasonCode // 5.0 CONNACK
+		want packet.ReasonCode // CONNACK before the close; 0: none
 	}{
 		{packet.V311, []byte{0x10, 0x0D, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x03, 0, 60, 0, 1, 'c'}, 0},
+		{packet.V311, []byte{0x10, 0x0D, 0, 4, 'M', 'Q', 'T', 'X', 4, 0x02, 0, 60, 0, 1, 'c'}, packet.ConnRefusedProtocolVersion},
 		{packet.V5, []byte{0x10, 0x0E, 0, 4, 'M', 'Q', 'T', 'T', 5, 0x03, 0, 60, 0, 0, 1, 'c'}, packet.MalformedPacket},
 		// Level 5 under another protocol name (5.0 MQTT-3.1.2-1): 0x84.
 		{packet.V5, []byte{0x10, 0x0E, 0, 4, 'M', 'Q', 'T', 'X', 5, 0x02, 0, 60, 0, 0, 1, 'c'}, packet.UnsupportedProtocolVersion},
@@ -535,9 +538,9 @@ func TestMalformedConnect(t *testing.T) {
 		r := packet.NewReader(nc, 0)
 		r.SetVersion(c.v)
 		p, err := r.ReadPacket()
-		if c.v == packet.V5 {
+		if c.want != 0 {
 			if ca, ok := p.(*packet.Connack); !ok || ca.ReasonCode != c.want {
-				t.Fatalf("5.0: got %#v %v, want CONNACK %v", p, err, c.want)
+				t.Fatalf("%s: got %#v %v, want CONNACK %v", c.v, p, err, c.want)
 			}
 			p, err = r.ReadPacket()
 		}
@@ -550,6 +553,24 @@ func TestMalformedConnect(t *testing.T) {
 	}
 	if tb.Stats().Sessions != 0 {
 		t.Fatalf("stats %+v", tb.Stats())
+	}
+}
+
+// A first packet other than CONNECT closes the connection without an answer
+// (3.1.1 and 5.0 MQTT-3.1.0-1), and nothing in it is processed.
+func TestFirstPacketNotConnect(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	for _, raw := range [][]byte{
+		{0xc0, 0x00}, // PINGREQ
+		{0x30, 0x06, 0x00, 0x01, 'f', 0x00, 'h', 'i'},   // PUBLISH "f"
+		{0x82, 0x06, 0x00, 0x01, 0x00, 0x01, '#', 0x00}, // SUBSCRIBE "#" (3.1.1 layout)
+	} {
+		if got := readToClose(t, rawConn(t, tb.addr, raw)); len(got) != 0 {
+			t.Fatalf("% x: got % x, want the connection closed without an answer", raw, got)
+		}
+	}
+	if st := tb.Stats(); st.Sessions != 0 || st.Subscriptions != 0 || st.Malformed != 3 || len(tb.store.messages()) != 0 {
+		t.Fatalf("stats %+v, %d stored", st, len(tb.store.messages()))
 	}
 }
 
