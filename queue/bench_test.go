@@ -311,6 +311,7 @@ func BenchmarkRSS(b *testing.B) {
 			b.Fatalf("children saw %d and %d messages, want %d", fillRes["messages"], reopen["messages"], n)
 		}
 		b.ReportMetric(float64(fillRes["VmHWM"])/1024, "fill-peak-MiB")
+		b.ReportMetric(float64(fillRes["VmRSS"])/1024, "fill-end-MiB")
 		b.ReportMetric(float64(fillRes["PeakAnon"])/1024, "fill-peak-anon-MiB")
 		b.ReportMetric(float64(fillRes["PeakFile"])/1024, "fill-peak-file-MiB")
 		b.ReportMetric(float64(fillRes["PeakHeap"])/1024, "fill-peak-heap-MiB")

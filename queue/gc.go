@@ -23,8 +23,8 @@ const drainShare = 4
 // drained after being large (see drainShare), first drops the drained
 // record keys from the LSM tree (dropDrained) and then runs value-log GC,
 // so the data directory shrinks again; while the queue is in use it also
-// releases the mapped value-log pages every pageOutInterval. Close waits
-// for it.
+// releases the mapped value-log and table pages every pageOutInterval.
+// Close waits for it.
 func (q *Queue) maintain() {
 	defer q.wg.Done()
 	var tick <-chan time.Time
@@ -50,15 +50,20 @@ func (q *Queue) maintain() {
 			q.mu.Unlock()
 			if commits != pagedAt {
 				pagedAt = commits
-				_, _ = pageOutValueLog(q.mapDir) // a hint; refused on old kernels
+				_, _ = pageOutMapped(q.mapDir, activeTail) // a hint; refused on old kernels
 			}
 		}
 	}
 }
 
+// activeTail is how much of the newest value-log file's written data
+// pageOutMapped leaves resident: what a consumer keeping up with the
+// producers reads next.
+const activeTail = 4 << 20
+
 // pageOutInterval is how often, while commits happen, the maintenance
-// goroutine has the kernel reclaim the mapped value-log pages
-// (pageOutValueLog), so that the process's RSS does not grow with the
+// goroutine has the kernel reclaim the mapped value-log and table pages
+// (pageOutMapped), so that the process's RSS does not grow with the
 // backlog written or read.
 const pageOutInterval = 250 * time.Millisecond
 

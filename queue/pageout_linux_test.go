@@ -6,16 +6,48 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 )
 
-// TestPageOutValueLog fills several value-log files, has the kernel
-// reclaim their mapped pages, and checks every record still reads back
-// intact, in order.
-func TestPageOutValueLog(t *testing.T) {
-	q := open(t, Options{ValueLogFileSize: 1 << 20, GCInterval: -1})
-	const n = 12000 // ~3 MiB of records: three value-log files
+// resident returns how many bytes of m count in the process's RSS (the
+// Rss line of its entry in /proc/self/smaps).
+func resident(t *testing.T, m mapping) uint64 {
+	t.Helper()
+	smaps, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := fmt.Sprintf("%x-%x ", m.lo, m.hi)
+	in := false
+	for _, l := range strings.Split(string(smaps), "\n") {
+		if strings.Contains(l, " ") && strings.Contains(strings.Fields(l)[0], "-") {
+			in = strings.HasPrefix(l, head)
+			continue
+		}
+		if f := strings.Fields(l); in && len(f) == 3 && f[0] == "Rss:" {
+			kb, err := strconv.ParseUint(f[1], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatalf("mapping %s not in /proc/self/smaps", head)
+	return 0
+}
+
+// TestPageOutMapped fills several value-log files and enough tables, has
+// the kernel reclaim their mapped pages but the last keep bytes written
+// of the newest value-log file, checks what stays resident, and checks
+// every record still reads back intact, in order.
+func TestPageOutMapped(t *testing.T) {
+	q := open(t, Options{ValueLogFileSize: 1 << 20, MemTableSize: 1 << 20, GCInterval: -1})
+	const n = 24000 // ~6 MiB of records: six value-log files, keys for a few tables
 	msgs := make([]Message, 0, 1000)
 	for i := 0; i < n; i += 1000 {
 		msgs = msgs[:0]
@@ -27,15 +59,47 @@ func TestPageOutValueLog(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	advised, err := pageOutValueLog(q.mapDir)
+	ms, err := mappedFiles(q.mapDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newest, vlogs, tables := -1, 0, 0
+	for _, m := range ms {
+		newest = max(newest, m.fid)
+		if m.fid >= 0 {
+			vlogs++
+		} else {
+			tables++
+		}
+	}
+	if vlogs < 2 || tables == 0 {
+		t.Fatalf("%d value-log and %d table mappings under %s; want several of each", vlogs, tables, q.mapDir)
+	}
+	const keep = 64 << 10
+	advised, err := pageOutMapped(q.mapDir, keep)
 	if errors.Is(err, syscall.EINVAL) && advised == 0 {
 		t.Skip("kernel without MADV_PAGEOUT (Linux < 5.4): nothing to test")
 	}
 	if err != nil {
 		t.Fatalf("page out: %v", err)
 	}
-	if advised == 0 {
-		t.Fatalf("no finished value-log mapping found under %s", q.mapDir)
+	var left, leftNewest uint64
+	for _, m := range ms {
+		r := resident(t, m)
+		if m.fid == newest {
+			leftNewest = r
+		} else {
+			left += r
+		}
+	}
+	// Compaction may read a table back in meanwhile: allow a few pages.
+	if left > 16*uint64(os.Getpagesize()) {
+		t.Errorf("%d KiB of older value-log files and tables still resident after page-out", left>>10)
+	}
+	// What stays is the last keep bytes up to the end of the last block
+	// written, and the header page Badger reads.
+	if leftNewest > keep+4*uint64(os.Getpagesize()) || leftNewest == 0 {
+		t.Errorf("newest value-log file: %d KiB resident, want about the last %d KiB written", leftNewest>>10, keep>>10)
 	}
 	for got := 0; got < n; {
 		recs, err := q.Lease(context.Background(), 500)
@@ -53,5 +117,6 @@ func TestPageOutValueLog(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	t.Logf("advised %d KiB of finished value-log mappings", advised>>10)
+	t.Logf("advised %d KiB of %d value-log and %d table mappings; newest value log %d KiB resident after",
+		advised>>10, vlogs, tables, leftNewest>>10)
 }
