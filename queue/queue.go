@@ -112,7 +112,7 @@ type Queue struct {
 	opts Options
 	db   *badger.DB
 	// mapDir is Dir as /proc/self/maps shows it (absolute, symlinks
-	// resolved), for pageOutValueLog.
+	// resolved), for pageOutMapped.
 	mapDir string
 
 	// pending writes, guarded by pmu.
