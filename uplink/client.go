@@ -137,6 +137,10 @@ type Client struct {
 	// narrowTo).
 	narrowed  bool
 	narrowSeq uint64
+	// closes counts the server's closes that followed message closesSeq,
+	// sent alone, in a row (see afterLoss).
+	closes    int
+	closesSeq uint64
 
 	// onBackoff, when set (by tests), sees every reconnect delay.
 	onBackoff func(time.Duration)
@@ -277,6 +281,9 @@ func (c *Client) Run(ctx context.Context) error {
 				c.log.Debug("upstream connect failed", "err", res.err, "attempt", c.failures)
 			}
 		}
+		if res.connected {
+			c.afterLoss(ctx, res)
+		}
 		if res.connected && res.upFor >= c.opts.Backoff.StableAfter && !res.stalled {
 			c.bo.Reset()
 		}
@@ -313,7 +320,7 @@ func (c *Client) finish() {
 		}
 	}
 	c.pending, c.doneCount = nil, 0
-	c.narrowed = false
+	c.narrowed, c.closes, c.closesSeq = false, 0, 0
 	c.byID = make(map[uint16]*entry)
 	c.ids = idSet{}
 	if len(seqs) > 0 {
@@ -322,9 +329,63 @@ func (c *Client) finish() {
 	c.update(func(s *Status) { s.InFlight = 0 })
 }
 
+// afterLoss runs once a lost connection is torn down. A poisoned message
+// (one the server answers by closing the connection: a protocol error it
+// sees, a packet larger than a 3.1.1 server takes) would otherwise be sent
+// again after every reconnect, for ever. So:
+//
+//   - when messages were unacknowledged, the next connection sends with a
+//     window of 1 until the oldest of them is acked (narrowTo), so that it
+//     goes out alone;
+//   - when the message sent alone was still unanswered and the connection
+//     was closed as a server closes one (closedByServer: a DISCONNECT
+//     blaming what it received, an orderly close or a reset; never a
+//     timeout or a stall) within conn.poisonWindow of its PUBLISH (a few
+//     round trips), that counts against the message; an acknowledgement
+//     of any message from the queue resets the count;
+//   - after MaxRefusals such closes in a row the message is dead-lettered.
+//
+// A flapping network does not dead-letter a good message: whatever was in
+// flight when it cut the link, the next connection sends one message
+// alone, which is acknowledged within a round trip and resets the count;
+// only a network that cuts the link within a few round trips of that
+// PUBLISH, before its answer, five connections in a row, would look like a
+// server refusing it.
+func (c *Client) afterLoss(ctx context.Context, res connResult) {
+	if e := res.suspect; e != nil && !e.done {
+		if c.closesSeq != e.Seq {
+			c.closesSeq, c.closes = e.Seq, 0
+		}
+		c.closes++
+		if c.closes >= MaxRefusals {
+			last := "a close"
+			if res.err != nil {
+				last = res.err.Error()
+			}
+			reason := fmt.Sprintf("upstream closed the connection right after this message, sent alone, %d times in a row (last: %s)",
+				c.closes, last)
+			if err := c.deadLetter(ctx, e, reason); err != nil {
+				c.log.Warn("dead-lettering a message the upstream closes the connection on failed; sending it again",
+					"seq", e.Seq, "err", err)
+			} else {
+				c.closes = 0
+			}
+		}
+	}
+	for _, e := range c.pending {
+		if !e.done {
+			if e.sent || e.rec {
+				c.narrowTo(e)
+			}
+			break
+		}
+	}
+}
+
 // narrowTo makes the window 1 until e is done (the oldest such message
 // counts): after a retryable refusal of e, nothing sent later may overtake
-// it; only what was already in flight does.
+// it, only what was already in flight does; after a lost connection, e is
+// the first message sent and goes alone (see afterLoss).
 func (c *Client) narrowTo(e *entry) {
 	if !c.narrowed || e.Seq < c.narrowSeq {
 		c.narrowed, c.narrowSeq = true, e.Seq
@@ -344,6 +405,31 @@ func (c *Client) finished(e *entry) {
 			return
 		}
 	}
+}
+
+// retire removes e from the forwarding state: it is done.
+func (c *Client) retire(e *entry) {
+	if e.id != 0 && c.byID[e.id] == e {
+		delete(c.byID, e.id)
+		c.ids.del(e.id)
+	}
+	e.done = true
+	c.doneCount++
+	c.finished(e)
+}
+
+// deadLetter moves e to the dead-letter store.
+func (c *Client) deadLetter(ctx context.Context, e *entry, reason string) error {
+	if err := c.src.DeadLetter(ctx, e.Seq, reason); errors.Is(err, ErrGone) {
+		c.retire(e) // already out of the queue
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("queue dead letter of seq %d: %w", e.Seq, err)
+	}
+	c.log.Warn("message moved to the dead-letter store", "seq", e.Seq, "topic", e.Topic, "reason", reason)
+	c.retire(e)
+	c.update(func(st *Status) { st.DeadLettered++ })
+	return nil
 }
 
 // redact hides a password in a URL.

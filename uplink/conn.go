@@ -6,9 +6,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"runtime"
 	"sync"
+	"syscall"
 	"time"
 
 	"holdfast/internal/packet"
@@ -22,6 +24,52 @@ type connResult struct {
 	upFor     time.Duration // time from CONNACK to the end
 	stalled   bool
 	inflight  int
+	// suspect is the message sent alone (narrowed window) when the server
+	// closed the connection (closedByServer) within poisonWindow of its
+	// PUBLISH, still unanswered; nil otherwise.
+	suspect *entry
+}
+
+// serverDisconnect is a DISCONNECT from the server.
+type serverDisconnect struct {
+	code packet.ReasonCode
+	msg  string
+}
+
+func (d *serverDisconnect) Error() string {
+	return fmt.Sprintf("server disconnected: %s (0x%02X)", d.msg, byte(d.code))
+}
+
+// closedByServer reports whether err ends a connection the way a server
+// closes one because of what it received: a DISCONNECT with 0x81 malformed
+// packet, 0x82 protocol error, 0x90 topic name invalid, 0x95 packet too
+// large or 0x99 payload format invalid; or a close, orderly (EOF at a
+// packet boundary; 3.1.1 has no other way) or a reset (a server that
+// closes with the rest of a packet it refuses unread, as mosquitto does
+// with an oversized one, resets the connection). A timeout, a stall, a
+// DISCONNECT with another reason or a protocol error of the server's is
+// not such a close.
+func closedByServer(err error) bool {
+	var d *serverDisconnect
+	if errors.As(err, &d) {
+		switch d.code {
+		case packet.MalformedPacket, packet.ProtocolError, packet.TopicNameInvalid, packet.PacketTooLarge,
+			packet.PayloadFormatInvalid:
+			return true
+		}
+		return false
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// poisonWindow is how soon after a message sent alone a close must come
+// to count against the message (see Client.afterLoss): eight times the
+// round trip of the handshake (CONNECT to CONNACK), at least 250ms and at
+// most 5s. A server closes at once on what it cannot accept, so its close
+// comes within about one round trip; the cuts of a failing network come at
+// any time, and rarely within this window five times in a row.
+func (s *conn) poisonWindow() time.Duration {
+	return min(max(8*s.rtt, 250*time.Millisecond), 5*time.Second)
 }
 
 // errStalled ends a connection on which nothing was acknowledged for
@@ -54,9 +102,12 @@ type conn struct {
 	// acking: a message has been acknowledged on this connection, or
 	// nothing waited to be sent (State says "connected" from then on).
 	acking     bool
-	leaseAt    time.Time // when the Lease in progress started
-	inflight   int       // QoS 1/2 PUBLISH/PUBREL awaiting an answer (control packets included)
-	next       int // pump resumes here in c.pending
+	leaseAt    time.Time     // when the Lease in progress started
+	solo       *entry        // the last QoS 1/2 message sent while the window was narrowed
+	soloAt     time.Time     // when it was written
+	rtt        time.Duration // round trip of the handshake, CONNECT to CONNACK
+	inflight   int           // QoS 1/2 PUBLISH/PUBREL awaiting an answer (control packets included)
+	next       int           // pump resumes here in c.pending
 	progressAt time.Time
 	lastSend   time.Time
 	lastRecv   time.Time
@@ -142,6 +193,10 @@ func (c *Client) connection(ctx context.Context) (res connResult) {
 	res.err = err
 	res.upFor = time.Since(s.connackedAt)
 	res.stalled = s.stalled
+	if e := s.solo; e != nil && !e.done && e.state == stSent && time.Since(s.soloAt) <= s.poisonWindow() &&
+		closedByServer(err) {
+		res.suspect = e
+	}
 	return res
 }
 
@@ -179,10 +234,12 @@ func (s *conn) handshake(ctx context.Context, r *packet.Reader) error {
 	if err := s.bw.Flush(); err != nil {
 		return fmt.Errorf("send CONNECT: %w", err)
 	}
+	sentAt := time.Now()
 	p, err := r.ReadPacket()
 	if err != nil {
 		return fmt.Errorf("waiting for CONNACK: %w", err)
 	}
+	s.rtt = time.Since(sentAt)
 	s.nc.SetDeadline(time.Time{})
 	ack, ok := p.(*packet.Connack)
 	if !ok {
@@ -818,6 +875,9 @@ func (s *conn) send(e *entry) error {
 		return err
 	}
 	e.sent, e.sentQoS, e.state = true, qos, stSent
+	if c.narrowed {
+		s.solo, s.soloAt = e, time.Now()
+	}
 	if qos == 2 {
 		e.unrel = true
 		s.unrel[e.Topic]++
@@ -884,16 +944,7 @@ func (s *conn) complete(e *entry) {
 }
 
 // finish removes e from the forwarding state.
-func (s *conn) finish(e *entry) {
-	c := s.c
-	if e.id != 0 && c.byID[e.id] == e {
-		delete(c.byID, e.id)
-		c.ids.del(e.id)
-	}
-	e.done = true
-	c.doneCount++
-	c.finished(e)
-}
+func (s *conn) finish(e *entry) { s.c.retire(e) }
 
 // win is the window in force: 1 while narrowed (see Client.narrowTo).
 func (s *conn) win() int {
@@ -904,19 +955,7 @@ func (s *conn) win() int {
 }
 
 // deadLetter moves e to the dead-letter store.
-func (s *conn) deadLetter(e *entry, reason string) error {
-	c := s.c
-	if err := c.src.DeadLetter(s.ctx, e.Seq, reason); errors.Is(err, ErrGone) {
-		s.finish(e) // already out of the queue
-		return nil
-	} else if err != nil {
-		return fmt.Errorf("queue dead letter of seq %d: %w", e.Seq, err)
-	}
-	c.log.Warn("message moved to the dead-letter store", "seq", e.Seq, "topic", e.Topic, "reason", reason)
-	s.finish(e)
-	c.update(func(st *Status) { st.DeadLettered++ })
-	return nil
-}
+func (s *conn) deadLetter(e *entry, reason string) error { return s.c.deadLetter(s.ctx, e, reason) }
 
 // compact drops finished entries from pending once they are half of it.
 func (c *Client) compact(s *conn) {
@@ -952,6 +991,7 @@ func (s *conn) handle(p packet.Packet) error {
 		// the flow before: PUBREC came, so it has the message.
 		s.progress()
 		s.confirmed()
+		c.closes = 0
 		s.complete(e)
 		return nil
 	case *packet.Publish:
@@ -991,7 +1031,7 @@ func (s *conn) handle(p packet.Packet) error {
 		if p.Properties.HasReasonString {
 			msg += ": " + p.Properties.ReasonString
 		}
-		return fmt.Errorf("server disconnected: %s (0x%02X)", msg, byte(p.ReasonCode))
+		return &serverDisconnect{code: p.ReasonCode, msg: msg}
 	default:
 		return packet.Errorf(packet.ProtocolError, "unexpected %v from server", p.Type())
 	}
@@ -1036,6 +1076,7 @@ func (s *conn) acked(id uint16, t packet.Type, code packet.ReasonCode, pr *packe
 	}
 	s.confirmed()
 	c.pause.Reset()
+	c.closes = 0
 	if t == packet.PUBACK {
 		s.complete(e)
 		return nil
