@@ -90,12 +90,15 @@ func BenchmarkIngestQoS1(b *testing.B) {
 }
 
 // BenchmarkFanOut measures local delivery: one QoS 0 publisher, ten QoS 0
-// subscribers of the same topic; msgs/s counts deliveries.
+// subscribers of the same topic; msgs/s counts deliveries. MaxQueuedMessages
+// is b.N, so that a subscriber that falls behind on a loaded machine has
+// nothing dropped (it would wait for it forever); the drops of a slow reader
+// are TestSlowSubscriberQoS0Bounded's.
 func BenchmarkFanOut(b *testing.B) {
 	const subs = 10
 	st := newMemStore(b)
 	st.discard = true
-	tb := startBroker(b, Options{}, st, nil)
+	tb := startBroker(b, Options{MaxQueuedMessages: max(b.N, DefaultMaxQueuedMessages)}, st, nil)
 	var wg sync.WaitGroup
 	clients := make([]*testclient.Client, subs)
 	for i := range clients {
