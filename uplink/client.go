@@ -124,7 +124,7 @@ type Client struct {
 	// removed from the store; retried at every connect.
 	unmark     map[uint16]bool
 	bo         *backoff.ExponentialBackOff
-	pause      *backoff.ExponentialBackOff // after quota/busy refusals
+	pause      *backoff.ExponentialBackOff // after retryable refusals (0x97, 0x91, 0x80, 0x83)
 	pauseUntil time.Time
 	firstConn  bool
 	warned     map[string]bool // guarded by mu

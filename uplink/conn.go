@@ -1141,13 +1141,15 @@ func (s *conn) refusal(e *entry, code packet.ReasonCode, pr *packet.Properties) 
 	e.sent, e.state = false, stQueued
 	e.newID = code == packet.PacketIdentifierInUse
 	e.refusals++
+	// MQTT 5 allows 0x80, 0x83, 0x87, 0x90, 0x91, 0x97 and 0x99 here (the
+	// codec refuses any other as a malformed packet). Server busy (0x89)
+	// and shutting down (0x8B) come in CONNACK or DISCONNECT instead, and
+	// are waited out like any failed connect or lost connection.
 	switch code {
-	case packet.NotAuthorized, packet.TopicNameInvalid, packet.PayloadFormatInvalid,
-		packet.PacketTooLarge, packet.RetainNotSupported, packet.QoSNotSupported, packet.TopicAliasInvalid:
+	case packet.NotAuthorized, packet.TopicNameInvalid, packet.PayloadFormatInvalid:
 		return s.deadLetter(e, reason)
-	case packet.QuotaExceeded, packet.ServerBusy, packet.ServerShuttingDown, packet.PacketIdentifierInUse,
-		packet.MessageRateTooHigh, packet.ServerUnavailable:
-	default:
+	case packet.QuotaExceeded, packet.PacketIdentifierInUse:
+	default: // 0x80 unspecified error, 0x83 implementation specific error
 		if e.refusals >= MaxRefusals {
 			return s.deadLetter(e, fmt.Sprintf("%s, %d times", reason, e.refusals))
 		}

@@ -559,3 +559,58 @@ func TestConnectedMeansAcknowledged(t *testing.T) {
 		return st.Connects == 3 && st.State == StateConnected
 	})
 }
+
+// TestServerBusyBacksOff: CONNACK 0x89 server busy and 0x8A banned, and
+// DISCONNECT 0x8B server shutting down and 0x89 server busy, are waited
+// out with the growing reconnect delays (never a storm); a PUBACK with
+// 0x90 topic name invalid dead-letters the message.
+func TestServerBusyBacksOff(t *testing.T) {
+	f := startFake(t)
+	src := newMemSource()
+	bad := src.add(Message{Topic: "busy/a", Payload: []byte("a"), QoS: 1})
+	c := newClient(t, Options{URL: f.URL(), ClientID: "busy", KeepAlive: -1, Backoff: Backoff{
+		Initial: 20 * time.Millisecond, Max: 160 * time.Millisecond, Randomization: -1}}, src, nil)
+	var mu sync.Mutex
+	var delays []time.Duration
+	c.onBackoff = func(d time.Duration) { mu.Lock(); delays = append(delays, d); mu.Unlock() }
+	run(t, c)
+	for _, code := range []packet.ReasonCode{packet.ServerBusy, packet.Banned, packet.Banned} {
+		fc := f.accept()
+		fc.send(&packet.Connack{ReasonCode: code})
+		testenv.WaitFor(t, 30*time.Second, "refusal reported", func() bool {
+			return strings.Contains(c.Status().LastError, fmt.Sprintf("0x%02X", byte(code)))
+		})
+	}
+	for _, code := range []packet.ReasonCode{packet.ServerShuttingDown, packet.ServerBusy} {
+		fc := f.accept()
+		fc.connack(false, packet.Properties{})
+		p, ok := fc.read().(*packet.Publish)
+		if !ok || string(p.Payload) != "a" {
+			t.Fatalf("got %+v, want PUBLISH a", p)
+		}
+		fc.send(&packet.Disconnect{ReasonCode: code})
+		testenv.WaitFor(t, 30*time.Second, "disconnect reported", func() bool {
+			return strings.Contains(c.Status().LastError, fmt.Sprintf("0x%02X", byte(code)))
+		})
+	}
+	fc := f.accept()
+	fc.connack(false, packet.Properties{})
+	p, ok := fc.read().(*packet.Publish)
+	if !ok || string(p.Payload) != "a" {
+		t.Fatalf("got %+v, want PUBLISH a", p)
+	}
+	fc.send(&packet.Puback{PacketID: p.PacketID, ReasonCode: packet.TopicNameInvalid})
+	testenv.WaitFor(t, 30*time.Second, "dead-lettered", func() bool { _, _, d, _ := src.counts(); return d == 1 })
+	if r, _ := src.deadReason(bad); !strings.Contains(r, "0x90") {
+		t.Errorf("dead letter reason %q, want 0x90", r)
+	}
+	mu.Lock()
+	got := fmt.Sprint(delays)
+	mu.Unlock()
+	if want := "[20ms 40ms 80ms 160ms 160ms]"; got != want {
+		t.Errorf("reconnect delays %s, want %s", got, want)
+	}
+	if st := c.Status(); st.Connects != 3 || st.Refused != 1 || st.DeadLettered != 1 {
+		t.Errorf("status: connects %d, refused %d, dead-lettered %d", st.Connects, st.Refused, st.DeadLettered)
+	}
+}

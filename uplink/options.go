@@ -64,8 +64,8 @@ const (
 	maxLeaseBatch = 1024
 )
 
-// Backoff paces reconnects (and pauses after "quota exceeded" or "server
-// busy" refusals): an exponential backoff with jitter from
+// Backoff paces reconnects (and pauses after retryable refusals such as
+// "quota exceeded"): an exponential backoff with jitter from
 // github.com/cenkalti/backoff/v4 that never gives up.
 //
 // The n-th delay is Initial * Multiplier^(n-1), capped at Max, then spread
