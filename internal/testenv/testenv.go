@@ -20,9 +20,15 @@ import (
 	"time"
 )
 
+// RequireToolsEnv is the environment variable that makes a missing tool fail
+// the test instead of skipping it: set to 1 (as .ci/run does), a test can
+// never pass by not running.
+const RequireToolsEnv = "HOLDFAST_REQUIRE_TOOLS"
+
 // LookTool returns the path of an executable from PATH or the sbin directories
 // (where Debian installs mosquitto), or skips the test with a message that names
-// the package to install.
+// the package to install. With HOLDFAST_REQUIRE_TOOLS=1 in the environment a
+// missing tool fails the test instead.
 func LookTool(t testing.TB, name, debianPackage string) string {
 	t.Helper()
 	if p, err := exec.LookPath(name); err == nil {
@@ -33,6 +39,9 @@ func LookTool(t testing.TB, name, debianPackage string) string {
 		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
 			return p
 		}
+	}
+	if os.Getenv(RequireToolsEnv) == "1" {
+		t.Fatalf("%s not found and %s=1: install the Debian package %s (bash .ci/run does)", name, RequireToolsEnv, debianPackage)
 	}
 	t.Skipf("%s not found: install the Debian package %s (bash .ci/run does)", name, debianPackage)
 	return ""

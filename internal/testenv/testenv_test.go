@@ -2,6 +2,9 @@ package testenv
 
 import (
 	"net"
+	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 )
@@ -25,5 +28,31 @@ func TestMosquittoStartRestartStop(t *testing.T) {
 	m.Kill()
 	if err := dial(); err == nil {
 		t.Fatal("dial succeeded after Kill")
+	}
+}
+
+// TestLookToolRequired: a missing tool skips the test, or fails it when
+// HOLDFAST_REQUIRE_TOOLS=1, so that CI cannot pass by skipping. The check
+// runs in a child test process, whose outcome is read from its output.
+func TestLookToolRequired(t *testing.T) {
+	if os.Getenv("TESTENV_CHILD") == "1" {
+		LookTool(t, "holdfast-no-such-tool", "no-such-package")
+		t.Log("found a tool that does not exist")
+		return
+	}
+	for _, tc := range []struct {
+		require string
+		want    string
+	}{
+		{"", "--- SKIP: TestLookToolRequired"},
+		{"0", "--- SKIP: TestLookToolRequired"},
+		{"1", "--- FAIL: TestLookToolRequired"},
+	} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestLookToolRequired$", "-test.v")
+		cmd.Env = append(os.Environ(), "TESTENV_CHILD=1", RequireToolsEnv+"="+tc.require)
+		out, _ := cmd.CombinedOutput()
+		if !strings.Contains(string(out), tc.want) || !strings.Contains(string(out), "install the Debian package no-such-package") {
+			t.Errorf("%s=%q: want %q in:\n%s", RequireToolsEnv, tc.require, tc.want, out)
+		}
 	}
 }
