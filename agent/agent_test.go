@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,28 +19,10 @@ import (
 	"holdfast/queue"
 )
 
-// syncBuffer collects log output written from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // running is an agent started in-process by startAgent.
 type running struct {
 	a    *Agent
-	log  *syncBuffer
+	log  *testenv.LockedBuffer
 	stop context.CancelFunc
 	done chan error
 }
@@ -66,7 +46,7 @@ admin:
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	r := &running{log: &syncBuffer{}, done: make(chan error, 1)}
+	r := &running{log: &testenv.LockedBuffer{}, done: make(chan error, 1)}
 	r.a = New(cfg, slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	ctx, stop := context.WithCancel(context.Background())
 	r.stop = stop

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -24,12 +25,14 @@ const (
 )
 
 // Validate checks every value and the rules between them, and returns every
-// problem found (joined), each naming its key path and line, or the flag
-// that set it. Parse, Load and Apply call it; call it again after changing
+// problem found (joined, in the order of their lines), each naming its key
+// path and line, or the flag that set it. Parse, Load and Apply call it; call it again after changing
 // a Config by hand.
 func (c *Config) Validate() error {
 	v := &validator{c: c}
 	v.run()
+	// In file order; values from flags and defaults (no line) first.
+	sort.SliceStable(v.errs, func(i, j int) bool { return v.errs[i].Line < v.errs[j].Line })
 	return joinErrors(v.errs)
 }
 

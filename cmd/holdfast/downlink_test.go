@@ -17,14 +17,7 @@ import (
 // dies without a DISCONNECT.
 func TestDownlinkBirthAndWill(t *testing.T) {
 	up := testenv.StartMosquitto(t, testenv.MosquittoOptions{})
-	watcher, err := testclient.Dial(up.Addr(), testclient.Options{ClientID: "watcher", CleanStart: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer watcher.Close()
-	if _, err := watcher.Subscribe(packet.Subscription{Filter: "gateways/#", QoS: 1}); err != nil {
-		t.Fatal(err)
-	}
+	watcher := subscriber(t, up.Addr(), "watcher", packet.Subscription{Filter: "gateways/#", QoS: 1})
 
 	g := newGateway(t, up.Addr(), `gateway_id: gw1
 downlink:

@@ -123,6 +123,21 @@ func publishQoS1(t *testing.T, addr, id, topic, payload string) {
 	}
 }
 
+// subscriber connects to the broker at addr as id with a clean session,
+// subscribes to subs and is closed when the test ends.
+func subscriber(t *testing.T, addr, id string, subs ...packet.Subscription) *testclient.Client {
+	t.Helper()
+	c, err := testclient.Dial(addr, testclient.Options{ClientID: id, CleanStart: true})
+	if err != nil {
+		t.Fatalf("subscriber %s: connect to %s: %v", id, addr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Subscribe(subs...); err != nil {
+		t.Fatalf("subscriber %s: subscribe: %v", id, err)
+	}
+	return c
+}
+
 // expectUpstream reads from sub until a message on topic arrives and checks
 // its payload.
 func expectUpstream(t *testing.T, sub *testclient.Client, topic, payload string) *packet.Publish {
@@ -155,14 +170,7 @@ func TestNoArgumentsRunsOnDefaults(t *testing.T) {
 	mustBindable(t, config.DefaultAdminAddress)
 	mustBindable(t, strings.TrimPrefix(config.DefaultUpstreamURL, "mqtt://"))
 	up := testenv.StartMosquitto(t, testenv.MosquittoOptions{})
-	sub, err := testclient.Dial(up.Addr(), testclient.Options{ClientID: "defaults-sub", CleanStart: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	if _, err := sub.Subscribe(packet.Subscription{Filter: "defaults/#", QoS: 2}); err != nil {
-		t.Fatal(err)
-	}
+	sub := subscriber(t, up.Addr(), "defaults-sub", packet.Subscription{Filter: "defaults/#", QoS: 2})
 
 	dir := t.TempDir()
 	p := startProc(t, dir, config.DefaultAdminAddress)
@@ -200,14 +208,7 @@ func TestNoArgumentsRunsOnDefaults(t *testing.T) {
 // endpoint to a free port, which no flag does.
 func TestOverrideFlags(t *testing.T) {
 	up := testenv.StartMosquitto(t, testenv.MosquittoOptions{})
-	sub, err := testclient.Dial(up.Addr(), testclient.Options{ClientID: "flags-sub", CleanStart: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	if _, err := sub.Subscribe(packet.Subscription{Filter: "flags/#", QoS: 2}); err != nil {
-		t.Fatal(err)
-	}
+	sub := subscriber(t, up.Addr(), "flags-sub", packet.Subscription{Filter: "flags/#", QoS: 2})
 
 	dir := t.TempDir()
 	fileListen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
@@ -261,14 +262,7 @@ admin:
 // upstream never does, and /api/status counts them as local_only.
 func TestForwardRules(t *testing.T) {
 	up := testenv.StartMosquitto(t, testenv.MosquittoOptions{})
-	sub, err := testclient.Dial(up.Addr(), testclient.Options{ClientID: "rules-sub", CleanStart: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	if _, err := sub.Subscribe(packet.Subscription{Filter: "#", QoS: 2, RetainAsPublished: true}); err != nil {
-		t.Fatal(err)
-	}
+	sub := subscriber(t, up.Addr(), "rules-sub", packet.Subscription{Filter: "#", QoS: 2, RetainAsPublished: true})
 	g := newGateway(t, up.Addr(), `gateway_id: gw7
 forward:
   - filter: "devices/+/telemetry/#"
@@ -351,14 +345,7 @@ forward:
 	}
 
 	// The broker kept only what was forwarded with retain.
-	late, err := testclient.Dial(up.Addr(), testclient.Options{ClientID: "rules-late", CleanStart: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer late.Close()
-	if _, err := late.Subscribe(packet.Subscription{Filter: "#", QoS: 2}); err != nil {
-		t.Fatal(err)
-	}
+	late := subscriber(t, up.Addr(), "rules-late", packet.Subscription{Filter: "#", QoS: 2})
 	var retained []string
 	for {
 		p, err := late.Receive(time.Second)
@@ -381,9 +368,7 @@ forward:
 //
 // Rates are sampled every 5 s by the agent, so this test takes about 15 s.
 func TestStatusFields(t *testing.T) {
-	up := testenv.StartMosquitto(t, testenv.MosquittoOptions{Persistent: true})
-	upstreamSubscriber(t, up.Addr())
-	up.Stop()
+	up := offlineUpstream(t)
 	g := newGateway(t, up.Addr(), "")
 	setConfig(t, g, "queue:\n", "queue:\n  max_messages: 5\n  policy: drop_oldest\n")
 	g.start()
@@ -525,9 +510,7 @@ func TestAddressInUse(t *testing.T) {
 // after which gateway.stop fails the test and kills it); started again, it
 // delivers every message it had acknowledged, QoS 2 exactly once.
 func TestSIGTERMUnderLoad(t *testing.T) {
-	up := testenv.StartMosquitto(t, testenv.MosquittoOptions{Persistent: true})
-	upstreamSubscriber(t, up.Addr())
-	up.Stop()
+	up := offlineUpstream(t)
 	g := newGateway(t, up.Addr(), "")
 	g.start()
 

@@ -2,8 +2,10 @@
 // gateways: `holdfast` (or `holdfast run`) runs the agent, and the other
 // commands inspect it, its queue and its configuration.
 //
-// Exit codes: 0 success, 1 a failure while running, 2 bad usage or bad
-// configuration (reported in one line naming the flag or key).
+// Exit codes: 0 success (and for help), 1 a failure while running, 2 bad
+// usage or bad configuration. Every problem is reported on its own line of
+// standard error, starting with "holdfast: " and naming the flag, or the
+// key and line of the file.
 package main
 
 import (
@@ -67,7 +69,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "status":
 		err = runStatus(args, stdout)
 	case "queue":
-		err = runQueue(args, stdout)
+		err = runQueue(args, stdout, stderr)
 	case "config":
 		err = runConfig(args, stdout)
 	case "passwd":
@@ -77,13 +79,33 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "service":
 		err = runService(args, stdout)
 	case "version":
-		fmt.Fprintf(stdout, "holdfast %s\n", version)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		if err = noArguments(cmd, args); err == nil {
+			fmt.Fprintf(stdout, "holdfast %s\n", version)
+		}
+	case "help":
+		if err = noArguments(cmd, args); err == nil {
+			err = errHelp
+		}
 	default:
 		err = usagef("unknown command %q (see holdfast help)", cmd)
 	}
+	if errors.Is(err, errHelp) {
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
 	return report(err, stderr)
+}
+
+// errHelp is what a command returns for -h, --help or help: the usage goes
+// to standard output and the exit code is 0.
+var errHelp = errors.New("help requested")
+
+// noArguments refuses arguments to a command that takes none.
+func noArguments(cmd string, args []string) error {
+	if len(args) > 0 {
+		return usagef("%s: unexpected argument %q", cmd, args[0])
+	}
+	return nil
 }
 
 // report prints err and maps it to an exit code. Each problem is one line

@@ -59,18 +59,30 @@ func (c *commonFlags) loadChecked() (*config.Config, error) {
 	return cfg, nil
 }
 
-// parseFlags parses args, turning flag errors into usage errors and refusing
-// stray arguments.
+// parseFlags parses args, turning flag errors into usage errors, -h and
+// --help into errHelp, and refusing stray arguments and string flags given
+// an empty value (--data-dir "" is a mistake, not "use the default").
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
-			return usagef("%s: see holdfast help", fs.Name())
+			return errHelp
 		}
 		return usagef("%s: %v", fs.Name(), err)
 	}
 	if fs.NArg() > 0 {
 		return usagef("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
+	}
+	var empty []string
+	fs.Visit(func(f *flag.Flag) {
+		if g, ok := f.Value.(flag.Getter); ok {
+			if s, ok := g.Get().(string); ok && s == "" {
+				empty = append(empty, "--"+f.Name)
+			}
+		}
+	})
+	if len(empty) > 0 {
+		return usagef("%s: %s: empty value (leave the flag out for the configuration's value)", fs.Name(), empty[0])
 	}
 	return nil
 }
@@ -90,9 +102,13 @@ func runAgent(args []string, stderr io.Writer) error {
 	slog.SetDefault(logger)
 	agent.Version = version
 
+	a := agent.New(cfg, logger)
+	if handled, err := runUnderServiceManager(a.Run); handled {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return agent.New(cfg, logger).Run(ctx)
+	return a.Run(ctx)
 }
 
 func newLogger(l config.Log, w io.Writer) *slog.Logger {

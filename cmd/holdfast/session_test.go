@@ -29,6 +29,12 @@ func TestLocalSessionSurvivesSIGKILL(t *testing.T) {
 		}
 		sub.Disconnect()
 	}
+	// Publish only once the broker has seen both sessions go offline, so
+	// that every message takes the path of an offline session.
+	testenv.WaitFor(t, 10*time.Second, "both subscribers offline", func() bool {
+		st, err := g.status()
+		return err == nil && st.Local.Connections == 0 && st.Local.Sessions == 2
+	})
 
 	pub, err := testclient.Dial(g.listen, testclient.Options{ClientID: "counter", CleanStart: true})
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
+	"sort"
 	"time"
 
 	"holdfast/agent"
@@ -62,7 +64,11 @@ func fetchStatus(addr string) ([]byte, error) {
 func renderStatus(w io.Writer, st *agent.Status) {
 	fmt.Fprintf(w, "holdfast %s, up %s\n", st.Version, roundDuration(st.UptimeSeconds))
 	u := st.Upstream
-	fmt.Fprintf(w, "upstream:  %s  %s", u.URL, u.State)
+	state := u.State
+	if state == "" {
+		state = "unknown"
+	}
+	fmt.Fprintf(w, "upstream:  %s  %s", u.URL, state)
 	if !u.Since.IsZero() {
 		fmt.Fprintf(w, " since %s", u.Since.Local().Format(time.DateTime))
 	}
@@ -92,12 +98,15 @@ func renderStatus(w io.Writer, st *agent.Status) {
 		dropped += n
 	}
 	fmt.Fprintf(w, "dropped:   %d", dropped)
-	for _, k := range []string{"evicted", "expired", "dead_lettered", "corrupt", "refused_full", "refused_disk"} {
+	for _, k := range dropOrder(st.Drops) {
 		if n := st.Drops[k]; n > 0 {
 			fmt.Fprintf(w, "  %s=%d", k, n)
 		}
 	}
 	fmt.Fprintln(w)
+	l := st.Local
+	fmt.Fprintf(w, "local:     %d clients, %d sessions, %d queued for them, %d in, %d out\n",
+		l.Connections, l.Sessions, l.Queued, l.MessagesIn, l.MessagesOut)
 	if b.DeadLetters > 0 {
 		fmt.Fprintf(w, "dead letters: %d (holdfast queue export --dead-letters)\n", b.DeadLetters)
 	}
@@ -109,6 +118,20 @@ func renderStatus(w io.Writer, st *agent.Status) {
 		fmt.Fprintf(w, "serial:    %s %s %s, %d frames, %d parse errors, %d garbage bytes, %d disconnects, %d open failures\n",
 			s.Name, s.Device, state, s.Frames, s.ParseErrors, s.Garbage, s.Disconnects, s.OpenFailures)
 	}
+}
+
+// dropOrder lists the reasons of drops: the known ones in their order,
+// then any other (a newer agent's) sorted by name.
+func dropOrder(drops map[string]uint64) []string {
+	out := append([]string(nil), agent.DropReasons...)
+	var more []string
+	for k := range drops {
+		if !slices.Contains(agent.DropReasons, k) {
+			more = append(more, k)
+		}
+	}
+	sort.Strings(more)
+	return append(out, more...)
 }
 
 func roundDuration(seconds float64) string {
