@@ -983,46 +983,65 @@ func TestPahoInterop(t *testing.T) {
 // first by PINGREQ, then by a QoS 0 PUBLISH, then by PINGREQ again.
 //
 // The gaps are the behaviour under test, not synchronisation: each is timed
-// from the send of the packet before it, and a gap the test itself overslept
-// to 1.5 x keep alive fails with its measured length.
+// from the send of the packet before it. A gap the test itself overslept to
+// 1.5 x keep alive (the machine stalled it) shows nothing about the broker:
+// that attempt is dropped and the test starts again on a new connection, at
+// most keepAliveAttempts times.
 func TestKeepAliveKeptByPings(t *testing.T) {
 	const ka = 2 * time.Second
+	const keepAliveAttempts = 5
 	for _, v := range versions() {
 		t.Run(v.String(), func(t *testing.T) {
 			t.Parallel()
 			tb := startBroker(t, Options{}, nil, nil)
-			c := dial(t, tb.addr, testclient.Options{ClientID: "ping", Version: v, CleanStart: true, KeepAlive: uint16(ka / time.Second)})
-			var last time.Time
-			for i, p := range []packet.Packet{&packet.Pingreq{}, &packet.Pingreq{}, &packet.Publish{Topic: "ka", Payload: []byte("alive")}, &packet.Pingreq{}} {
-				if i > 0 {
-					time.Sleep(time.Until(last.Add(ka * 14 / 10)))
-					if gap := time.Since(last); gap >= ka*3/2 {
-						t.Fatalf("gap %d: the test was silent for %v, not less than 1.5 x keep alive", i, gap)
-					}
+			for attempt := 1; ; attempt++ {
+				if keptAlive(t, tb, v, ka) {
+					break
 				}
-				last = time.Now()
-				send(t, c, p)
-				if p.Type() != packet.PINGREQ {
-					continue
+				if attempt == keepAliveAttempts {
+					t.Fatalf("in %d attempts the test never kept its own gaps under 1.5 x keep alive", attempt)
 				}
-				q, err := c.ReadPacket(wait)
-				switch {
-				case err != nil:
-					t.Fatalf("packet %d: connection ended (%v), want PINGRESP", i, err)
-				case q.Type() == packet.DISCONNECT:
-					t.Fatalf("packet %d: DISCONNECT %v, want PINGRESP", i, q.(*packet.Disconnect).ReasonCode)
-				case q.Type() != packet.PINGRESP:
-					t.Fatalf("packet %d: got %v, want PINGRESP", i, q.Type())
-				}
-			}
-			if n := tb.Stats().Connections; n != 1 {
-				t.Fatalf("%d connections, want the client still connected", n)
-			}
-			if ms := tb.store.messages(); len(ms) != 1 || string(ms[0].Payload) != "alive" {
-				t.Fatalf("stored %d messages, want the keep-alive PUBLISH", len(ms))
 			}
 		})
 	}
+}
+
+// keptAlive runs one attempt of TestKeepAliveKeptByPings on a new
+// connection and reports false if the test overslept a gap (the attempt
+// proves nothing); a broker that closes the connection fails the test.
+func keptAlive(t *testing.T, tb *testBroker, v packet.Version, ka time.Duration) bool {
+	t.Helper()
+	c := dial(t, tb.addr, testclient.Options{ClientID: "ping", Version: v, CleanStart: true, KeepAlive: uint16(ka / time.Second)})
+	defer c.Close()
+	stored := len(tb.store.messages())
+	var last time.Time
+	for i, p := range []packet.Packet{&packet.Pingreq{}, &packet.Pingreq{}, &packet.Publish{Topic: "ka", Payload: []byte("alive")}, &packet.Pingreq{}} {
+		if i > 0 {
+			time.Sleep(time.Until(last.Add(ka * 14 / 10)))
+			if gap := time.Since(last); gap >= ka*3/2 {
+				t.Logf("gap %d: the test was silent for %v, not less than 1.5 x keep alive: trying again", i, gap)
+				return false
+			}
+		}
+		last = time.Now()
+		send(t, c, p)
+		if p.Type() != packet.PINGREQ {
+			continue
+		}
+		q, err := c.ReadPacket(wait)
+		switch {
+		case err != nil:
+			t.Fatalf("packet %d: connection ended (%v), want PINGRESP", i, err)
+		case q.Type() == packet.DISCONNECT:
+			t.Fatalf("packet %d: DISCONNECT %v, want PINGRESP", i, q.(*packet.Disconnect).ReasonCode)
+		case q.Type() != packet.PINGRESP:
+			t.Fatalf("packet %d: got %v, want PINGRESP", i, q.Type())
+		}
+	}
+	if ms := tb.store.messages()[stored:]; len(ms) != 1 || string(ms[0].Payload) != "alive" {
+		t.Fatalf("stored %d messages, want the keep-alive PUBLISH", len(ms))
+	}
+	return true // the last PINGRESP came: still connected
 }
 
 // A second CONNECT on a 3.1.1 connection is a protocol violation: the
