@@ -152,7 +152,7 @@ func TestReconnectFaults(t *testing.T) {
 	for _, tc := range []struct {
 		v   packet.Version
 		qos byte
-	}{{packet.V5, 1}, {packet.V5, 2}, {packet.V311, 2}} {
+	}{{packet.V5, 1}, {packet.V5, 2}, {packet.V311, 1}, {packet.V311, 2}} {
 		t.Run(fmt.Sprintf("%v/qos%d", tc.v, tc.qos), func(t *testing.T) {
 			prefix := fmt.Sprintf("rc%d%d", tc.v, tc.qos)
 			proxy, err := faultproxy.Start(m.Addr())
@@ -187,6 +187,7 @@ func TestReconnectFaults(t *testing.T) {
 			})
 			waitReceived(n)
 			stop()
+			col.drain(t, m.Addr(), prefix+"/x")
 			col.close()
 			checkDelivery(t, col.received(), n, tc.qos == 2)
 			st := c.Status()

@@ -61,6 +61,7 @@ func TestLatencyMidStream(t *testing.T) {
 			})
 			waitReceived(n)
 			stop()
+			col.drain(t, m.Addr(), prefix+"/x")
 			col.close()
 			checkDelivery(t, col.received(), n, true)
 			st := c.Status()

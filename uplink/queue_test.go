@@ -111,6 +111,7 @@ func TestQueueRestart(t *testing.T) {
 	testenv.WaitFor(t, 60*time.Second, "queue drained", func() bool { return q.Stats().Messages == 0 })
 	testenv.WaitFor(t, 60*time.Second, "all received", func() bool { return col.unique() == n })
 	stop2()
+	col.drain(t, m.Addr(), "qr/q1")
 	col.close()
 	got := col.received()
 	// Per topic: QoS 1 (even payloads) at least once, QoS 2 (odd) exactly
@@ -132,5 +133,4 @@ func TestQueueRestart(t *testing.T) {
 	if st := q.Stats(); st.DeadLetters != 0 {
 		t.Errorf("dead letters: %d", st.DeadLetters)
 	}
-	_ = fmt.Sprint()
 }

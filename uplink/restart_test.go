@@ -182,6 +182,7 @@ func TestUpstreamRestart(t *testing.T) {
 		return col.unique("ur/q1") == n && col.unique("ur/q2") == n
 	})
 	stop()
+	col.drain(t, m.Addr(), "ur/q2")
 	col.close()
 	checkDelivery(t, col.list("ur/q1"), n, false)
 	checkDelivery(t, col.list("ur/q2"), n, true)

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,22 +16,24 @@ import (
 	"holdfast/internal/transport"
 )
 
-// TestWebSocketMosquitto forwards over ws:// to a real mosquitto. Debian's
-// mosquitto is built without WebSocket support, so where it has none the
-// WebSocket hop is holdfast's own listener relaying the bytes to
-// mosquitto's TCP listener: the uplink's WebSocket framing meets a real
-// server-side WebSocket implementation and its MQTT meets mosquitto.
+// TestWebSocketMosquitto forwards over ws:// to a real mosquitto's own
+// WebSocket listener. A mosquitto built without WebSocket support refuses
+// that listener at start; only then is the WebSocket hop holdfast's own
+// listener relaying the bytes to mosquitto's TCP listener (the uplink's
+// WebSocket framing meets a real server-side implementation and its MQTT
+// meets mosquitto), and the test says so.
 func TestWebSocketMosquitto(t *testing.T) {
 	bin := testenv.LookTool(t, "mosquitto", "mosquitto")
 	var url string
 	var m *testenv.Mosquitto
-	if out, _ := exec.Command("ldd", bin).Output(); strings.Contains(string(out), "websockets") {
-		wsPort := testenv.FreePort(t)
-		m = testenv.StartMosquitto(t, testenv.MosquittoOptions{Extra: fmt.Sprintf("listener %d 127.0.0.1\nprotocol websockets\n", wsPort)})
+	wsPort := testenv.FreePort(t)
+	wsConf := fmt.Sprintf("listener %d 127.0.0.1\nprotocol websockets\n", wsPort)
+	if err := probeMosquittoConf(t, bin, wsConf, wsPort); err == nil {
+		m = testenv.StartMosquitto(t, testenv.MosquittoOptions{Extra: wsConf})
 		url = fmt.Sprintf("ws://127.0.0.1:%d/mqtt", wsPort)
 	} else {
 		m = testenv.StartMosquitto(t, testenv.MosquittoOptions{})
-		t.Logf("%s has no WebSocket support; relaying holdfast's WebSocket listener to its TCP port", bin)
+		t.Logf("%s refuses a WebSocket listener (%v); relaying holdfast's WebSocket listener to its TCP port", bin, err)
 		url = "ws://" + wsRelay(t, m.Addr()) + "/mqtt"
 	}
 	sub := subscriber(t, m.Addr(), "ws/#", packet.V5, 2)
@@ -39,6 +43,47 @@ func TestWebSocketMosquitto(t *testing.T) {
 	run(t, c)
 	checkDelivery(t, payloads(t, receive(t, sub, 100)), 100, true)
 	testenv.WaitFor(t, 30*time.Second, "acked", func() bool { _, a, _, _ := src.counts(); return a == 100 })
+}
+
+// probeMosquittoConf starts mosquitto with conf after a plain listener of
+// its own (mosquitto 2.0 does not start with WebSocket listeners alone) and
+// returns nil once it listens on port, or an error (with what it printed)
+// when it exits first: it refused the configuration. The probe is stopped
+// before returning.
+func probeMosquittoConf(t *testing.T, bin, conf string, port int) error {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "probe.conf")
+	conf = fmt.Sprintf("listener %d 127.0.0.1\n", testenv.FreePort(t)) + conf
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out testenv.LockedBuffer
+	cmd := exec.Command(bin, "-c", file)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	defer func() {
+		cmd.Process.Kill()
+		<-exited
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			return fmt.Errorf("mosquitto exited: %s", strings.TrimSpace(out.String()))
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 200*time.Millisecond); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("mosquitto neither listened on %d nor exited: %s", port, out.String())
+	return nil
 }
 
 // wsRelay listens for MQTT over WebSocket on a loopback port and copies
