@@ -292,8 +292,12 @@ func (s *conn) handshake(ctx context.Context, r *packet.Reader) error {
 		"max_packet_size", s.maxPacket, "topic_alias_max", pr.TopicAliasMaximum, "keep_alive", s.keepAlive,
 		"pending", len(c.pending)-c.doneCount, "down_for", time.Since(c.downSince).Round(time.Millisecond),
 		"attempts", c.failures+1)
-	if s.maxQoS < 2 {
-		c.warnOnce("maxqos", "upstream accepts QoS 1 at most: QoS 2 messages are sent with QoS 1 (at least once)",
+	switch s.maxQoS {
+	case 1:
+		c.warnOnce("maxqos1", "upstream accepts QoS 1 at most: QoS 2 messages are sent with QoS 1 (at least once)",
+			"max_qos", s.maxQoS)
+	case 0:
+		c.warnOnce("maxqos0", "upstream accepts QoS 0 only: QoS 1 and 2 messages are sent with QoS 0 (at most once)",
 			"max_qos", s.maxQoS)
 	}
 	return nil

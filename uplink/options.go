@@ -91,17 +91,30 @@ type Backoff struct {
 // WillMessage is a message the client registers as its will or publishes
 // as its birth message.
 type WillMessage struct {
-	Topic   string
+	// Topic is the topic name (no wildcards); New rejects an invalid one.
+	Topic string
+	// Payload is sent as it is; empty is allowed.
 	Payload []byte
-	QoS     byte
-	Retain  bool
+	// QoS is 0, 1 or 2. A birth message goes out at QoS 1 at most (and at
+	// the server's Maximum QoS); a will the server refuses with 0x9B (QoS
+	// not supported) is lowered for the next attempt.
+	QoS byte
+	// Retain asks the server to keep the message for later subscribers, so
+	// that they learn the gateway's state at once. It is cleared when the
+	// server has Retain Available 0 (or refuses a retained will with
+	// 0x9A).
+	Retain bool
 }
 
 // Subscription is an upstream subscription whose messages are handed to
 // the Downlink.
 type Subscription struct {
+	// Filter is the topic filter (wildcards allowed); New rejects an
+	// invalid one.
 	Filter string
-	QoS    byte
+	// QoS is the maximum QoS (0, 1 or 2) the server may deliver the
+	// subscription's messages with.
+	QoS byte
 }
 
 // Options configures a Client. Zero values mean the documented defaults.

@@ -2,6 +2,8 @@ package uplink
 
 import (
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -144,5 +146,35 @@ func TestBackoffJitter(t *testing.T) {
 	}
 	if hi-lo < 0.1 {
 		t.Errorf("delays %v: ratios to the nominal values only between %.3f and %.3f, want jitter", delays[:n], lo, hi)
+	}
+}
+
+// TestMaxQoSWarning: the one warning about a server's Maximum QoS names
+// what the server allows and what messages are sent with.
+func TestMaxQoSWarning(t *testing.T) {
+	for _, tc := range []struct {
+		max  byte
+		want string
+	}{
+		{1, "QoS 2 messages are sent with QoS 1 (at least once)"},
+		{0, "QoS 1 and 2 messages are sent with QoS 0 (at most once)"},
+	} {
+		t.Run(fmt.Sprint(tc.max), func(t *testing.T) {
+			f := startFake(t)
+			var logs testenv.LockedBuffer
+			src := newMemSource()
+			src.add(Message{Topic: "mq/a", Payload: []byte("a"), QoS: 2})
+			c := newClient(t, Options{URL: f.URL(), ClientID: "mq", KeepAlive: -1,
+				Logger: slog.New(slog.NewTextHandler(&logs, nil))}, src, nil)
+			run(t, c)
+			fc := f.accept()
+			fc.connack(false, packet.Properties{MaximumQoS: tc.max, HasMaximumQoS: true})
+			if p, ok := fc.read().(*packet.Publish); !ok || p.QoS != tc.max {
+				t.Fatalf("got %+v, want PUBLISH with QoS %d", p, tc.max)
+			}
+			if !strings.Contains(logs.String(), tc.want) {
+				t.Errorf("log %q does not say %q", logs.String(), tc.want)
+			}
+		})
 	}
 }
