@@ -364,7 +364,7 @@ forward:
 // (messages, bytes, oldest age), a non-zero ingest rate and evictions; once
 // the upstream is up, a non-zero drain rate; after the drain, an empty
 // backlog. `holdfast status` shows the same. Every acknowledged message is
-// either delivered upstream or counted as evicted.
+// delivered upstream or counted as evicted (an in-flight one may be both).
 //
 // Rates are sampled every 5 s by the agent, so this test takes about 15 s.
 func TestStatusFields(t *testing.T) {
@@ -449,8 +449,12 @@ func TestStatusFields(t *testing.T) {
 	for _, n := range got {
 		delivered[n] = true
 	}
-	if evicted := st.Drops["evicted"]; uint64(len(delivered))+evicted != uint64(len(d.acked)) {
-		t.Errorf("%d acknowledged, %d delivered + %d evicted", len(d.acked), len(delivered), evicted)
+	// A record evicted while in flight upstream may still arrive there
+	// (queue.DropOldest leaves it with the uplink), so it can be both
+	// delivered and counted as evicted: what was acknowledged is at most
+	// what was delivered and evicted.
+	if evicted := st.Drops["evicted"]; uint64(len(delivered))+evicted < uint64(len(d.acked)) {
+		t.Errorf("%d acknowledged, only %d delivered + %d evicted", len(d.acked), len(delivered), evicted)
 	}
 	t.Logf("%d acknowledged, %d delivered, %d evicted", len(d.acked), len(delivered), st.Drops["evicted"])
 }
