@@ -195,9 +195,16 @@ func TestLocalDropsInStatus(t *testing.T) {
 			t.Errorf("drops has no %q", reason)
 		}
 	}
-	if m := r.get(t, "/metrics"); !strings.Contains(m, `holdfast_dropped_total{reason="local_queue_full"} 3`) ||
+	m := r.get(t, "/metrics")
+	if !strings.Contains(m, `holdfast_dropped_total{reason="local_queue_full"} 3`) ||
 		!strings.Contains(m, "holdfast_local_sessions 2") {
 		t.Errorf("/metrics:\n%s", m)
+	}
+	// Every uplink state has its sample, waiting included.
+	for _, s := range uplinkStates {
+		if !strings.Contains(m, `holdfast_uplink_state{state="`+s+`"} `) {
+			t.Errorf("/metrics has no uplink state %q", s)
+		}
 	}
 }
 

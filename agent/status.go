@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"holdfast/internal/admin"
+	"holdfast/uplink"
 )
 
 // Status is what /api/status returns and `holdfast status` renders.
@@ -105,9 +106,10 @@ var serialCounters = []struct {
 // UplinkStatus is the upstream link as an operator sees it.
 type UplinkStatus struct {
 	URL string `json:"url"`
-	// State is connecting, backoff, connected, draining or stalled:
-	// "connected" means messages are being acknowledged (or none wait).
-	// The uplink may add states; readers show any string as it is.
+	// State is connecting, backoff, waiting (connected, no acknowledgement
+	// yet while messages wait), connected, draining or stalled: "connected"
+	// means messages are being acknowledged (or none wait). The uplink may
+	// add states; readers show any string as it is.
 	State     string    `json:"state"`
 	Since     time.Time `json:"since,omitzero"`
 	LastAck   time.Time `json:"last_ack,omitzero"`
@@ -136,7 +138,10 @@ type RateStatus struct {
 
 // uplinkStates are the uplink states /metrics always has a sample for; a
 // state the uplink reports beyond these gets one while it is current.
-var uplinkStates = []string{"connecting", "backoff", "connected", "draining", "stalled"}
+var uplinkStates = []string{
+	uplink.StateConnecting, uplink.StateBackoff, uplink.StateWaiting, uplink.StateConnected,
+	uplink.StateDraining, uplink.StateStalled,
+}
 
 // rateWindow is how often ingest and drain rates are sampled.
 const rateWindow = 5 * time.Second
