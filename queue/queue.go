@@ -54,6 +54,9 @@ var (
 	// below the reserve; writes carrying messages are refused until space
 	// comes back. Acks, marks and state still go through.
 	ErrDiskFull = errors.New("queue: disk reserve reached")
+	// ErrLocked means another Queue, usually a running agent, has Dir
+	// open: one Queue per directory.
+	ErrLocked = errors.New("queue: in use by another process")
 	// ErrNoQueue means Options.NoCreate is set and Dir holds no queue.
 	ErrNoQueue = errors.New("queue: no queue in this directory")
 	// ErrNotFound means the record (or state key) does not exist.
@@ -195,6 +198,9 @@ func Open(opts Options) (*Queue, error) {
 	}
 	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("queue: data dir %s: %w", opts.Dir, err)
+	}
+	if err := checkUnlocked(opts.Dir); err != nil {
+		return nil, fmt.Errorf("%w: %s", err, opts.Dir)
 	}
 	db, err := badger.Open(opts.badgerOptions())
 	if err != nil {

@@ -785,3 +785,19 @@ func TestOpenNoCreate(t *testing.T) {
 		t.Fatalf("reopened with NoCreate: %d messages, want 1", st.Messages)
 	}
 }
+
+// TestOpenLocked: a second Open of a directory in use fails with
+// ErrLocked, and the first queue keeps working.
+func TestOpenLocked(t *testing.T) {
+	dir := t.TempDir()
+	q := open(t, Options{Dir: dir})
+	if _, err := Open(Options{Dir: dir, Logger: quiet}); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second open: %v, want ErrLocked", err)
+	}
+	appendN(t, q, 0, 1)
+	q.Close()
+	q2 := open(t, Options{Dir: dir})
+	if st := q2.Stats(); st.Messages != 1 {
+		t.Fatalf("reopened: %d messages, want 1", st.Messages)
+	}
+}

@@ -62,9 +62,9 @@ func runQueue(args []string, stdout, stderr io.Writer) error {
 	switch {
 	case errors.Is(err, queue.ErrNoQueue):
 		return fmt.Errorf("%w (holdfast has not run with queue.dir %s yet, or the directory is mistyped)", err, cfg.Queue.Dir)
-	case err != nil && heldByAgent(err) && sub != "export":
+	case err != nil && errors.Is(err, queue.ErrLocked) && sub != "export":
 		return askAgent(sub, *adminFlag, cfg, *n, stdout, stderr, err)
-	case err != nil && heldByAgent(err):
+	case errors.Is(err, queue.ErrLocked):
 		return fmt.Errorf("queue %s is in use by a running holdfast: stop it to export the queue (stats and peek ask the running agent)", cfg.Queue.Dir)
 	case err != nil:
 		return err
@@ -94,17 +94,6 @@ func runQueue(args []string, stdout, stderr io.Writer) error {
 			return agent.ScanQueue(q, -1, fn)
 		})
 	}
-}
-
-// heldByAgent reports whether err from queue.Open means that another
-// process (the running agent) holds the directory. Badger flattens the
-// flock error into text ("Cannot acquire directory lock on ... Another
-// process is using this Badger database."), so errors.Is cannot see it;
-// TestQueueCommandsWhileRunning keeps this match honest against the real
-// agent.
-func heldByAgent(err error) bool {
-	s := strings.ToLower(err.Error())
-	return strings.Contains(s, "cannot acquire directory lock") || strings.Contains(s, "another process is using this badger database")
 }
 
 // writeRecords writes the records scan produces as JSON lines to w; corrupt
