@@ -961,7 +961,7 @@ func TestDisconnectWithWillKeepsDelay(t *testing.T) {
 func TestPahoInterop(t *testing.T) {
 	py := "/usr/bin/python3" // Debian's, where python3-paho-mqtt installs
 	if out, err := exec.Command(py, "-c", "import paho.mqtt.client").CombinedOutput(); err != nil {
-		t.Skipf("python3-paho-mqtt not installed: %s", out)
+		testenv.Missing(t, "python3-paho-mqtt not installed: %s", out)
 	}
 	tb := startBroker(t, Options{}, nil, nil)
 	i := strings.LastIndexByte(tb.addr, ':')

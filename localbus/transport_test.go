@@ -194,7 +194,7 @@ func TestMosquittoTLS(t *testing.T) {
 func TestPahoWebSocket(t *testing.T) {
 	py := "/usr/bin/python3" // Debian's, where python3-paho-mqtt installs
 	if out, err := exec.Command(py, "-c", "import paho.mqtt.client").CombinedOutput(); err != nil {
-		t.Skipf("python3-paho-mqtt not installed: %s", out)
+		testenv.Missing(t, "python3-paho-mqtt not installed: %s", out)
 	}
 	certs := testenv.GenerateCerts(t)
 	tb := startBroker(t, Options{}, nil, nil)

@@ -40,11 +40,20 @@ func LookTool(t testing.TB, name, debianPackage string) string {
 			return p
 		}
 	}
-	if os.Getenv(RequireToolsEnv) == "1" {
-		t.Fatalf("%s not found and %s=1: install the Debian package %s (bash .ci/run does)", name, RequireToolsEnv, debianPackage)
-	}
-	t.Skipf("%s not found: install the Debian package %s (bash .ci/run does)", name, debianPackage)
+	Missing(t, "%s not found: install the Debian package %s (bash .ci/run does)", name, debianPackage)
 	return ""
+}
+
+// Missing skips the test because something it needs from the machine (a
+// tool, a Python module) is not there, with a message that says what to
+// install; with HOLDFAST_REQUIRE_TOOLS=1 in the environment it fails the
+// test instead.
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv(RequireToolsEnv) == "1" {
+		t.Fatalf(format+" (%s=1: required)", append(args, RequireToolsEnv)...)
+	}
+	t.Skipf(format, args...)
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.

@@ -129,10 +129,10 @@ print("rc=%s" % result.get("rc"))
 func TestPahoWebSocket(t *testing.T) {
 	python := "/usr/bin/python3"
 	if _, err := os.Stat(python); err != nil {
-		t.Skip("/usr/bin/python3 not found: install the Debian packages python3 and python3-paho-mqtt")
+		testenv.Missing(t, "/usr/bin/python3 not found: install the Debian packages python3 and python3-paho-mqtt")
 	}
 	if err := exec.Command(python, "-c", "import paho.mqtt.client").Run(); err != nil {
-		t.Skip("paho for Python not found: install the Debian package python3-paho-mqtt")
+		testenv.Missing(t, "paho for Python not found: install the Debian package python3-paho-mqtt")
 	}
 	ln, err := Listen(ListenOptions{Type: TypeWS, Address: "127.0.0.1:0"})
 	if err != nil {
