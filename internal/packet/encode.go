@@ -21,8 +21,8 @@ package packet
 // protocol's maximum size. Topic filters are not checked beyond that, as
 // the decoder does not check them (see Subscribe).
 //
-// The checks cost no allocation: encoding into a buffer large enough
-// allocates nothing.
+// The checks allocate nothing unless they refuse: encoding into a buffer
+// large enough allocates nothing.
 func Append(dst []byte, p Packet, v Version) ([]byte, error) {
 	var e encoder
 	if err := e.measure(p, v); err != nil {
