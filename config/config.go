@@ -508,12 +508,19 @@ const (
 	DefaultLogFormat = "text"
 )
 
-// Log configures logging to standard error.
+// Log configures logging: to standard error (the journal under systemd),
+// or appended to a file.
 type Log struct {
 	// Level is debug, info, warn or error. Default: info.
 	Level string `yaml:"level"`
 	// Format is text or json. Default: text.
 	Format string `yaml:"format"`
+	// File, when set, is where log lines are appended instead of standard
+	// error (created 0640 if missing): for a service manager that keeps
+	// no standard error, such as Windows'. Not rotated by holdfast (it
+	// reopens nothing, so rotate with copytruncate). Default: "" (standard
+	// error).
+	File string `yaml:"file"`
 }
 
 // SlogLevel returns Level as a slog.Level (info for an unknown level, which

@@ -5,6 +5,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -46,12 +47,39 @@ func (c *Config) CheckFiles() error {
 			v.bad("upstream.password_file", "%v", err)
 		}
 	}
+	if f := c.Log.File; f != "" {
+		checkLogFile(v, f)
+	}
 	if secureScheme(c.Upstream.URL) {
 		t := c.Upstream.TLS
 		fc.caBundle("upstream.tls.ca_file", t.CAFile)
 		fc.keyPair("upstream.tls.cert_file", t.CertFile, "upstream.tls.key_file", t.KeyFile)
 	}
 	return joinErrors(v.errs)
+}
+
+// checkLogFile reports what would stop holdfast from appending to file,
+// without creating it: its directory must exist, and the file, if it is
+// there, be a regular file open for appending.
+func checkLogFile(v *validator, file string) {
+	if fi, err := os.Stat(filepath.Dir(file)); err != nil || !fi.IsDir() {
+		v.bad("log.file", "directory of %s does not exist", file)
+		return
+	}
+	fi, err := os.Stat(file)
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	if err == nil && !fi.Mode().IsRegular() {
+		v.bad("log.file", "%s is not a regular file", file)
+		return
+	}
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		v.bad("log.file", "%v", err)
+		return
+	}
+	f.Close()
 }
 
 // ReadPasswordFile returns the password held in file: its one line, a

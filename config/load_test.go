@@ -144,6 +144,10 @@ func TestCheckFilesParses(t *testing.T) {
 		{"upstream:\n  password_file: " + empty + "\n", []string{"line 2: upstream.password_file: " + empty + ": empty: the file holds no password"}},
 		{"upstream:\n  password_file: " + twoLines + "\n", []string{"upstream.password_file: " + twoLines + ": more than one line"}},
 		{"auth:\n  password_file: " + filepath.Join(dir, "missing") + "\n", []string{"auth.password_file: open " + filepath.Join(dir, "missing") + ": no such file or directory"}},
+		{"log:\n  file: " + filepath.Join(dir, "holdfast.log") + "\n", nil},
+		{"log:\n  file: " + pass + "\n", nil},
+		{"log:\n  file: " + filepath.Join(dir, "no-such-dir", "holdfast.log") + "\n", []string{"line 2: log.file: directory of " + filepath.Join(dir, "no-such-dir", "holdfast.log") + " does not exist"}},
+		{"log:\n  file: " + dir + "\n", []string{"log.file: " + dir + " is not a regular file"}},
 		// Several problems come together, one per line.
 		{"auth:\n  password_file: " + junkPasswd + "\n  acl_file: " + badACL + "\n" + upstreamTLS(notPEM, certs.ClientCertFile, certs.ClientKeyFile),
 			[]string{"auth.password_file: ", "auth.acl_file: ", "upstream.tls.ca_file: "}},
@@ -177,6 +181,22 @@ func TestCheckFilesParses(t *testing.T) {
 		if !errors.Is(err, ErrValue) {
 			t.Errorf("CheckFiles(%q) = %v, want ErrValue", tc.doc, err)
 		}
+	}
+}
+
+// TestCheckFilesCreatesNoLogFile: checking a configuration with log.file
+// leaves the file system as it was.
+func TestCheckFilesCreatesNoLogFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "holdfast.log")
+	c, err := Parse([]byte("log:\n  file: " + file + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CheckFiles(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(file); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("CheckFiles created %s (%v)", file, err)
 	}
 }
 

@@ -698,3 +698,35 @@ func TestUpstreamRestart(t *testing.T) {
 	got := collect(t, up.Addr())
 	checkDelivery(t, "e2e/restart/q1", d.acked, got["e2e/restart/q1"], false)
 }
+
+// TestLogFile: with log.file set, holdfast appends its log lines to the
+// file and writes none to standard error.
+func TestLogFile(t *testing.T) {
+	g := newGateway(t, fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), "")
+	file := filepath.Join(g.dir, "holdfast.log")
+	if err := os.WriteFile(file, []byte("an earlier line\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(g.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(b), "log:\n  level: debug\n", "log:\n  level: debug\n  file: "+file+"\n", 1)
+	if err := os.WriteFile(g.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g.start()
+	if code := g.term(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	logged, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(logged), "an earlier line\n") || !strings.Contains(string(logged), "level=INFO") {
+		t.Errorf("log file does not hold the earlier line and then holdfast's lines:\n%s", logged)
+	}
+	if strings.Contains(g.log.String(), "level=") {
+		t.Errorf("log lines on standard error too:\n%s", g.log.String())
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -98,7 +99,16 @@ func runAgent(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	logger := newLogger(cfg.Log, stderr)
+	logOut := stderr
+	if cfg.Log.File != "" {
+		f, err := os.OpenFile(cfg.Log.File, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		if err != nil {
+			return &configError{fmt.Errorf("config: log.file: %w", err)}
+		}
+		defer f.Close()
+		logOut = f
+	}
+	logger := newLogger(cfg.Log, logOut)
 	slog.SetDefault(logger)
 	agent.Version = version
 
