@@ -99,13 +99,14 @@ func expectPrinted(t *testing.T, done chan error, out *syncBuffer, want string) 
 }
 
 // TestMosquittoClients runs Debian's mosquitto_pub and mosquitto_sub against
-// the broker in both protocol versions: QoS 0/1/2 both ways, wildcards,
-// retained messages, a persistent session that collects messages while the
+// the broker in both protocol versions, and as the MQTT 3.1 ("MQIsdp")
+// clients old devices still are: QoS 0/1/2 both ways, wildcards, retained
+// messages, a persistent session that collects messages while the
 // subscriber is away, and a will.
 func TestMosquittoClients(t *testing.T) {
 	subTool := testenv.LookTool(t, "mosquitto_sub", "mosquitto-clients")
 	pubTool := testenv.LookTool(t, "mosquitto_pub", "mosquitto-clients")
-	for _, v := range []string{"mqttv311", "mqttv5"} {
+	for _, v := range []string{"mqttv31", "mqttv311", "mqttv5"} {
 		t.Run(v, func(t *testing.T) {
 			tb := startBroker(t, Options{}, nil, nil)
 			hp := hostPort(tb.addr)

@@ -556,6 +556,37 @@ func TestMalformedConnect(t *testing.T) {
 	}
 }
 
+// An MQTT 3.1 ("MQIsdp", level 3) CONNECT without a client id gets CONNACK
+// 0x02, identifier rejected (3.1 section 3.1: 1 to 23 characters); one with a
+// client id is accepted (TestMosquittoClients/mqttv31 runs a real 3.1 client).
+// A client id over 23 characters is accepted, as mosquitto does: old devices
+// that send one worked with it.
+func TestMQTT31ClientID(t *testing.T) {
+	tb := startBroker(t, Options{}, nil, nil)
+	connect := func(id string) []byte {
+		body := append([]byte{0, 6, 'M', 'Q', 'I', 's', 'd', 'p', 3, 0x02, 0, 60, 0, byte(len(id))}, id...)
+		return append([]byte{0x10, byte(len(body))}, body...)
+	}
+	for _, c := range []struct {
+		id   string
+		want packet.ReasonCode
+	}{
+		{"", packet.ConnRefusedIdentifierRejected},
+		{"old-device", packet.Success},
+		{strings.Repeat("x", 30), packet.Success},
+	} {
+		nc := rawConn(t, tb.addr, connect(c.id))
+		nc.SetReadDeadline(time.Now().Add(wait))
+		r := packet.NewReader(nc, 0)
+		r.SetVersion(packet.V311)
+		p, err := r.ReadPacket()
+		if ca, ok := p.(*packet.Connack); !ok || ca.ReasonCode != c.want {
+			t.Fatalf("client id %q: got %#v %v, want CONNACK %v", c.id, p, err, c.want)
+		}
+		nc.Close()
+	}
+}
+
 // A first packet other than CONNECT closes the connection without an answer
 // (3.1.1 and 5.0 MQTT-3.1.0-1), and nothing in it is processed.
 func TestFirstPacketNotConnect(t *testing.T) {

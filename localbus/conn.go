@@ -464,6 +464,10 @@ func (c *conn) connect(cp *packet.Connect) bool {
 	}
 	cid, assigned := cp.ClientID, false
 	if cid == "" {
+		if cp.Version == packet.V31 {
+			// MQTT 3.1 has no empty client id: 1 to 23 characters.
+			return refuse(packet.ClientIdentifierNotValid, packet.ConnRefusedIdentifierRejected, "empty client id (MQTT 3.1)")
+		}
 		if !v5 && !cp.CleanStart {
 			return refuse(packet.ClientIdentifierNotValid, packet.ConnRefusedIdentifierRejected, "empty client id without clean session")
 		}
