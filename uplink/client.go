@@ -609,21 +609,27 @@ func (a *acker) run() {
 	}
 }
 
+// flush writes what has gathered, in Ack calls of at most maxAckBatch.
 func (a *acker) flush(batch *[]uint64) {
 	a.mu.Lock()
 	*batch, a.seqs = a.seqs, (*batch)[:0]
 	a.mu.Unlock()
-	if len(*batch) == 0 {
-		return
+	for b := *batch; len(b) > 0; {
+		n := min(len(b), maxAckBatch)
+		a.ack(b[:n])
+		b = b[n:]
 	}
-	err := a.src.Ack(*batch...)
+}
+
+func (a *acker) ack(seqs []uint64) {
+	err := a.src.Ack(seqs...)
 	if err != nil {
 		// Not deleted: the messages stay queued and go out again after a
 		// restart (at least once). Retry once before saying so.
 		time.Sleep(100 * time.Millisecond)
-		if err = a.src.Ack(*batch...); err != nil {
+		if err = a.src.Ack(seqs...); err != nil {
 			a.log.Error("queue ack failed; messages will be sent again after a restart",
-				"err", err, "messages", len(*batch))
+				"err", err, "messages", len(seqs))
 		}
 	}
 }

@@ -1,7 +1,9 @@
 package uplink
 
 import (
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -164,5 +166,50 @@ func TestOptionsDefaultsAndErrors(t *testing.T) {
 	}
 	if _, err := New(Options{URL: "mqtt://h"}, nil, nil); err == nil {
 		t.Error("New accepted a nil Source")
+	}
+}
+
+// slowAckSource records Ack calls; the first waits until open is closed
+// (a slow commit while acknowledgements keep arriving).
+type slowAckSource struct {
+	memSource
+	once    sync.Once
+	entered chan struct{}
+	open    chan struct{}
+	mu      sync.Mutex
+	calls   [][]uint64
+}
+
+func (s *slowAckSource) Ack(seqs ...uint64) error {
+	s.once.Do(func() { close(s.entered); <-s.open })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, slices.Clone(seqs))
+	return nil
+}
+
+// TestAckerBatchesBounded: acknowledgements that pile up while a Source
+// Ack is slow are written in batches of at most maxAckBatch (a queue
+// refuses a write larger than one transaction), all of them, in order.
+func TestAckerBatchesBounded(t *testing.T) {
+	src := &slowAckSource{entered: make(chan struct{}), open: make(chan struct{})}
+	a := newAcker(src, testLogger(t))
+	a.add(1)
+	<-src.entered
+	const n = 5*maxAckBatch + 17
+	for seq := uint64(2); seq <= n; seq++ {
+		a.add(seq)
+	}
+	close(src.open)
+	a.close()
+	var all []uint64
+	for _, c := range src.calls {
+		if len(c) > maxAckBatch {
+			t.Errorf("Ack of %d seqs, want at most %d", len(c), maxAckBatch)
+		}
+		all = append(all, c...)
+	}
+	if len(all) != n || !slices.IsSorted(all) || all[0] != 1 || all[n-1] != n {
+		t.Errorf("acked %d seqs (sorted %v), want 1..%d once each", len(all), slices.IsSorted(all), n)
 	}
 }
