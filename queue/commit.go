@@ -170,6 +170,13 @@ func (q *Queue) commit(batch []*request) {
 	}
 	q.wctr = c
 	q.publish(c, &eff, len(batch), wrote, time.Since(start))
+	var written uint64
+	for i, r := range batch {
+		if r.kind == reqWrite && res[i] == nil {
+			written += r.size
+		}
+	}
+	q.maybePageOut(written)
 	var notes []note
 	for i, r := range batch {
 		if r.ch != nil {
@@ -339,6 +346,21 @@ func (q *Queue) maybeReclaim(c counters) {
 	q.peakBytes = c.bytes
 	select {
 	case q.gcKick <- struct{}{}:
+	default:
+	}
+}
+
+// maybePageOut kicks a page-out (pageOutMapped) once pageOutBytes of
+// records were written since the last kick, so that a fast fill does not
+// pile up mapped pages between the timed page-outs.
+func (q *Queue) maybePageOut(written uint64) {
+	q.sincePageOut += written
+	if q.sincePageOut < pageOutBytes {
+		return
+	}
+	q.sincePageOut = 0
+	select {
+	case q.pageKick <- struct{}{}:
 	default:
 	}
 }

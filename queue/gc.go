@@ -44,13 +44,15 @@ func (q *Queue) maintain() {
 			q.reclaim(false)
 		case <-q.gcKick:
 			q.reclaim(true)
+		case <-q.pageKick:
+			_, _ = pageOutMapped(q.mapDir, activeTail) // a hint; refused on old kernels
 		case <-page.C:
 			q.mu.Lock()
 			commits := q.cs.commits
 			q.mu.Unlock()
 			if commits != pagedAt {
 				pagedAt = commits
-				_, _ = pageOutMapped(q.mapDir, activeTail) // a hint; refused on old kernels
+				_, _ = pageOutMapped(q.mapDir, activeTail)
 			}
 		}
 	}
@@ -59,7 +61,13 @@ func (q *Queue) maintain() {
 // activeTail is how much of the newest value-log file's written data
 // pageOutMapped leaves resident: what a consumer keeping up with the
 // producers reads next.
-const activeTail = 4 << 20
+const activeTail = 1 << 20
+
+// pageOutBytes: besides every pageOutInterval, a page-out runs whenever
+// this many bytes of records were written since the last one, so that the
+// mapped pages a fast fill leaves behind stay bounded by about this much
+// whatever the rate.
+const pageOutBytes = 4 << 20
 
 // pageOutInterval is how often, while commits happen, the maintenance
 // goroutine has the kernel reclaim the mapped value-log and table pages

@@ -17,15 +17,20 @@ import (
 // with EINVAL, which leaves things as they were.
 const madvPageout = 21
 
+// walTail is how much of the newest memtable WAL stays resident: the
+// page being appended to, so the next write does not read it back in.
+const walTail = 64 << 10
+
 // pageOutMapped asks the kernel to reclaim the resident pages of the
 // files of dir that Badger has memory-mapped: every value-log file but
-// the newest, the newest one except its last keep bytes written,
-// and the tables. Badger writes the value log through shared file
-// mappings and reads tables through mappings too, and keeps both mapped,
-// so every page written or read would otherwise stay in the process's
-// RSS until memory runs short: during a fill of a million messages, the
-// newest value-log file and the tables that compaction read made up half
-// of it. The pages are backed by the files (the kernel writes back any
+// the newest, the newest one except its last keep bytes written, the
+// memtable WALs (of the newest, all but its last walTail bytes: WALs are
+// read only when Badger opens) and the tables. Badger writes the value
+// log and the WALs through shared file mappings and reads tables through
+// mappings too, and keeps all of them mapped, so every page written or
+// read would otherwise stay in the process's RSS until memory runs short:
+// during a fill of a million messages, the newest value-log file and the
+// tables that compaction read made up half of it. The pages are backed by the files (the kernel writes back any
 // that are dirty before dropping them; nothing is lost) and a later read
 // faults them in again. MADV_PAGEOUT never discards data, so a range
 // Badger unmapped and the runtime reused in the meantime is not harmed
@@ -36,19 +41,20 @@ func pageOutMapped(dir string, keep uint64) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	newest := -1
+	newest := map[string]int{}
 	for _, m := range ms {
-		newest = max(newest, m.fid)
+		newest[m.ext] = max(newest[m.ext], m.fid)
 	}
+	tail := map[string]uint64{".vlog": keep, ".mem": walTail}
 	var n int64
 	for _, m := range ms {
 		lo, hi := m.lo, m.hi
-		if m.fid >= 0 && m.fid == newest {
+		if t, ok := tail[m.ext]; ok && m.fid == newest[m.ext] {
 			end, ok := writtenEnd(m.path)
-			if !ok || end < keep {
+			if !ok || end < t {
 				continue
 			}
-			hi = min(hi, lo+end-keep)
+			hi = min(hi, lo+end-t)
 		}
 		if err := madvise(lo, hi, madvPageout); err != nil {
 			return n, err
@@ -58,16 +64,17 @@ func pageOutMapped(dir string, keep uint64) (int64, error) {
 	return n, nil
 }
 
-// mapping is one memory mapping of a value-log file or table of the
-// queue's directory.
+// mapping is one memory mapping of a value-log file, memtable WAL or
+// table of the queue's directory.
 type mapping struct {
 	lo, hi uint64
-	fid    int // value-log file id; -1 for a table
+	ext    string // ".vlog", ".mem" or ".sst"
+	fid    int    // file id of a value-log file or WAL; -1 for a table
 	path   string
 }
 
 // mappedFiles lists the shared mappings of dir's value-log files and
-// the mappings of its tables, from /proc/self/maps.
+// memtable WALs and the mappings of its tables, from /proc/self/maps.
 func mappedFiles(dir string) ([]mapping, error) {
 	maps, err := os.ReadFile("/proc/self/maps")
 	if err != nil {
@@ -82,8 +89,9 @@ func mappedFiles(dir string) ([]mapping, error) {
 			continue
 		}
 		fid := -1
-		switch ext := filepath.Ext(f[5]); {
-		case ext == ".vlog" && strings.Contains(f[1], "s"):
+		ext := filepath.Ext(f[5])
+		switch {
+		case (ext == ".vlog" || ext == ".mem") && strings.Contains(f[1], "s"):
 			n, err := strconv.Atoi(strings.TrimSuffix(filepath.Base(f[5]), ext))
 			if err != nil {
 				continue
@@ -105,14 +113,15 @@ func mappedFiles(dir string) ([]mapping, error) {
 		if err1 != nil || err2 != nil || hi <= lo {
 			continue
 		}
-		ms = append(ms, mapping{lo, hi, fid, f[5]})
+		ms = append(ms, mapping{lo, hi, ext, fid, f[5]})
 	}
 	return ms, nil
 }
 
-// writtenEnd returns how far the value-log file at path holds data: the
-// first hole (SEEK_HOLE). Badger preallocates the file sparsely
-// (ftruncate to twice ValueLogFileSize) and writes it from its start, and
+// writtenEnd returns how far the value-log file or WAL at path holds
+// data: the first hole (SEEK_HOLE). Badger preallocates the file sparsely
+// (ftruncate to twice ValueLogFileSize or MemTableSize) and writes it from
+// its start, and
 // every commit syncs what it wrote, so that is where writing got to,
 // rounded up to a filesystem block. On a filesystem without holes it is
 // the file's size, and ok is false when the file cannot be read.

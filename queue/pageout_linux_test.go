@@ -42,9 +42,9 @@ func resident(t *testing.T, m mapping) uint64 {
 }
 
 // TestPageOutMapped fills several value-log files and enough tables, has
-// the kernel reclaim their mapped pages but the last keep bytes written
-// of the newest value-log file, checks what stays resident, and checks
-// every record still reads back intact, in order.
+// the kernel reclaim their mapped pages and the WALs' but the last bytes
+// written of the newest value-log file and WAL, checks what stays
+// resident, and checks every record still reads back intact, in order.
 func TestPageOutMapped(t *testing.T) {
 	q := open(t, Options{ValueLogFileSize: 1 << 20, MemTableSize: 1 << 20, GCInterval: -1})
 	const n = 24000 // ~6 MiB of records: six value-log files, keys for a few tables
@@ -63,17 +63,14 @@ func TestPageOutMapped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	newest, vlogs, tables := -1, 0, 0
+	newest := map[string]int{}
+	count := map[string]int{}
 	for _, m := range ms {
-		newest = max(newest, m.fid)
-		if m.fid >= 0 {
-			vlogs++
-		} else {
-			tables++
-		}
+		newest[m.ext] = max(newest[m.ext], m.fid)
+		count[m.ext]++
 	}
-	if vlogs < 2 || tables == 0 {
-		t.Fatalf("%d value-log and %d table mappings under %s; want several of each", vlogs, tables, q.mapDir)
+	if count[".vlog"] < 2 || count[".sst"] == 0 || count[".mem"] == 0 {
+		t.Fatalf("mappings under %s: %v; want several value-log files, tables and a WAL", q.mapDir, count)
 	}
 	const keep = 64 << 10
 	advised, err := pageOutMapped(q.mapDir, keep)
@@ -83,18 +80,24 @@ func TestPageOutMapped(t *testing.T) {
 	if err != nil {
 		t.Fatalf("page out: %v", err)
 	}
-	var left, leftNewest uint64
+	var left, leftNewest, leftWAL uint64
 	for _, m := range ms {
 		r := resident(t, m)
-		if m.fid == newest {
+		switch {
+		case m.ext == ".vlog" && m.fid == newest[".vlog"]:
 			leftNewest = r
-		} else {
+		case m.ext == ".mem" && m.fid == newest[".mem"]:
+			leftWAL = r
+		default:
 			left += r
 		}
 	}
+	if leftWAL > walTail+4*uint64(os.Getpagesize()) {
+		t.Errorf("newest WAL: %d KiB resident, want at most about the last %d KiB written", leftWAL>>10, walTail>>10)
+	}
 	// Compaction may read a table back in meanwhile: allow a few pages.
 	if left > 16*uint64(os.Getpagesize()) {
-		t.Errorf("%d KiB of older value-log files and tables still resident after page-out", left>>10)
+		t.Errorf("%d KiB of older value-log files, WALs and tables still resident after page-out", left>>10)
 	}
 	// What stays is the last keep bytes up to the end of the last block
 	// written, and the header page Badger reads.
@@ -117,6 +120,6 @@ func TestPageOutMapped(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	t.Logf("advised %d KiB of %d value-log and %d table mappings; newest value log %d KiB resident after",
-		advised>>10, vlogs, tables, leftNewest>>10)
+	t.Logf("advised %d KiB of mappings %v; newest value log %d KiB and WAL %d KiB resident after",
+		advised>>10, count, leftNewest>>10, leftWAL>>10)
 }

@@ -139,6 +139,7 @@ type Queue struct {
 	lastDiskCheck time.Time
 	peakBytes     uint64 // most bytes held since the last reclaim
 	drainLeft     bool   // a reclaim ran and more of the backlog is left to drain
+	sincePageOut  uint64 // record bytes written since the last page-out kick
 	scratch       []byte
 
 	// consumer-visible state, guarded by mu.
@@ -155,6 +156,7 @@ type Queue struct {
 	closeOnce sync.Once
 	closeErr  error
 	gcKick    chan struct{}
+	pageKick  chan struct{}
 	notes     notifier
 	wg        sync.WaitGroup
 }
@@ -228,19 +230,20 @@ func Open(opts Options) (*Queue, error) {
 		return nil, fmt.Errorf("queue: open %s: counters: %w", opts.Dir, err)
 	}
 	q := &Queue{
-		opts:    opts,
-		db:      db,
-		mapDir:  resolvedDir(opts.Dir),
-		wake:    make(chan struct{}, 1),
-		wctr:    c,
-		ctr:     c,
-		tail:    c.nextSeq,
-		readSeq: c.head,
-		leased:  make(map[uint64]struct{}),
-		avail:   make(chan struct{}),
-		closed:  make(chan struct{}),
-		gcKick:  make(chan struct{}, 1),
-		notes:   notifier{wake: make(chan struct{}, 1), stop: make(chan struct{})},
+		opts:     opts,
+		db:       db,
+		mapDir:   resolvedDir(opts.Dir),
+		wake:     make(chan struct{}, 1),
+		wctr:     c,
+		ctr:      c,
+		tail:     c.nextSeq,
+		readSeq:  c.head,
+		leased:   make(map[uint64]struct{}),
+		avail:    make(chan struct{}),
+		closed:   make(chan struct{}),
+		gcKick:   make(chan struct{}, 1),
+		pageKick: make(chan struct{}, 1),
+		notes:    notifier{wake: make(chan struct{}, 1), stop: make(chan struct{})},
 	}
 	q.peakBytes = c.bytes
 	q.wg.Add(3)
