@@ -26,10 +26,18 @@ func benchMsg(i int) Message {
 }
 
 func benchSize() int {
-	if os.Getenv(envBigBench) != "" {
+	switch v := os.Getenv(envBigBench); v {
+	case "":
+		return 20_000
+	case "1":
 		return 1_000_000
+	default:
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			panic(envBigBench + "=" + v + ": want 1 (a million) or a message count")
+		}
+		return n
 	}
-	return 20_000
 }
 
 // fill appends n 200-byte messages in writes of 1000.

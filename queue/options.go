@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 )
 
 // Policy says what the queue does when MaxMessages or MaxBytes is reached.
@@ -58,7 +59,7 @@ const (
 	DefaultGCAfterDrainBytes = 16 << 20
 	DefaultMemTableSize      = 4 << 20
 	DefaultNumMemtables      = 2
-	DefaultBaseTableSize     = 2 << 20
+	DefaultBaseTableSize     = 1 << 20
 	DefaultValueLogFileSize  = 32 << 20
 	DefaultValueThreshold    = 64
 	DefaultBlockCacheSize    = 4 << 20
@@ -128,7 +129,10 @@ type Options struct {
 	// NumMemtables is how many memtables Badger keeps (active plus
 	// waiting to flush). Default 2.
 	NumMemtables int
-	// BaseTableSize is the size of Badger's level-1 tables. Default 2 MiB.
+	// BaseTableSize is the size of Badger's tables (every level). Default
+	// 1 MiB. Badger builds each table in memory, and a compaction keeps up
+	// to a dozen builders in flight, so this bounds the heap a compaction
+	// takes; larger means fewer tables and files.
 	BaseTableSize int64
 	// ValueLogFileSize is the size of one value-log file. Default 32 MiB.
 	ValueLogFileSize int64
@@ -245,6 +249,7 @@ func (o *Options) badgerOptions() badger.Options {
 		WithBlockCacheSize(o.BlockCacheSize).
 		WithIndexCacheSize(o.IndexCacheSize).
 		WithNumCompactors(2).
+		WithCompression(options.None).
 		WithNumGoroutines(1).
 		WithCompactL0OnClose(false).
 		WithLogger(slogBadger{o.Logger})
