@@ -177,6 +177,11 @@ func (q *Queue) commit(batch []*request) {
 		}
 	}
 	q.maybePageOut(written)
+	for i, r := range batch {
+		if res[i] != nil && r.kind != reqWrite && r.kind != reqMark && !errors.Is(res[i], ErrClosed) {
+			q.restore(r.seqs)
+		}
+	}
 	var notes []note
 	for i, r := range batch {
 		if r.ch != nil {

@@ -176,6 +176,33 @@ func (q *Queue) Release(seqs ...uint64) {
 	}
 }
 
+// restore makes records whose removal (ack, dead letter, expiry) failed
+// visible again at their original position: forget had already taken them
+// out of the lease and released sets, and Lease reads past them. Seqs at
+// or past readSeq are still ahead of the reader and need nothing.
+func (q *Queue) restore(seqs []uint64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	any := false
+	for _, s := range seqs {
+		if s >= q.readSeq || s < q.ctr.head {
+			continue
+		}
+		if _, ok := q.leased[s]; ok {
+			continue
+		}
+		i, found := slices.BinarySearch(q.released, s)
+		if !found {
+			q.released = slices.Insert(q.released, i, s)
+			any = true
+		}
+	}
+	if any {
+		close(q.avail)
+		q.avail = make(chan struct{})
+	}
+}
+
 // removeReleased drops s from the released set; q.mu is held.
 func (q *Queue) removeReleased(s uint64) {
 	if i, ok := slices.BinarySearch(q.released, s); ok {

@@ -418,21 +418,70 @@ func (q *Queue) ScanState(prefix string, fn func(key string, value []byte) error
 // a record that is gone (already acked, evicted by drop_oldest, expired)
 // is a no-op. The records stop counting as leased at once.
 func (q *Queue) Ack(seqs ...uint64) error {
-	return q.wait(context.Background(), q.ackRequest(seqs))
+	rs := q.ackRequests(seqs)
+	if len(rs) == 1 {
+		return q.wait(context.Background(), rs[0])
+	}
+	// Submitted together, so they share commits.
+	q.pmu.Lock()
+	if q.closing {
+		q.pmu.Unlock()
+		return ErrClosed
+	}
+	for _, r := range rs {
+		r.ch = make(chan error, 1)
+		q.pending = append(q.pending, r)
+	}
+	q.pmu.Unlock()
+	q.kick()
+	var first error
+	for _, r := range rs {
+		if err := <-r.ch; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // AckAsync is Ack without blocking; done (may be nil) is called after
 // the commit, in submission order with other async callbacks.
 func (q *Queue) AckAsync(seqs []uint64, done func(error)) {
-	r := q.ackRequest(seqs)
-	r.done = done
-	q.enqueue(r)
+	rs := q.ackRequests(seqs)
+	var first error
+	for i, r := range rs {
+		last := i == len(rs)-1
+		r.done = func(err error) {
+			if err != nil && first == nil {
+				first = err
+			}
+			if last && done != nil {
+				done(first)
+			}
+		}
+		q.enqueue(r)
+	}
 }
 
-func (q *Queue) ackRequest(seqs []uint64) *request {
+// maxAckBatch is the most seqs one ack request deletes: about 80 KiB of
+// delete markers, inside one Badger transaction even with a 1 MiB
+// memtable, so an ack of any length commits (in several transactions)
+// instead of failing with ErrTooLarge.
+const maxAckBatch = 1024
+
+// ackRequests splits an ack into requests of at most maxAckBatch seqs
+// (one, possibly empty, for a short ack). Async callbacks run in
+// submission order, so the last request's callback runs after the
+// others'.
+func (q *Queue) ackRequests(seqs []uint64) []*request {
 	seqs = slices.Clone(seqs)
 	q.forget(seqs)
-	return &request{kind: reqAck, seqs: seqs}
+	var rs []*request
+	for len(rs) == 0 || len(seqs) > 0 {
+		n := min(len(seqs), maxAckBatch)
+		rs = append(rs, &request{kind: reqAck, seqs: seqs[:n:n]})
+		seqs = seqs[n:]
+	}
+	return rs
 }
 
 // forget drops seqs from the leased and released sets.

@@ -462,7 +462,7 @@ func TestDeadLetter(t *testing.T) {
 
 func TestAsyncCallbacksInOrder(t *testing.T) {
 	q := open(t, Options{})
-	const n = 500
+	const n = 8000
 	var mu sync.Mutex
 	var order []int
 	var wg sync.WaitGroup
@@ -799,5 +799,67 @@ func TestOpenLocked(t *testing.T) {
 	q2 := open(t, Options{Dir: dir})
 	if st := q2.Stats(); st.Messages != 1 {
 		t.Fatalf("reopened: %d messages, want 1", st.Messages)
+	}
+}
+
+// TestAckOfAnyLength: one Ack (and one AckAsync) of more seqs than fit in
+// a Badger transaction deletes them all, in several transactions.
+func TestAckOfAnyLength(t *testing.T) {
+	q := open(t, Options{})
+	// More than one transaction holds: an Ack of 8,000 failed with
+	// ErrTooLarge before acks were split.
+	const n = 8000
+	batch := make([]Message, 1000)
+	for _, async := range []bool{false, true} {
+		for i := 0; i < n; i += len(batch) {
+			for j := range batch {
+				batch[j] = msg(i + j)
+			}
+			if err := q.Append(ctxT(t), batch...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		recs := leaseN(t, q, n)
+		if async {
+			done := make(chan error, 1)
+			q.AckAsync(seqs(recs), func(err error) { done <- err })
+			if err := <-done; err != nil {
+				t.Fatalf("AckAsync of %d: %v", len(recs), err)
+			}
+		} else if err := q.Ack(seqs(recs)...); err != nil {
+			t.Fatalf("Ack of %d: %v", len(recs), err)
+		}
+		if st := q.Stats(); st.Messages != 0 {
+			t.Fatalf("async %v: %d messages left after acking all", async, st.Messages)
+		}
+	}
+}
+
+// TestFailedAckRestoresLease: records whose ack fails are leased again,
+// at their original position, instead of vanishing until a restart.
+func TestFailedAckRestoresLease(t *testing.T) {
+	dir := t.TempDir()
+	q := open(t, Options{Dir: dir})
+	appendN(t, q, 0, 5)
+	recs := leaseN(t, q, 5)
+	// An ack request that fails in the committer, as one too large for a
+	// transaction did before acks were split.
+	r := q.ackRequests(seqs(recs[1:3]))[0]
+	r.err = ErrTooLarge
+	errc := make(chan error, 1)
+	r.done = func(err error) { errc <- err }
+	q.enqueue(r)
+	if err := <-errc; !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("ack: %v, want ErrTooLarge", err)
+	}
+	got := leaseN(t, q, 2)
+	if got[0].Seq != recs[1].Seq || got[1].Seq != recs[2].Seq {
+		t.Fatalf("after the failed ack leased %v, want %v again", seqs(got), seqs(recs[1:3]))
+	}
+	if err := q.Ack(seqs(recs)...); err != nil {
+		t.Fatal(err)
+	}
+	if st := q.Stats(); st.Messages != 0 {
+		t.Fatalf("%d messages left", st.Messages)
 	}
 }
