@@ -536,7 +536,74 @@ func (q *Queue) valueSize(item *badger.Item) (uint64, error) {
 }
 
 // applyDelete removes records that still exist and counts them in ctr.
+// Seqs close together (an uplink acks what it leased, in order) are found
+// with one iterator pass over their range instead of two point lookups
+// each (record and mark): the lookups were a quarter of a drain's CPU.
 func (q *Queue) applyDelete(txn *badger.Txn, seqs []uint64, c *counters, ctr *uint64, eff *effects) error {
+	if len(seqs) < 8 {
+		return q.applyDeleteEach(txn, seqs, c, ctr, eff)
+	}
+	sorted := slices.Clone(seqs)
+	slices.Sort(sorted)
+	sorted = slices.Compact(sorted)
+	lo, hi := sorted[0], sorted[len(sorted)-1]
+	if hi-lo > 4*uint64(len(sorted))+64 {
+		return q.applyDeleteEach(txn, seqs, c, ctr, eff)
+	}
+	type found struct {
+		seq  uint64
+		size uint64
+		mark bool
+	}
+	var del []found
+	err := func() error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
+		defer it.Close()
+		i := 0
+		for it.Seek(recordKey(lo)); it.Valid() && i < len(sorted); it.Next() {
+			item := it.Item()
+			k := item.Key()
+			seq := binary.BigEndian.Uint64(k[1:])
+			if seq > hi {
+				break
+			}
+			for i < len(sorted) && sorted[i] < seq {
+				i++
+			}
+			if i == len(sorted) || sorted[i] != seq {
+				continue
+			}
+			if len(k) == recordKeyLen {
+				sz, err := q.valueSize(item)
+				if err != nil {
+					return err
+				}
+				del = append(del, found{seq: seq, size: sz})
+			} else if k[recordKeyLen] == markSuffix && len(del) > 0 && del[len(del)-1].seq == seq {
+				del[len(del)-1].mark = true
+			}
+		}
+		return nil
+	}()
+	if err != nil {
+		return err
+	}
+	for _, d := range del {
+		if err := txn.Delete(recordKey(d.seq)); err != nil {
+			return err
+		}
+		if d.mark {
+			if err := txn.Delete(markKey(d.seq)); err != nil {
+				return err
+			}
+		}
+		q.countDelete(d.seq, d.size, c, ctr, eff)
+	}
+	return nil
+}
+
+// applyDeleteEach is applyDelete with a point lookup per seq.
+func (q *Queue) applyDeleteEach(txn *badger.Txn, seqs []uint64, c *counters, ctr *uint64, eff *effects) error {
 	for _, s := range seqs {
 		item, err := txn.Get(recordKey(s))
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -552,16 +619,21 @@ func (q *Queue) applyDelete(txn *badger.Txn, seqs []uint64, c *counters, ctr *ui
 		if err := q.deleteRecord(txn, s); err != nil {
 			return err
 		}
-		c.messages--
-		c.bytes -= min(sz, c.bytes)
-		*ctr++
-		if s == c.head {
-			c.head++
-			eff.headMoved = true
-		}
-		eff.removed = append(eff.removed, s)
+		q.countDelete(s, sz, c, ctr, eff)
 	}
 	return nil
+}
+
+// countDelete accounts for the deletion of record s of size sz.
+func (q *Queue) countDelete(s, sz uint64, c *counters, ctr *uint64, eff *effects) {
+	c.messages--
+	c.bytes -= min(sz, c.bytes)
+	*ctr++
+	if s == c.head {
+		c.head++
+		eff.headMoved = true
+	}
+	eff.removed = append(eff.removed, s)
 }
 
 // deleteRecord deletes a record and its mark if it has one.

@@ -1,7 +1,9 @@
 package queue
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -861,5 +865,95 @@ func TestFailedAckRestoresLease(t *testing.T) {
 	}
 	if st := q.Stats(); st.Messages != 0 {
 		t.Fatalf("%d messages left", st.Messages)
+	}
+}
+
+// TestAckDenseAndSparse: acks found by one pass over their range (dense)
+// and by lookups (sparse) delete the same: the records, their marks, the
+// exact bytes, nothing twice for a seq acked twice or already gone.
+func TestAckDenseAndSparse(t *testing.T) {
+	for _, dense := range []bool{true, false} {
+		q := open(t, Options{})
+		var ms []Message
+		for i := range 200 {
+			m := msg(i)
+			m.Payload = bytes.Repeat([]byte{'x'}, i*37%1500) // in and out of the LSM tree
+			ms = append(ms, m)
+		}
+		if err := q.Append(ctxT(t), ms...); err != nil {
+			t.Fatal(err)
+		}
+		recs := leaseN(t, q, 200)
+		for _, r := range recs[:200:200] {
+			if r.Seq%3 == 0 {
+				if err := q.Mark(ctxT(t), r.Seq, []byte("rec:1")); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		var ack []uint64
+		if dense {
+			for _, r := range recs[20:120] { // 100 consecutive seqs
+				ack = append(ack, r.Seq)
+			}
+		} else {
+			for _, r := range recs[:200:200] { // every 20th: spread out
+				if r.Seq%20 == 0 {
+					ack = append(ack, r.Seq)
+				}
+			}
+		}
+		if err := q.Ack(ack[:1]...); err != nil { // acked once already
+			t.Fatal(err)
+		}
+		ack = append(ack, ack[:5]...) // and duplicates
+		if err := q.Ack(ack...); err != nil {
+			t.Fatal(err)
+		}
+		gone := map[uint64]bool{}
+		for _, s := range ack {
+			gone[s] = true
+		}
+		var wantBytes uint64
+		left := 0
+		err := q.Scan(func(s Scanned) error {
+			if gone[s.Seq] {
+				t.Errorf("dense %v: acked seq %d still stored", dense, s.Seq)
+			}
+			if (s.Seq%3 == 0) != (s.Mark != nil) {
+				t.Errorf("dense %v: seq %d mark %q", dense, s.Seq, s.Mark)
+			}
+			// A record has one encoding: re-encoding gives its stored size.
+			enc, err := EncodeRecord(nil, &s.Message)
+			if err != nil {
+				return err
+			}
+			wantBytes += uint64(len(enc))
+			left++
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := q.Stats(); st.Messages != uint64(left) || left != 200-len(gone) || st.Bytes != wantBytes || st.Acked != uint64(len(gone)) {
+			t.Errorf("dense %v: messages %d bytes %d acked %d, want %d, %d, %d", dense, st.Messages, st.Bytes, st.Acked, left, wantBytes, len(gone))
+		}
+		// No mark of an acked record is left behind either.
+		n := 0
+		if err := q.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				if k := it.Item().Key(); len(k) == markKeyLen && gone[binary.BigEndian.Uint64(k[1:])] {
+					n++
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Errorf("dense %v: %d marks of acked records left", dense, n)
+		}
 	}
 }
