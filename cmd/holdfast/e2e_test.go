@@ -196,12 +196,20 @@ func (g *gateway) status() (agent.Status, error) {
 func (g *gateway) waitDrained(timeout time.Duration) {
 	g.t.Helper()
 	var last agent.Status
-	testenv.WaitFor(g.t, timeout, "backlog drained upstream", func() bool {
+	deadline := time.Now().Add(timeout)
+	for {
 		st, err := g.status()
-		last = st
-		return err == nil && st.Backlog.Messages == 0 && st.Upstream.InFlight == 0
-	})
-	_ = last
+		if err == nil && st.Backlog.Messages == 0 && st.Upstream.InFlight == 0 {
+			return
+		}
+		if err == nil {
+			last = st
+		}
+		if time.Now().After(deadline) {
+			g.t.Fatalf("backlog not drained upstream after %v: last status %+v (%v)", timeout, last, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // device is a local publisher with a persistent session that resends what
@@ -312,9 +320,21 @@ func offlineUpstream(t *testing.T) *testenv.Mosquitto {
 }
 
 // collect reconnects the upstream subscriber and returns, per topic, the
-// payloads received in order, reading until the broker is quiet.
+// payloads received in order. Called once holdfast has drained: an end
+// marker published to the broker then is queued for the subscriber after
+// everything holdfast sent, so reading stops at it and a late duplicate
+// cannot slip past unseen.
 func collect(t *testing.T, addr string) map[string][]int {
 	t.Helper()
+	const end = "e2e/end"
+	pub, err := testclient.Dial(addr, testclient.Options{ClientID: "e2e-end", CleanStart: true})
+	if err != nil {
+		t.Fatalf("end marker: %v", err)
+	}
+	if rc, err := pub.Publish(&packet.Publish{Topic: end, Payload: []byte("end"), QoS: 1}); err != nil || rc != packet.Success {
+		t.Fatalf("end marker: %v %v", rc, err)
+	}
+	pub.Disconnect()
 	c, err := testclient.Dial(addr, testclient.Options{ClientID: "e2e-sub", SessionExpiry: 3600})
 	if err != nil {
 		t.Fatalf("subscriber reconnect: %v", err)
@@ -322,12 +342,12 @@ func collect(t *testing.T, addr string) map[string][]int {
 	defer c.Disconnect()
 	got := map[string][]int{}
 	for {
-		p, err := c.Receive(2 * time.Second)
+		p, err := c.Receive(30 * time.Second)
 		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				return got
-			}
-			t.Fatalf("subscriber receive: %v", err)
+			t.Fatalf("subscriber receive (end marker not reached): %v", err)
+		}
+		if p.Topic == end {
+			return got
 		}
 		n, err := strconv.Atoi(string(p.Payload))
 		if err != nil {
