@@ -178,7 +178,10 @@ func (q *Queue) commit(batch []*request) {
 	}
 	q.maybePageOut(written)
 	for i, r := range batch {
-		if res[i] != nil && r.kind != reqWrite && r.kind != reqMark && !errors.Is(res[i], ErrClosed) {
+		// Acked, expired and undecodable records that stay stored are due
+		// again. A failed dead letter is not: its caller still holds the
+		// record and retries, so handing it out again would send it twice.
+		if res[i] != nil && (r.kind == reqAck || r.kind == reqExpire || r.kind == reqCorrupt) && !errors.Is(res[i], ErrClosed) {
 			q.restore(r.seqs)
 		}
 	}

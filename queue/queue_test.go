@@ -957,3 +957,27 @@ func TestAckDenseAndSparse(t *testing.T) {
 		}
 	}
 }
+
+// TestFailedDeadLetterStaysLeased: a dead letter that fails leaves the
+// record with its caller (who retries), not visible to another Lease:
+// handed out twice, a QoS 2 message would be sent twice.
+func TestFailedDeadLetterStaysLeased(t *testing.T) {
+	q := open(t, Options{})
+	appendN(t, q, 0, 2)
+	recs := leaseN(t, q, 2)
+	q.forget([]uint64{recs[0].Seq})
+	r := &request{kind: reqDeadLetter, seqs: []uint64{recs[0].Seq}, reason: "test", err: ErrTooLarge}
+	errc := make(chan error, 1)
+	r.done = func(err error) { errc <- err }
+	q.enqueue(r)
+	if err := <-errc; !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("dead letter: %v, want ErrTooLarge", err)
+	}
+	leaseNone(t, q)
+	if err := q.DeadLetter(ctxT(t), recs[0].Seq, "retried"); err != nil {
+		t.Fatalf("retried dead letter: %v", err)
+	}
+	if st := q.Stats(); st.DeadLetters != 1 || st.Messages != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
