@@ -9,8 +9,16 @@ import (
 )
 
 // gcDiscardRatio is the share of a value-log file that must be garbage
-// before GC rewrites it (Badger's recommendation).
+// before the periodic GC rewrites it (Badger's recommendation).
 const gcDiscardRatio = 0.5
+
+// drainDiscardRatio is the share for the reclaims a drain triggers: in a
+// FIFO the files behind the head are all garbage and the one at the head
+// partly, so a lower ratio would move the live part of that file (records
+// about to be acked) to the active file while the drain runs, and holds
+// the writers off (writeMu) while it does. The periodic GC takes care of
+// what a record held for long keeps alive.
+const drainDiscardRatio = 0.9
 
 // drainShare: once the queue held at least GCAfterDrainBytes, space is
 // reclaimed at once when it falls to 1/drainShare of its peak, and again
@@ -86,6 +94,10 @@ func (q *Queue) reclaim(full bool) {
 			q.opts.Logger.Warn("queue: reclaiming space after drain failed", "err", err)
 		}
 	}
+	ratio := gcDiscardRatio
+	if full {
+		ratio = drainDiscardRatio
+	}
 	n := 0
 	for {
 		select {
@@ -94,7 +106,7 @@ func (q *Queue) reclaim(full bool) {
 		default:
 		}
 		q.writeMu.Lock()
-		err := q.db.RunValueLogGC(gcDiscardRatio)
+		err := q.db.RunValueLogGC(ratio)
 		q.writeMu.Unlock()
 		if err != nil {
 			if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
