@@ -121,13 +121,23 @@ func checkAuth(a *Auth, short bool) *Error {
 	return nil
 }
 
+// checkConnectAuth checks the properties of a 5.0 CONNECT: Authentication
+// Data without an Authentication Method is a Protocol Error (5.0 section
+// 3.1.2.11.10). The rule is CONNECT's alone: CONNACK states none
+// (3.2.2.3.18), and an AUTH without a method is refused whatever it carries
+// (checkAuth).
+func checkConnectAuth(p *Properties) *Error {
+	if p.HasAuthData && !p.HasAuthMethod {
+		return Errorf(ProtocolError, "authentication data without an authentication method")
+	}
+	return nil
+}
+
 // checkProperties applies the rules on the values of properties, as opposed
 // to their encoding or their placement: the byte properties that are 0 or 1,
-// the ones where 0 is not a value, the Response Topic that must be a topic
-// name, and Authentication Data that needs an Authentication Method (5.0
-// sections 2.2.2.2, 3.1.2.11, 3.2.2.3 and 3.3.2.3). The last is stated for
-// CONNECT (3.1.2.11.10); CONNACK and AUTH say the data is defined by the
-// method (3.2.2.3.18, 3.15.2.2.3), so data without one is refused there too.
+// the ones where 0 is not a value, and the Response Topic that must be a
+// topic name (5.0 sections 2.2.2.2, 3.1.2.11, 3.2.2.3 and 3.3.2.3). Rules
+// that belong to one packet type are its own: checkConnectAuth, checkAuth.
 func checkProperties(p *Properties) *Error {
 	if err := checkFlags(p); err != nil {
 		return err
@@ -141,8 +151,6 @@ func checkProperties(p *Properties) *Error {
 		return Errorf(TopicAliasInvalid, "topic alias 0")
 	case p.HasMaximumPacketSize && p.MaximumPacketSize == 0:
 		return Errorf(ProtocolError, "maximum packet size 0")
-	case p.HasAuthData && !p.HasAuthMethod:
-		return Errorf(ProtocolError, "authentication data without an authentication method")
 	}
 	for _, id := range p.SubscriptionIdentifiers {
 		if id == 0 {

@@ -259,6 +259,9 @@ func (d *decoder) connect() *Connect {
 	d.check(checkConnectFlags(c, c.Version))
 	if c.Version == V5 {
 		d.properties(&c.Properties, connectProps, "")
+		if d.err == nil {
+			d.check(checkConnectAuth(&c.Properties))
+		}
 	}
 	c.ClientID = d.string("client identifier")
 	if c.WillFlag {

@@ -16,8 +16,9 @@ package packet
 // 65535 bytes), a property the packet cannot carry or with a value out of
 // range, more than one Subscription Identifier on SUBSCRIBE, No Local on a
 // shared subscription, a 5.0 reason code the packet type does not have, a
-// 5.0 AUTH without an Authentication Method, a 3.1.1 password without a user
-// name, a protocol name that does not go with v, and a packet over the
+// 5.0 AUTH without an Authentication Method, a 5.0 CONNECT with
+// Authentication Data but no Authentication Method, a 3.1.1 password without
+// a user name, a protocol name that does not go with v, and a packet over the
 // protocol's maximum size. Topic filters are not checked beyond that, as
 // the decoder does not check them (see Subscribe).
 //
@@ -108,6 +109,9 @@ func (e *encoder) measure(p Packet, v Version) *Error {
 		n = e.str(protocolName(p, v), "protocol name") + 1 + 1 + 2 // level, flags, keep alive
 		var block int
 		e.props, block = e.propsLen(&p.Properties, connectProps, v5)
+		if v5 && e.err == nil {
+			e.fail(checkConnectAuth(&p.Properties))
+		}
 		n += block + e.str(p.ClientID, "client identifier")
 		if p.WillFlag {
 			before := e.err

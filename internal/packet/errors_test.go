@@ -122,7 +122,6 @@ func badPackets() []badCase {
 		{"receive maximum 0 on CONNACK", V5, pk(0x20, by(0, 0), props(by(0x21), u16(0))), proto},
 		{"maximum packet size 0", V5, pk(0x10, connect5(0x02), props(by(0x27, 0, 0, 0, 0)), str("c")), proto},
 		{"authentication data without method", V5, pk(0x10, connect5(0x02), props(by(0x16), str("d")), str("c")), proto},
-		{"CONNACK authentication data without method", V5, pk(0x20, by(0, 0), props(by(0x16), str("d"))), proto},
 
 		// AUTH (5.0 section 3.15.2.2.2): an Authentication Method unless
 		// the remaining length is 0.
@@ -354,6 +353,13 @@ func TestDecodeAccepts(t *testing.T) {
 			func(p Packet) bool { return string(p.(*Auth).Properties.AuthData) == "d" }},
 		{"CONNACK authentication method and data", V5, pk(0x20, by(0, 0), props(by(0x15), str("SCRAM"), by(0x16), str("d"))),
 			func(p Packet) bool { return string(p.(*Connack).Properties.AuthData) == "d" }},
+		// 5.0 section 3.1.2.11.10 requires a method with the data in
+		// CONNECT only: a CONNACK with data alone is well formed.
+		{"CONNACK authentication data without method", V5, pk(0x20, by(0, 0), props(by(0x16), str("d"))),
+			func(p Packet) bool {
+				pr := p.(*Connack).Properties
+				return string(pr.AuthData) == "d" && !pr.HasAuthMethod
+			}},
 		// Filter syntax is the receiver's to check per filter (see
 		// Subscribe): these are whole, well-formed packets.
 		{"SUBSCRIBE filters of bad syntax", V5, pk(0x82, u16(1), props(), str("a/#/b"), by(0), str("a+"), by(0), str("$share//x"), by(0)),
@@ -579,7 +585,6 @@ func TestEncodeRejects(t *testing.T) {
 		{"CONNACK maximum QoS 2", connackProps(Properties{MaximumQoS: 2, HasMaximumQoS: true}), V5, proto},
 		{"CONNACK retain available 2", connackProps(Properties{RetainAvailable: 2, HasRetainAvailable: true}), V5, proto},
 		{"CONNACK receive maximum 0", connackProps(Properties{HasReceiveMaximum: true}), V5, proto},
-		{"CONNACK authentication data without method", connackProps(Properties{AuthData: []byte("d"), HasAuthData: true}), V5, proto},
 		{"DISCONNECT reason code 0x01", &Disconnect{ReasonCode: 1}, V5, mal},
 		{"AUTH reason code 0x01", &Auth{ReasonCode: 1, Properties: Properties{AuthMethod: "m", HasAuthMethod: true}}, V5, mal},
 		{"AUTH without method", &Auth{ReasonCode: ContinueAuthentication}, V5, proto},
