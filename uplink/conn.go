@@ -43,7 +43,9 @@ func (d *serverDisconnect) Error() string {
 // closedByServer reports whether err ends a connection the way a server
 // closes one because of what it received: a DISCONNECT with 0x81 malformed
 // packet, 0x82 protocol error, 0x90 topic name invalid, 0x95 packet too
-// large or 0x99 payload format invalid; or a close, orderly (EOF at a
+// large, 0x99 payload format invalid, 0x9A retain not supported or 0x9B
+// QoS not supported (a server that did not announce its limit in the
+// CONNACK, or lowered it since); or a close, orderly (EOF at a
 // packet boundary; 3.1.1 has no other way) or a reset (a server that
 // closes with the rest of a packet it refuses unread, as mosquitto does
 // with an oversized one, resets the connection). A timeout, a stall, a
@@ -54,7 +56,7 @@ func closedByServer(err error) bool {
 	if errors.As(err, &d) {
 		switch d.code {
 		case packet.MalformedPacket, packet.ProtocolError, packet.TopicNameInvalid, packet.PacketTooLarge,
-			packet.PayloadFormatInvalid:
+			packet.PayloadFormatInvalid, packet.RetainNotSupported, packet.QoSNotSupported:
 			return true
 		}
 		return false
@@ -540,7 +542,8 @@ func (s *conn) flush() error {
 
 // resume prepares the entries left from earlier connections: with a
 // session they go out again with their ids (PUBREL for those whose PUBREC
-// came); without one, every one goes out as a new message under its id.
+// came); without one, or when it was sent with a QoS above the server's
+// Maximum QoS now, an entry goes out as a new message under its id.
 // That includes a QoS 2 message whose PUBREC came: mosquitto delivers QoS 2
 // at PUBREL, so a server that lost the session between PUBREC and PUBREL
 // never delivered it. (A server that delivers at PUBLISH time and lost its
@@ -554,8 +557,12 @@ func (s *conn) resume() error {
 			continue
 		}
 		e.state = stQueued
-		if !s.session {
-			e.sent, e.rec = false, false // a rec: mark is replaced before the PUBLISH
+		if !s.session || (e.sent && e.sentQoS > s.maxQoS) {
+			// No flow to resume: the server holds none, or this one (its
+			// Maximum QoS lowered since) would refuse a QoS 2 resend
+			// (DISCONNECT 0x9B). A new PUBLISH; a rec: mark is replaced
+			// before it.
+			e.sent, e.rec = false, false
 		}
 	}
 	s.next = 0
@@ -707,6 +714,13 @@ func (s *conn) leased(lr leaseResult) error {
 			case !ok:
 				c.warnOnce("badmark", "ignoring a queue mark this version did not write (replaced when the message is sent)",
 					"seq", e.Seq)
+			case s.maxQoS < 2:
+				// A mark of a QoS 2 flow, and this server takes QoS 1 at
+				// most (its limit was lowered since, or an older version
+				// marked a message it sent with QoS 1): resuming the flow
+				// would be a QoS 2 PUBLISH or PUBREL, which it refuses
+				// (DISCONNECT 0x9B). The message goes out anew with the
+				// QoS allowed; placeID removes the mark before that.
 			case c.ids.has(id) && s.session && s.ctrl[id] != "":
 				// A control packet of this connection took the id before
 				// the message was leased (marks of a version that gave
@@ -871,7 +885,7 @@ func (s *conn) send(e *entry) error {
 		s.unflushed = append(s.unflushed, e)
 		return nil
 	}
-	if ok, err := s.placeID(e); !ok {
+	if ok, err := s.placeID(e, qos); !ok {
 		return err
 	}
 	p.PacketID = e.id
@@ -890,18 +904,21 @@ func (s *conn) send(e *entry) error {
 	return nil
 }
 
-// placeID gives e its packet id for a QoS 1/2 PUBLISH: the one it holds
-// (an entry keeps its id until it is done, refusals and lost sessions
-// included), or, when it has none yet or the server said that one is in
-// use, the first free one from its derived id. Before the PUBLISH is
-// written the stored mark of a QoS 2 message is brought in line with it:
-// "pub:<id>" when the id is not the derived one, no mark when it is. A
-// restarted client resends the message under the id the mark names, so a
-// stale mark (left by a refusal, a lost session, or a "rec:" whose flow the
-// server no longer has) would be an id the server does not know the
-// message by. It returns false when the PUBLISH must not be written: the
-// message left the source (e is finished; nil error), or Mark failed.
-func (s *conn) placeID(e *entry) (bool, error) {
+// placeID gives e its packet id for a PUBLISH with QoS qos (1 or 2): the
+// one it holds (an entry keeps its id until it is done, refusals and lost
+// sessions included), or, when it has none yet or the server said that one
+// is in use, the first free one from its derived id. Before the PUBLISH is
+// written the stored mark is brought in line with it: "pub:<id>" when it
+// goes out with QoS 2 under an id that is not the derived one; no mark when
+// the id is the derived one or the QoS is 1 (a message of QoS 2 sent with
+// QoS 1 under a server's Maximum QoS 1 has no QoS 2 flow to resume). A
+// restarted client resends the message under the id the mark names, and as
+// QoS 2, so a stale mark (left by a refusal, a lost session, a "rec:" whose
+// flow the server no longer has, or a QoS 2 flow given up for QoS 1) would
+// be an id or a QoS the server does not know the message by. It returns
+// false when the PUBLISH must not be written: the message left the source
+// (e is finished; nil error), or Mark failed.
+func (s *conn) placeID(e *entry, qos byte) (bool, error) {
 	c := s.c
 	id := e.id
 	if id == 0 || e.newID {
@@ -910,7 +927,7 @@ func (s *conn) placeID(e *entry) (bool, error) {
 		}
 	}
 	want := ""
-	if e.QoS == 2 && id != derivedID(e.Seq) {
+	if qos == 2 && id != derivedID(e.Seq) {
 		want = string(markData(markPub, id))
 	}
 	if e.mark != want {

@@ -206,3 +206,95 @@ func TestMarkNamesTheID(t *testing.T) {
 		testenv.WaitFor(t, 30*time.Second, "acked", func() bool { _, n, _, _ := src.counts(); return n == 2 })
 	})
 }
+
+// TestMarksUnderMaximumQoS1: a server whose CONNACK says Maximum QoS 1 (AWS
+// IoT Core does) gets a QoS 2 message with QoS 1, and a PUBLISH with QoS 1
+// leaves no pub: or rec: mark behind; a mark of a QoS 2 flow is not resumed
+// as QoS 2 with such a server (an MQTT 5 server answers a QoS 2 PUBLISH
+// above its maximum with DISCONNECT 0x9B, and the message would be resent
+// after every reconnect, blocking the queue): the message goes out anew
+// with QoS 1, its mark removed first.
+func TestMarksUnderMaximumQoS1(t *testing.T) {
+	qos1 := packet.Properties{MaximumQoS: 1, HasMaximumQoS: true}
+	// expectQoS1 reads the next packet: a PUBLISH of a with QoS 1, written
+	// while seq has no mark.
+	expectQoS1 := func(t *testing.T, fc *fakeConn, src *memSource, seq uint64) *packet.Publish {
+		t.Helper()
+		pk := fc.read()
+		p, ok := pk.(*packet.Publish)
+		if !ok {
+			t.Fatalf("got %v, want PUBLISH a with QoS 1", pk.Type())
+		}
+		if string(p.Payload) != "a" || p.QoS != 1 {
+			t.Fatalf("got PUBLISH %q with QoS %d (id %d, dup %v), want a with QoS 1", p.Payload, p.QoS, p.PacketID, p.Dup)
+		}
+		if m := src.mark(seq); m != "" {
+			t.Fatalf("PUBLISH with QoS 1 under id %d while the stored mark is %q", p.PacketID, m)
+		}
+		return p
+	}
+	acked := func(t *testing.T, src *memSource) {
+		t.Helper()
+		testenv.WaitFor(t, 30*time.Second, "acked", func() bool { q, a, _, _ := src.counts(); return q == 0 && a == 1 })
+	}
+
+	t.Run("0x91 moves the id, then a restart with the session", func(t *testing.T) {
+		f := startFake(t)
+		src := newMemSource()
+		seq := src.add(Message{Topic: "mq/a", Payload: []byte("a"), QoS: 2})
+		o := Options{URL: f.URL(), ClientID: "mq", KeepAlive: -1,
+			Backoff: Backoff{Initial: 20 * time.Millisecond, Max: 40 * time.Millisecond}}
+		c := newClient(t, o, src, nil)
+		stop := run(t, c)
+		fc := f.accept()
+		fc.connack(false, qos1)
+		p := expectQoS1(t, fc, src, seq)
+		fc.send(&packet.Puback{PacketID: p.PacketID, ReasonCode: packet.PacketIdentifierInUse})
+		if p2 := expectQoS1(t, fc, src, seq); p2.PacketID == p.PacketID {
+			t.Fatalf("id %d again after 0x91", p2.PacketID)
+		}
+		c = restart(t, c, stop, fc, o, src)
+		run(t, c)
+		fc = f.accept()
+		fc.connack(true, qos1)
+		p = expectQoS1(t, fc, src, seq)
+		fc.send(&packet.Puback{PacketID: p.PacketID})
+		acked(t, src)
+	})
+
+	for _, mark := range []string{"pub:777", "rec:777"} {
+		for _, session := range []bool{true, false} {
+			t.Run(fmt.Sprintf("mark %s, session present %v", mark, session), func(t *testing.T) {
+				f := startFake(t)
+				src := newMemSource()
+				seq := src.add(Message{Topic: "mq/a", Payload: []byte("a"), QoS: 2})
+				src.marks[seq] = []byte(mark) // from a run when the server took QoS 2
+				run(t, newClient(t, Options{URL: f.URL(), ClientID: "mq", KeepAlive: -1}, src, nil))
+				fc := f.accept()
+				fc.connack(session, qos1)
+				p := expectQoS1(t, fc, src, seq)
+				fc.send(&packet.Puback{PacketID: p.PacketID})
+				acked(t, src)
+			})
+		}
+	}
+
+	t.Run("maximum lowered between connections", func(t *testing.T) {
+		f := startFake(t)
+		src := newMemSource()
+		seq := src.add(Message{Topic: "mq/a", Payload: []byte("a"), QoS: 2})
+		run(t, newClient(t, Options{URL: f.URL(), ClientID: "mq", KeepAlive: -1,
+			Backoff: Backoff{Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond}}, src, nil))
+		fc := f.accept()
+		fc.connack(false, packet.Properties{})
+		if p, ok := fc.read().(*packet.Publish); !ok || p.QoS != 2 {
+			t.Fatalf("got %+v, want PUBLISH with QoS 2", p)
+		}
+		fc.nc.Close() // unanswered; the server's session holds it
+		fc = f.accept()
+		fc.connack(true, qos1)
+		p := expectQoS1(t, fc, src, seq)
+		fc.send(&packet.Puback{PacketID: p.PacketID})
+		acked(t, src)
+	})
+}

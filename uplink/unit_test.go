@@ -1,9 +1,14 @@
 package uplink
 
 import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -211,5 +216,35 @@ func TestAckerBatchesBounded(t *testing.T) {
 	}
 	if len(all) != n || !slices.IsSorted(all) || all[0] != 1 || all[n-1] != n {
 		t.Errorf("acked %d seqs (sorted %v), want 1..%d once each", len(all), slices.IsSorted(all), n)
+	}
+}
+
+// TestClosedByServer: which endings of a connection count as the server
+// closing it because of what it received (see Client.afterLoss).
+func TestClosedByServer(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{&serverDisconnect{code: packet.MalformedPacket}, true},
+		{&serverDisconnect{code: packet.ProtocolError}, true},
+		{&serverDisconnect{code: packet.TopicNameInvalid}, true},
+		{&serverDisconnect{code: packet.PacketTooLarge}, true},
+		{&serverDisconnect{code: packet.PayloadFormatInvalid}, true},
+		{&serverDisconnect{code: packet.RetainNotSupported}, true},
+		{&serverDisconnect{code: packet.QoSNotSupported}, true},
+		{&serverDisconnect{code: packet.ServerShuttingDown}, false},
+		{&serverDisconnect{code: packet.ServerBusy}, false},
+		{&serverDisconnect{code: packet.KeepAliveTimeout}, false},
+		{fmt.Errorf("read: %w", io.EOF), true},
+		{fmt.Errorf("read: %w", syscall.ECONNRESET), true},
+		{fmt.Errorf("write: %w", syscall.EPIPE), true},
+		{errStalled, false},
+		{errors.New("keep alive timeout: no PINGRESP"), false},
+		{os.ErrDeadlineExceeded, false},
+	} {
+		if got := closedByServer(tc.err); got != tc.want {
+			t.Errorf("closedByServer(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }
