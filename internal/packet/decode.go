@@ -291,11 +291,16 @@ func (d *decoder) connack(v Version) *Connack {
 	if d.err != nil {
 		return nil
 	}
-	if flags&^0x01 != 0 {
+	switch {
+	case v == V31:
+		// 3.1: the byte is reserved and not used; it carries no Session
+		// Present and 3.1 asks nothing of its value.
+	case flags&^0x01 != 0:
 		d.fail(MalformedPacket, "reserved flags 0x%02X", flags)
 		return nil
+	default:
+		c.SessionPresent = flags&0x01 != 0
 	}
-	c.SessionPresent = flags&0x01 != 0
 	if v == V5 {
 		if d.check(checkReason(CONNACK, c.ReasonCode)) {
 			return nil

@@ -6,7 +6,10 @@ package packet
 // properties, the reason codes of acknowledgements, UNSUBACK and DISCONNECT,
 // and the subscription options other than QoS. A 5.0 CONNACK reason code
 // goes out to a 3.1.1 peer as the return code of nearest meaning
-// (ConnectReturnCode), and a SUBACK failure code as 0x80.
+// (ConnectReturnCode), and a SUBACK failure code as 0x80. For 3.1 the
+// CONNACK's first byte, Session Present in 3.1.1, is reserved and written 0
+// whatever SessionPresent says (mosquitto sets it only for 3.1.1 and 5.0
+// clients too).
 //
 // Append refuses what the decoder refuses, and appends nothing then: it
 // returns an *Error with the reason code Decode would give for the bytes.
@@ -355,9 +358,10 @@ func (e *encoder) write(dst []byte, p Packet, v Version) []byte {
 		}
 	case *Connack:
 		var flags byte
-		if p.SessionPresent && p.ReasonCode == Success {
+		if p.SessionPresent && p.ReasonCode == Success && v != V31 {
 			// MQTT-3.2.2-4 (5.0 MQTT-3.2.2-6): Session Present is 0 in a
-			// refusal.
+			// refusal. 3.1 has no Session Present: the byte is
+			// reserved there, and written 0.
 			flags = 1
 		}
 		rc := p.ReasonCode

@@ -731,6 +731,30 @@ func TestEncodeConnackRefusalWithoutSession(t *testing.T) {
 	}
 }
 
+// MQTT 3.1 has no Session Present: the first byte of its CONNACK is
+// reserved ("not used"). An accepted reconnection to a stored session gets
+// 20 02 00 00, as mosquitto sends to 3.1 clients, and whatever the byte
+// holds, a 3.1 CONNACK decodes without Session Present.
+func TestConnack31WithoutSessionPresent(t *testing.T) {
+	b, err := Append(nil, &Connack{SessionPresent: true}, V31)
+	if want := by(0x20, 0x02, 0x00, 0x00); err != nil || !bytes.Equal(b, want) {
+		t.Fatalf("Append: % X, %v; want % X", b, err, want)
+	}
+	for _, flags := range []byte{0x00, 0x01, 0xFF} {
+		p, err := Decode(by(0x20, 0x02, flags, 0x00), V31)
+		if err != nil || p.(*Connack).SessionPresent || p.(*Connack).ReasonCode != ConnAccepted {
+			t.Errorf("flags 0x%02X: %#v, %v", flags, p, err)
+		}
+	}
+	// 3.1.1 keeps the bit, and refuses the other bits.
+	if b, err := Append(nil, &Connack{SessionPresent: true}, V311); err != nil || b[2] != 0x01 {
+		t.Errorf("3.1.1: % X, %v", b, err)
+	}
+	if _, err := Decode(by(0x20, 0x02, 0x02, 0x00), V311); CodeOf(err) != MalformedPacket {
+		t.Errorf("3.1.1 reserved flag: %v", err)
+	}
+}
+
 // A 5.0 PUBLISH whose Payload Format Indicator says UTF-8 decodes whatever
 // its payload; ValidPayloadFormat tells the receiver which reason code to
 // answer.

@@ -218,7 +218,9 @@ type Connect struct {
 }
 
 // Connack is a CONNACK packet. In 3.1.1 ReasonCode holds the connect return
-// code (0..5); in 5.0 a reason code.
+// code (0..5); in 5.0 a reason code. MQTT 3.1 has return codes 0..5 as well
+// but no Session Present: its first byte is reserved, written 0 and ignored
+// when read.
 type Connack struct {
 	SessionPresent bool
 	ReasonCode     ReasonCode

@@ -93,7 +93,7 @@ func samples(v Version) []Packet {
 			WillFlag: true, WillQoS: 2, WillRetain: true, WillTopic: "dev/1/status", WillPayload: []byte("offline"),
 			WillProperties: pr(willProps),
 			UsernameFlag:   true, Username: "user", PasswordFlag: true, Password: []byte{0, 1, 2}},
-		&Connack{SessionPresent: true, ReasonCode: Success, Properties: pr(connackProps)},
+		&Connack{SessionPresent: v != V31, ReasonCode: Success, Properties: pr(connackProps)}, // 3.1 has none
 		&Connack{ReasonCode: func() ReasonCode {
 			if v5 {
 				return NotAuthorized
