@@ -3,6 +3,7 @@ package localbus
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -561,10 +562,15 @@ func TestMalformedConnect(t *testing.T) {
 // client id is accepted (TestMosquittoClients/mqttv31 runs a real 3.1 client).
 // A client id over 23 characters is accepted, as mosquitto does: old devices
 // that send one worked with it.
+//
+// 3.1 has no Session Present: the first byte of CONNACK is reserved. A 3.1
+// client that resumes its stored session gets 20 02 00 00, as mosquitto
+// sends it (it sets the flag for 3.1.1 and 5.0 only), and the session is
+// resumed all the same.
 func TestMQTT31ClientID(t *testing.T) {
 	tb := startBroker(t, Options{}, nil, nil)
-	connect := func(id string) []byte {
-		body := append([]byte{0, 6, 'M', 'Q', 'I', 's', 'd', 'p', 3, 0x02, 0, 60, 0, byte(len(id))}, id...)
+	connect := func(id string, flags byte) []byte {
+		body := append([]byte{0, 6, 'M', 'Q', 'I', 's', 'd', 'p', 3, flags, 0, 60, 0, byte(len(id))}, id...)
 		return append([]byte{0x10, byte(len(body))}, body...)
 	}
 	for _, c := range []struct {
@@ -575,7 +581,7 @@ func TestMQTT31ClientID(t *testing.T) {
 		{"old-device", packet.Success},
 		{strings.Repeat("x", 30), packet.Success},
 	} {
-		nc := rawConn(t, tb.addr, connect(c.id))
+		nc := rawConn(t, tb.addr, connect(c.id, 0x02))
 		nc.SetReadDeadline(time.Now().Add(wait))
 		r := packet.NewReader(nc, 0)
 		r.SetVersion(packet.V311)
@@ -584,6 +590,49 @@ func TestMQTT31ClientID(t *testing.T) {
 			t.Fatalf("client id %q: got %#v %v, want CONNACK %v", c.id, p, err, c.want)
 		}
 		nc.Close()
+	}
+
+	c := dial(t, tb.addr, testclient.Options{ClientID: "resumed", Version: packet.V31})
+	subscribe(t, c, packet.Subscription{Filter: "old/cmd", QoS: 1})
+	c.Close()
+	tb.waitOffline(t, "resumed")
+	nc := rawConn(t, tb.addr, connect("resumed", 0x00)) // clean session 0
+	nc.SetReadDeadline(time.Now().Add(wait))
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(nc, got); err != nil || !bytes.Equal(got, []byte{0x20, 0x02, 0x00, 0x00}) {
+		t.Fatalf("CONNACK to a resuming 3.1 client: % x, %v; want 20 02 00 00", got, err)
+	}
+	tb.waitSession(t, "resumed", "resumed with its subscription", func(s *session) bool {
+		return s != nil && s.conn != nil && s.subs["old/cmd"] != nil
+	})
+}
+
+// A 3.1 SUBACK carries granted QoS only: 0x80 is 3.1.1's. A subscription the
+// ACL denies is answered with the QoS asked for and not made (mosquitto
+// answers 3.1 clients so); a filter that is not one is a protocol
+// violation, which closes the connection with nothing of its SUBSCRIBE
+// applied. 3.1.1 and 5.0 get 0x80 and 0x87 / 0x8F (TestAuthAndACL,
+// TestInvalidFiltersRefused).
+func TestMQTT31SubscribeRefusals(t *testing.T) {
+	pw, acl := authFiles(t, "alice", "secret", "user alice\ntopic readwrite alice/#\n")
+	tb := startBroker(t, Options{}, nil, &ListenerOptions{Name: "acl", Auth: pw, ACL: acl})
+	// Clean session 0: the session outlives the close, so what the
+	// refused SUBSCRIBE applied would show.
+	o := testclient.Options{ClientID: "old", Version: packet.V31, Username: "alice", Password: "secret"}
+	c := dial(t, tb.addr, o)
+	rcs, err := c.Subscribe(packet.Subscription{Filter: "alice/#", QoS: 1}, packet.Subscription{Filter: "secret/#", QoS: 2})
+	if err != nil || !slices.Equal(rcs, []packet.ReasonCode{1, 2}) {
+		t.Fatalf("SUBACK %v, %v; want [1 2], no failure code", rcs, err)
+	}
+	if n := tb.Stats().Subscriptions; n != 1 {
+		t.Fatalf("%d subscriptions, want 1: the denied one must not be made", n)
+	}
+	malformed := tb.Stats().Malformed
+	send(t, c, &packet.Subscribe{PacketID: c.NextID(), Subscriptions: []packet.Subscription{{Filter: "alice/new", QoS: 1}, {Filter: "a+", QoS: 1}}})
+	expectDisconnect(t, c, 0)
+	tb.waitOffline(t, "old")
+	if st := tb.Stats(); st.Subscriptions != 1 || st.Malformed != malformed+1 {
+		t.Fatalf("after an invalid filter: %d subscriptions (want 1), %d closed as malformed (want %d)", st.Subscriptions, st.Malformed, malformed+1)
 	}
 }
 

@@ -50,7 +50,7 @@ type conn struct {
 	lo *ListenerOptions
 	r  *packet.Reader
 
-	version  packet.Version // for encoding: V311 or V5
+	version  packet.Version // the client's, V31, V311 or V5: what is sent is encoded for it
 	cid      string
 	username string
 	s        *session
@@ -241,10 +241,9 @@ func (c *conn) serve() {
 		log.Debug("first packet is not CONNECT", "type", p.Type().String())
 		return
 	}
+	// 3.1 is kept, not treated as 3.1.1: its CONNACK has no Session
+	// Present and its SUBACK no failure code.
 	c.version = cp.Version
-	if c.version == packet.V31 {
-		c.version = packet.V311
-	}
 	c.startWriter()
 	defer func() { <-c.writerDone }()
 	if !c.connect(cp) {
@@ -961,27 +960,42 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) bool {
 	if len(p.Properties.SubscriptionIdentifiers) > 0 {
 		subID = p.Properties.SubscriptionIdentifiers[0]
 	}
+	if c.version == packet.V31 {
+		// MQTT 3.1's SUBACK carries granted QoS only, no failure code:
+		// a filter that is not one is a protocol violation, which closes
+		// the connection (as mosquitto does), before anything of the
+		// packet is applied.
+		for _, sb := range p.Subscriptions {
+			if validFilter(sb.Filter) != nil {
+				b.stats.malformed.Add(1)
+				c.closeWith(0)
+				return false
+			}
+		}
+	}
 	rcs := make([]packet.ReasonCode, len(p.Subscriptions))
 	var ops []StateOp
 	var retained []*outMsg
 	now := b.now()
 	for i, sb := range p.Subscriptions {
 		fail := func(rc5 packet.ReasonCode) {
-			if v5 {
+			switch c.version {
+			case packet.V5:
 				rcs[i] = rc5
-			} else {
+			case packet.V311:
 				rcs[i] = packet.SubackFailure
+			default:
+				// 3.1: only a denied filter gets here. It is answered
+				// with the QoS asked for and not subscribed, as
+				// mosquitto answers 3.1 clients.
+				rcs[i] = packet.ReasonCode(sb.QoS)
 			}
 		}
-		if err := topic.ValidFilter(sb.Filter); err != nil {
+		if validFilter(sb.Filter) != nil {
 			fail(packet.TopicFilterInvalid)
 			continue
 		}
-		_, _, shared, err := topic.ParseShared(sb.Filter)
-		if shared && err != nil {
-			fail(packet.TopicFilterInvalid)
-			continue
-		}
+		_, _, shared, _ := topic.ParseShared(sb.Filter)
 		if shared && sb.NoLocal && v5 {
 			b.stats.malformed.Add(1)
 			c.closeWith(packet.ProtocolError) // MQTT-3.8.3-4
@@ -1056,6 +1070,19 @@ func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) {
 		e.done = true
 		c.flushAcks()
 	}
+}
+
+// validFilter checks the syntax of a SUBSCRIBE or UNSUBSCRIBE filter, which
+// the codec leaves to the receiver (see packet.Subscribe): a topic filter,
+// and a well-formed "$share/{group}/{filter}" when it starts with "$share/".
+func validFilter(f string) error {
+	if err := topic.ValidFilter(f); err != nil {
+		return err
+	}
+	if _, _, shared, err := topic.ParseShared(f); shared && err != nil {
+		return err
+	}
+	return nil
 }
 
 // cleanup runs when the connection ended, with b.mu held: the will, and the

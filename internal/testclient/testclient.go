@@ -22,7 +22,8 @@ import (
 type Options struct {
 	// ClientID is sent as is; "" asks the server to assign one.
 	ClientID string
-	// Version is the protocol version; default V5.
+	// Version is the protocol version; default V5. V31 sends the 3.1
+	// CONNECT (protocol name "MQIsdp").
 	Version packet.Version
 	// CleanStart is Clean Start (5.0) or Clean Session (3.1.1).
 	CleanStart bool
@@ -93,8 +94,8 @@ func DialConn(conn net.Conn, o Options) (*Client, error) {
 	}
 	c := &Client{opts: o, conn: conn, r: packet.NewReader(conn, 0), w: bufio.NewWriter(conn)}
 	c.r.SetVersion(o.Version)
-	cp := &packet.Connect{
-		ProtocolName: "MQTT", Version: o.Version, CleanStart: o.CleanStart,
+	cp := &packet.Connect{ // the protocol name goes with the version: "MQIsdp" for 3.1
+		Version: o.Version, CleanStart: o.CleanStart,
 		KeepAlive: o.KeepAlive, ClientID: o.ClientID,
 	}
 	if o.Version == packet.V5 {

@@ -10,10 +10,11 @@ import (
 )
 
 // TestAgainstMosquitto runs the client's every operation against a real
-// broker in both protocol versions: what a test built on it relies on.
+// broker in every protocol version (3.1 with its "MQIsdp" CONNECT): what a
+// test built on it relies on.
 func TestAgainstMosquitto(t *testing.T) {
 	m := testenv.StartMosquitto(t, testenv.MosquittoOptions{})
-	for _, v := range []packet.Version{packet.V311, packet.V5} {
+	for _, v := range []packet.Version{packet.V31, packet.V311, packet.V5} {
 		t.Run(v.String(), func(t *testing.T) {
 			sub, err := Dial(m.Addr(), Options{ClientID: "sub-" + v.String(), Version: v, CleanStart: true})
 			if err != nil {
