@@ -109,8 +109,9 @@ type Client struct {
 
 	// Owned by the goroutine running Run.
 	clientID  string
-	pending   []*entry // leased, not finished, in queue order
-	doneCount int      // finished entries still in pending
+	pending   []*entry          // leased, not finished, in queue order
+	doneCount int               // finished entries still in pending
+	live      map[uint64]*entry // the entries in pending not done, by seq
 	byID      map[uint16]*entry
 	ids       idSet
 	ctrlNext  uint16
@@ -166,6 +167,7 @@ func New(opts Options, src Source, down Downlink) (*Client, error) {
 		log:      o.Logger,
 		clientID: o.ClientID,
 		byID:     make(map[uint16]*entry),
+		live:     make(map[uint64]*entry),
 		rx:       make(map[uint16]bool),
 		warned:   make(map[string]bool),
 	}
@@ -320,6 +322,7 @@ func (c *Client) finish() {
 		}
 	}
 	c.pending, c.doneCount = nil, 0
+	clear(c.live)
 	c.narrowed, c.closes, c.closesSeq = false, 0, 0
 	c.byID = make(map[uint16]*entry)
 	c.ids = idSet{}
@@ -415,6 +418,9 @@ func (c *Client) retire(e *entry) {
 	}
 	e.done = true
 	c.doneCount++
+	if c.live[e.Seq] == e {
+		delete(c.live, e.Seq)
+	}
 	c.finished(e)
 }
 

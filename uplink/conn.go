@@ -696,7 +696,10 @@ func (s *conn) requestLease() {
 	}()
 }
 
-// leased appends newly leased messages to pending.
+// leased appends newly leased messages to pending. A seq already pending
+// (not done) is skipped: a Source that handed it out twice would otherwise
+// have it sent twice, a QoS 2 message under two ids, delivered twice. A
+// done one is taken: its Ack failed and the Source leases it again.
 func (s *conn) leased(lr leaseResult) error {
 	c := s.c
 	if lr.err != nil {
@@ -706,6 +709,10 @@ func (s *conn) leased(lr leaseResult) error {
 		return nil
 	}
 	for i := range lr.msgs {
+		if _, dup := c.live[lr.msgs[i].Seq]; dup {
+			c.warnOnce("duplease", "queue handed out a message already leased; ignoring the second lease", "seq", lr.msgs[i].Seq)
+			continue
+		}
 		e := &entry{Message: lr.msgs[i], mark: string(lr.msgs[i].Mark)}
 		e.Mark = nil
 		if e.mark != "" {
@@ -745,6 +752,7 @@ func (s *conn) leased(lr leaseResult) error {
 			}
 		}
 		c.pending = append(c.pending, e)
+		c.live[e.Seq] = e
 	}
 	return nil
 }

@@ -248,3 +248,44 @@ func TestClosedByServer(t *testing.T) {
 		}
 	}
 }
+
+// TestLeasedSkipsPendingSeqs: a Source that hands out a seq the client
+// already holds (the queue once did so for a failed dead letter) does not
+// get it sent twice (for QoS 2 under two ids: delivered twice); a seq whose
+// entry is done (acked, the Ack failed, the queue leases it again) is
+// taken, to be sent again.
+func TestLeasedSkipsPendingSeqs(t *testing.T) {
+	c := newClient(t, Options{URL: "mqtt://127.0.0.1:1"}, newMemSource(), nil)
+	s := &conn{c: c, ctrl: make(map[uint16]string), unrel: make(map[string]int), maxQoS: 2, session: true}
+	msg := func(seq uint64, mark string) Message {
+		m := Message{Seq: seq, Topic: "t", QoS: 2}
+		if mark != "" {
+			m.Mark = []byte(mark)
+		}
+		return m
+	}
+	seqs := func() []uint64 {
+		var out []uint64
+		for _, e := range c.pending {
+			out = append(out, e.Seq)
+		}
+		return out
+	}
+	s.leased(leaseResult{msgs: []Message{msg(1, ""), msg(2, "pub:900")}})
+	first := c.byID[900]
+	s.leased(leaseResult{msgs: []Message{msg(2, "pub:900"), msg(3, ""), msg(3, "")}})
+	if got := seqs(); !slices.Equal(got, []uint64{1, 2, 3}) {
+		t.Fatalf("pending seqs %v, want [1 2 3]", got)
+	}
+	if first == nil || c.byID[900] != first || first.Seq != 2 {
+		t.Fatalf("id 900 belongs to %+v, want the first entry of seq 2", c.byID[900])
+	}
+	c.retire(c.pending[0])
+	s.leased(leaseResult{msgs: []Message{msg(1, "")}})
+	if got := seqs(); !slices.Equal(got, []uint64{1, 2, 3, 1}) {
+		t.Fatalf("pending seqs %v, want [1 2 3 1]: a done seq leased again is sent again", got)
+	}
+	if c.pending[3].done {
+		t.Fatal("the entry leased again is done")
+	}
+}
