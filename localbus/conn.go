@@ -774,7 +774,7 @@ func (c *conn) handle(p packet.Packet) bool {
 	case *packet.Subscribe:
 		return c.handleSubscribe(p)
 	case *packet.Unsubscribe:
-		c.handleUnsubscribe(p)
+		return c.handleUnsubscribe(p)
 	case *packet.Pingreq:
 		c.send(&packet.Pingresp{})
 	case *packet.Disconnect:
@@ -1045,13 +1045,32 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) bool {
 	return true
 }
 
-func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) {
+// handleUnsubscribe answers UNSUBSCRIBE; it reports whether to keep reading.
+//
+// The syntax of each filter is checked here (the codec leaves it to the
+// receiver, see packet.Unsubscribe): in 5.0 a filter that is not one gets
+// UNSUBACK 0x8F Topic Filter invalid and the others are handled. 3.1.1 (and
+// 3.1) UNSUBACK has no reason codes, and a filter breaking the wildcard rules
+// (3.1.1 MQTT-4.7.1-2, -3) is a protocol violation, which closes the
+// connection (MQTT-4.8.0-1), as mosquitto does, with nothing unsubscribed.
+func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) bool {
 	b, s := c.b, c.s
 	v5 := c.version == packet.V5
+	if !v5 {
+		for _, f := range p.Filters {
+			if validFilter(f) != nil {
+				b.stats.malformed.Add(1)
+				c.closeWith(0)
+				return false
+			}
+		}
+	}
 	ack := &packet.Unsuback{PacketID: p.PacketID}
 	for _, f := range p.Filters {
 		rc := packet.Success
-		if _, ok := s.subs[f]; ok {
+		if validFilter(f) != nil {
+			rc = packet.TopicFilterInvalid
+		} else if _, ok := s.subs[f]; ok {
 			delete(s.subs, f)
 			b.subs.Remove(f, s.cid)
 		} else {
@@ -1070,6 +1089,7 @@ func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) {
 		e.done = true
 		c.flushAcks()
 	}
+	return true
 }
 
 // validFilter checks the syntax of a SUBSCRIBE or UNSUBSCRIBE filter, which

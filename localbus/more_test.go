@@ -56,6 +56,44 @@ func TestUnsubscribe(t *testing.T) {
 	}
 }
 
+// The syntax of UNSUBSCRIBE filters is the broker's to check. 5.0: each
+// filter that is not one gets UNSUBACK 0x8F Topic Filter invalid, the
+// others are handled as usual. 3.1.1 UNSUBACK has no codes, and a filter
+// that breaks the wildcard rules (MQTT-4.7.1-2, -3) is a protocol
+// violation: the connection is closed (MQTT-4.8.0-1), nothing unsubscribed.
+func TestUnsubscribeInvalidFilter(t *testing.T) {
+	bad := []string{"a+", "a/#/b", "$share//x"}
+	for _, v := range versions() {
+		t.Run(v.String(), func(t *testing.T) {
+			tb := startBroker(t, Options{}, nil, nil)
+			c := dial(t, tb.addr, testclient.Options{ClientID: "u", Version: v, SessionExpiry: 60})
+			subscribe(t, c, packet.Subscription{Filter: "a", QoS: 1}, packet.Subscription{Filter: "b", QoS: 1})
+			id := c.NextID()
+			send(t, c, &packet.Unsubscribe{PacketID: id, Filters: append([]string{"a"}, bad...)})
+			if v == packet.V311 {
+				expectDisconnect(t, c, 0)
+				tb.waitOffline(t, "u")
+				if n := tb.Stats().Subscriptions; n != 2 {
+					t.Fatalf("%d subscriptions after the refused UNSUBSCRIBE, want both", n)
+				}
+				return
+			}
+			p, err := c.ReadPacket(wait)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []packet.ReasonCode{packet.Success, packet.TopicFilterInvalid, packet.TopicFilterInvalid, packet.TopicFilterInvalid}
+			if ack, ok := p.(*packet.Unsuback); !ok || ack.PacketID != id || !slices.Equal(ack.ReasonCodes, want) {
+				t.Fatalf("got %#v, want UNSUBACK %d %v", p, id, want)
+			}
+			if n := tb.Stats().Subscriptions; n != 1 {
+				t.Fatalf("%d subscriptions, want 1 (b)", n)
+			}
+			noPublish(t, c) // still connected
+		})
+	}
+}
+
 func TestACLReceive(t *testing.T) {
 	aclFile := filepath.Join(t.TempDir(), "acl")
 	writeFile(t, aclFile, "topic readwrite a/#\ntopic deny a/secret\n")

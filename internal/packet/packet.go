@@ -317,8 +317,12 @@ type Suback struct {
 }
 
 // Unsubscribe is an UNSUBSCRIBE packet. As with Subscribe, the syntax of each
-// filter is the receiver's to check (topic.ValidFilter), so that one bad
-// filter gets UNSUBACK reason code 0x8F without failing the others.
+// filter is the receiver's to check (topic.ValidFilter and, in 5.0,
+// topic.ParseShared), so that in 5.0 one bad filter gets UNSUBACK reason
+// code 0x8F without failing the others. A 3.1.1 UNSUBACK has no reason
+// codes: there a bad filter is a protocol violation (3.1.1 MQTT-4.7.1-2,
+// -3), which the receiver answers by closing the connection
+// (MQTT-4.8.0-1).
 type Unsubscribe struct {
 	PacketID   uint16
 	Properties Properties
