@@ -55,6 +55,7 @@ func (q *Queue) maintain() {
 		case <-q.pageKick:
 			_, _ = pageOutMapped(q.mapDir, activeTail) // a hint; refused on old kernels
 		case <-page.C:
+			q.closeIdleReader()
 			q.mu.Lock()
 			commits := q.cs.commits
 			q.mu.Unlock()

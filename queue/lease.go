@@ -22,20 +22,16 @@ func (q *Queue) Lease(ctx context.Context, max int) ([]Record, error) {
 		return nil, fmt.Errorf("queue: lease of %d records: must be positive", max)
 	}
 	for {
-		q.mu.Lock()
-		select {
-		case <-q.closed:
-			q.mu.Unlock()
-			return nil, ErrClosed
-		default:
-		}
-		recs, drops, err := q.leaseLocked(max)
-		ch := q.avail
-		q.mu.Unlock()
+		q.leaseMu.Lock()
+		recs, drops, ch, err := q.leaseOnce(max)
+		q.leaseMu.Unlock()
 		for kind, seqs := range drops {
 			if len(seqs) > 0 {
 				q.enqueue(&request{kind: kind, seqs: seqs})
 			}
+		}
+		if errors.Is(err, ErrClosed) {
+			return nil, err
 		}
 		if err != nil {
 			return nil, fmt.Errorf("queue: lease: %w", err)
@@ -61,95 +57,231 @@ func (q *Queue) expired(m *Message, now time.Time) bool {
 	return q.opts.TTL > 0 && !m.ReceivedAt.IsZero() && now.Sub(m.ReceivedAt) >= q.opts.TTL
 }
 
-// leaseLocked collects up to max records; q.mu is held. drops maps the
-// request kind (expire, corrupt) to the seqs to remove.
-func (q *Queue) leaseLocked(max int) ([]Record, map[reqKind][]uint64, error) {
-	now := time.Now()
-	var out []Record
-	drops := map[reqKind][]uint64{}
-	take := func(seq uint64, v []byte) {
-		var rec Record
-		if err := DecodeRecord(v, &rec.Message); err != nil {
-			q.opts.Logger.Error("queue: dropping undecodable record", "seq", seq, "err", err)
-			drops[reqCorrupt] = append(drops[reqCorrupt], seq)
-			return
-		}
-		if q.expired(&rec.Message, now) {
-			drops[reqExpire] = append(drops[reqExpire], seq)
-			return
-		}
-		rec.Seq = seq
-		q.leased[seq] = struct{}{}
-		out = append(out, rec)
+// leaseOnce collects up to max records; leaseMu is held, so only one
+// Lease reads at a time. q.mu is held only to take the read position and
+// the released records before the store is read, and to record the
+// result after: the commit goroutine (publishing a commit) and acks
+// (forget) take q.mu too, and a read of the store under it held them up
+// for most of a drain. A record evicted from the head while it was read
+// is not handed out. drops maps the request kind (expire, corrupt) to the
+// seqs to remove; ch is closed when more records become visible.
+func (q *Queue) leaseOnce(max int) (out []Record, drops map[reqKind][]uint64, ch chan struct{}, err error) {
+	q.mu.Lock()
+	select {
+	case <-q.closed:
+		q.mu.Unlock()
+		return nil, nil, nil, ErrClosed
+	default:
 	}
-	err := q.db.View(func(txn *badger.Txn) error {
-		for len(q.released) > 0 && len(out) < max {
-			seq := q.released[0]
-			q.released = q.released[1:]
-			item, err := txn.Get(recordKey(seq))
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			v, err := item.ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			n := len(out)
-			take(seq, v)
-			if len(out) > n {
-				if mi, err := txn.Get(markKey(seq)); err == nil {
-					if out[n].Mark, err = mi.ValueCopy(nil); err != nil {
-						return err
-					}
-				} else if !errors.Is(err, badger.ErrKeyNotFound) {
-					return err
-				}
+	ch = q.avail
+	from, tail := q.readSeq, q.tail
+	rel := slices.Clone(q.released[:min(len(q.released), max)])
+	q.released = q.released[len(rel):]
+	q.mu.Unlock()
+
+	out, drops, next, err := q.read(rel, from, tail, max)
+
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if err != nil {
+		// Nothing was handed out: the released records are still due.
+		for _, s := range rel {
+			if i, found := slices.BinarySearch(q.released, s); !found {
+				q.released = slices.Insert(q.released, i, s)
 			}
 		}
-		if len(out) >= max || q.readSeq >= q.tail {
-			return nil
+		return nil, nil, ch, err
+	}
+	head := q.ctr.head
+	kept := out[:0]
+	for _, r := range out {
+		if r.Seq < head {
+			continue // evicted while it was read
 		}
-		it := txn.NewIterator(badger.IteratorOptions{
-			Prefix:         []byte{prefixRecord},
-			PrefetchValues: true,
-			PrefetchSize:   min(max-len(out)+1, 64),
-		})
-		defer it.Close()
-		next := q.tail
-		for it.Seek(recordKey(q.readSeq)); it.Valid(); it.Next() {
-			item := it.Item()
-			k := item.Key()
-			seq := binary.BigEndian.Uint64(k[1:])
-			if seq >= q.tail {
-				break
-			}
-			if len(k) == markKeyLen {
-				if n := len(out); n > 0 && out[n-1].Seq == seq {
-					m, err := item.ValueCopy(nil)
-					if err != nil {
-						return err
-					}
-					out[n-1].Mark = m
-				}
-				continue
-			}
-			if len(out) >= max {
-				next = seq
-				break
-			}
-			v, err := item.ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			take(seq, v)
-		}
+		q.leased[r.Seq] = struct{}{}
+		kept = append(kept, r)
+	}
+	if next > q.readSeq {
 		q.readSeq = next
-		return nil
-	})
-	return out, drops, err
+	}
+	return kept, drops, ch, nil
+}
+
+// read reads up to max records for leaseOnce without holding q.mu: first
+// the released seqs rel, then from the read position from up to tail. It
+// returns the records, the seqs to drop (expired, undecodable) and the
+// new read position.
+func (q *Queue) read(rel []uint64, from, tail uint64, max int) ([]Record, map[reqKind][]uint64, uint64, error) {
+	r := recordReader{q: q, now: time.Now(), max: max, drops: map[reqKind][]uint64{}}
+	if len(rel) > 0 {
+		if err := q.db.View(func(txn *badger.Txn) error { return r.released(txn, rel) }); err != nil {
+			return nil, nil, from, err
+		}
+	}
+	next := from
+	if len(r.out) < max && from < tail {
+		var err error
+		if next, err = q.forward(&r, from, tail); err != nil {
+			return nil, nil, from, err
+		}
+	}
+	return r.out, r.drops, next, nil
+}
+
+// recordReader collects the records of one lease.
+type recordReader struct {
+	q     *Queue
+	now   time.Time
+	max   int
+	out   []Record
+	drops map[reqKind][]uint64
+}
+
+// take decodes record seq; an undecodable or expired one goes to drops.
+func (r *recordReader) take(seq uint64, v []byte) bool {
+	var rec Record
+	if err := DecodeRecord(v, &rec.Message); err != nil {
+		r.q.opts.Logger.Error("queue: dropping undecodable record", "seq", seq, "err", err)
+		r.drops[reqCorrupt] = append(r.drops[reqCorrupt], seq)
+		return false
+	}
+	if r.q.expired(&rec.Message, r.now) {
+		r.drops[reqExpire] = append(r.drops[reqExpire], seq)
+		return false
+	}
+	rec.Seq = seq
+	r.out = append(r.out, rec)
+	return true
+}
+
+// released reads the released records rel (and their marks) by key.
+func (r *recordReader) released(txn *badger.Txn, rel []uint64) error {
+	for _, seq := range rel {
+		if len(r.out) >= r.max {
+			break
+		}
+		item, err := txn.Get(recordKey(seq))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		if !r.take(seq, v) {
+			continue
+		}
+		if mi, err := txn.Get(markKey(seq)); err == nil {
+			if r.out[len(r.out)-1].Mark, err = mi.ValueCopy(nil); err != nil {
+				return err
+			}
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
+// Leases read forward through one Badger read transaction and iterator,
+// kept between Lease calls while they read on from where the last one
+// stopped: a new transaction waits for every commit in flight to land
+// (Badger's read watermark), so opening one per Lease made each Lease as
+// slow as an ack's sync during a drain. The snapshot sees the records
+// below snapTail; it is replaced when the reader gets there, when the
+// read position moved elsewhere (evictions), and after readerMaxAge or
+// readerMaxRecords, because an open transaction keeps Badger from
+// dropping deleted versions and value-log files.
+const (
+	readerMaxAge     = time.Second
+	readerMaxRecords = 100_000
+)
+
+// leaseReader is the forward reader kept between Lease calls; leaseMu
+// guards it.
+type leaseReader struct {
+	txn      *badger.Txn
+	it       *badger.Iterator
+	pos      uint64 // seq the iterator is at (its next record)
+	snapTail uint64 // records below it are in the snapshot
+	opened   time.Time
+	read     int
+}
+
+func (lr *leaseReader) close() {
+	if lr.it != nil {
+		lr.it.Close()
+		lr.txn.Discard()
+		lr.it, lr.txn = nil, nil
+	}
+}
+
+// forward reads records from seq from up to tail into r with the kept
+// reader, opening a new one when needed, and returns the next seq to read.
+func (q *Queue) forward(r *recordReader, from, tail uint64) (uint64, error) {
+	lr := &q.reader
+	if lr.it == nil || lr.pos != from || from >= lr.snapTail ||
+		time.Since(lr.opened) > readerMaxAge || lr.read > readerMaxRecords {
+		lr.close()
+		lr.txn = q.db.NewTransaction(false)
+		lr.it = lr.txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}, PrefetchValues: true, PrefetchSize: 64})
+		lr.snapTail, lr.opened, lr.read = tail, time.Now(), 0
+		lr.it.Seek(recordKey(from))
+	}
+	end := min(tail, lr.snapTail)
+	next := end
+	it := lr.it
+	for ; it.Valid(); it.Next() {
+		item := it.Item()
+		k := item.Key()
+		seq := binary.BigEndian.Uint64(k[1:])
+		if seq >= end {
+			break
+		}
+		if len(k) == markKeyLen {
+			if n := len(r.out); n > 0 && r.out[n-1].Seq == seq {
+				m, err := item.ValueCopy(nil)
+				if err != nil {
+					lr.close()
+					return from, err
+				}
+				r.out[n-1].Mark = m
+			}
+			continue
+		}
+		if len(r.out) >= r.max {
+			next = seq
+			break
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			lr.close()
+			return from, err
+		}
+		r.take(seq, v)
+		lr.read++
+	}
+	lr.pos = next
+	if next >= lr.snapTail {
+		lr.close() // read to the end of its snapshot: nothing more in it
+	}
+	return next, nil
+}
+
+// closeIdleReader closes the kept reader once it is older than
+// readerMaxAge, so a consumer that stopped leasing (an uplink that lost
+// its connection) does not keep Badger from dropping what was deleted.
+// Called by the maintenance goroutine; a Lease in progress keeps it.
+func (q *Queue) closeIdleReader() {
+	if !q.leaseMu.TryLock() {
+		return
+	}
+	if q.reader.it != nil && time.Since(q.reader.opened) > readerMaxAge {
+		q.reader.close()
+	}
+	q.leaseMu.Unlock()
 }
 
 // Release makes leased records visible again at their original position,

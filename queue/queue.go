@@ -142,6 +142,11 @@ type Queue struct {
 	sincePageOut  uint64 // record bytes written since the last page-out kick
 	scratch       []byte
 
+	// leaseMu makes Lease calls read one at a time, outside mu, and
+	// guards reader.
+	leaseMu sync.Mutex
+	reader  leaseReader
+
 	// consumer-visible state, guarded by mu.
 	mu       sync.Mutex
 	ctr      counters
@@ -308,6 +313,9 @@ func (q *Queue) Close() error {
 		default:
 		}
 		q.wg.Wait()
+		q.leaseMu.Lock()
+		q.reader.close()
+		q.leaseMu.Unlock()
 		q.closeErr = q.db.Close()
 		if q.closeErr != nil {
 			q.closeErr = fmt.Errorf("queue: close %s: %w", q.opts.Dir, q.closeErr)

@@ -981,3 +981,42 @@ func TestFailedDeadLetterStaysLeased(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestLeaseReaderAcrossCalls: Leases that read on through the kept
+// snapshot see every record once and in order, also those appended after
+// the snapshot was taken, and never one evicted from ahead of the reader.
+func TestLeaseReaderAcrossCalls(t *testing.T) {
+	q := open(t, Options{MaxMessages: 100, Policy: DropOldest})
+	appendN(t, q, 0, 100)
+	got := leaseN(t, q, 10) // the reader stays open at seq 10
+	// 30 new records evict the 30 oldest: the 10 leased and 20 the
+	// reader was about to read.
+	appendN(t, q, 100, 30)
+	if st := q.Stats(); st.Evicted != 30 {
+		t.Fatalf("evicted %d, want 30", st.Evicted)
+	}
+	got = got[:0]
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		recs, err := q.Lease(ctx, 7)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, recs...)
+		if len(got) == 35 {
+			appendN(t, q, 130, 20) // after this snapshot: evicts 30-49, leased already
+		}
+	}
+	if len(got) != 120 {
+		t.Fatalf("leased %d records after the eviction, want 120 (30 to 149)", len(got))
+	}
+	for i, r := range got {
+		if want := fmt.Sprintf("t/%d", 30+i); r.Topic != want {
+			t.Fatalf("lease %d: %s (seq %d), want %s", i, r.Topic, r.Seq, want)
+		}
+	}
+}
