@@ -109,8 +109,8 @@ type Client struct {
 
 	// Owned by the goroutine running Run.
 	clientID  string
-	pending   []*entry          // leased, not finished, in queue order
-	doneCount int               // finished entries still in pending
+	pending   []*entry          // leased, in queue order but for seqs leased again after a failed Ack
+	doneCount int               // finished entries still in pending (until compact)
 	live      map[uint64]*entry // the entries in pending not done, by seq
 	byID      map[uint16]*entry
 	ids       idSet
@@ -630,11 +630,13 @@ func (a *acker) flush(batch *[]uint64) {
 func (a *acker) ack(seqs []uint64) {
 	err := a.src.Ack(seqs...)
 	if err != nil {
-		// Not deleted: the messages stay queued and go out again after a
-		// restart (at least once). Retry once before saying so.
+		// Not deleted: the messages stay queued. The queue leases them
+		// again in this run, so they go upstream a second time, behind the
+		// messages leased meanwhile (at least once; not in queue order).
+		// Retry once before saying so.
 		time.Sleep(100 * time.Millisecond)
 		if err = a.src.Ack(seqs...); err != nil {
-			a.log.Error("queue ack failed; messages will be sent again after a restart",
+			a.log.Error("queue ack failed; the messages stay queued and go upstream again, behind those already leased (out of queue order)",
 				"err", err, "messages", len(seqs))
 		}
 	}

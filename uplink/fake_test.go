@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -612,5 +613,71 @@ func TestServerBusyBacksOff(t *testing.T) {
 	}
 	if st := c.Status(); st.Connects != 3 || st.Refused != 1 || st.DeadLettered != 1 {
 		t.Errorf("status: connects %d, refused %d, dead-lettered %d", st.Connects, st.Refused, st.DeadLettered)
+	}
+}
+
+// failAckSource is a memSource whose first fails Ack calls fail and make
+// their records visible to Lease again, as the queue does when the commit
+// of an ack fails.
+type failAckSource struct {
+	*memSource
+	fmu   sync.Mutex
+	fails int
+}
+
+func (s *failAckSource) Ack(seqs ...uint64) error {
+	s.fmu.Lock()
+	fail := s.fails > 0
+	s.fails--
+	s.fmu.Unlock()
+	if !fail {
+		return s.memSource.Ack(seqs...)
+	}
+	s.memSource.Release(seqs...)
+	return fmt.Errorf("ack of %v failed", seqs)
+}
+
+// TestFailedAckSentAgain: messages whose Source Ack fails (the acker tries
+// twice) stay queued; the queue leases them again within the same run,
+// and they go upstream again behind the messages already leased, out of
+// queue order, as the log says.
+func TestFailedAckSentAgain(t *testing.T) {
+	f := startFake(t)
+	src := &failAckSource{memSource: newMemSource(), fails: 2}
+	for _, s := range []string{"a", "b"} {
+		src.add(Message{Topic: "fa/x", Payload: []byte(s), QoS: 1})
+	}
+	var log testenv.LockedBuffer
+	c := newClient(t, Options{URL: f.URL(), ClientID: "fa", KeepAlive: -1, Inflight: 1,
+		Logger: slog.New(slog.NewTextHandler(&log, nil))}, src, nil)
+	run(t, c)
+	fc := f.accept()
+	fc.connack(false, packet.Properties{})
+	var got []string
+	answer := func() {
+		t.Helper()
+		p, ok := fc.read().(*packet.Publish)
+		if !ok {
+			t.Fatalf("got %+v, want PUBLISH", p)
+		}
+		got = append(got, string(p.Payload))
+		fc.send(&packet.Puback{PacketID: p.PacketID})
+	}
+	answer() // a: its Ack fails twice
+	testenv.WaitFor(t, 30*time.Second, "ack failure logged", func() bool { return strings.Contains(log.String(), "queue ack failed") })
+	answer() // b, leased with a
+	answer() // a, leased again: behind b
+	if s := strings.Join(got, " "); s != "a b a" {
+		t.Fatalf("upstream received %q, want a b, then a again", s)
+	}
+	testenv.WaitFor(t, 30*time.Second, "all acked", func() bool { q, _, _, _ := src.counts(); return q == 0 })
+	var line string
+	for _, l := range strings.Split(log.String(), "\n") {
+		if strings.Contains(l, "queue ack failed") {
+			line = l
+		}
+	}
+	if !strings.Contains(line, "out of queue order") || strings.Contains(line, "after a restart") {
+		t.Errorf("log line %q, want it to say the messages go again in this run, out of queue order", line)
 	}
 }

@@ -338,7 +338,10 @@ type Source interface {
 	// done) and returns up to max messages from the head, in queue order.
 	// Leased messages are hidden from later Leases until Ack or Release.
 	Lease(ctx context.Context, max int) ([]Message, error)
-	// Ack deletes messages durably: the upstream has them.
+	// Ack deletes messages durably: the upstream has them. When it fails
+	// they stay in the source; the queue leases them again (after what is
+	// leased already), so they go upstream a second time, out of queue
+	// order.
 	Ack(seqs ...uint64) error
 	// Release makes leased messages visible again at their original
 	// position.
