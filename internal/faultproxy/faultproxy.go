@@ -1,7 +1,8 @@
 // Package faultproxy is a TCP proxy for tests that puts a failing network
 // between holdfast and a real broker: it can add latency, cut connections
 // cleanly (FIN), reset them (RST), blackhole them (bytes vanish, sockets stay
-// open, as on a stalled cellular link) and refuse new ones (target unreachable).
+// open, as on a stalled cellular link), refuse new ones (target unreachable)
+// and end each connection after a lifetime of its own (a flapping link).
 //
 // Each accepted connection is forwarded to the target by two goroutines, one
 // per direction; faults apply to what is read after they are set. Close stops
@@ -24,6 +25,7 @@ type Proxy struct {
 	delay     time.Duration
 	blackhole bool
 	refuse    bool
+	lifetime  func() (time.Duration, bool)
 	accepted  int
 	closed    bool
 
@@ -74,6 +76,19 @@ func (p *Proxy) Refuse(on bool) {
 	p.mu.Unlock()
 }
 
+// SetLifetime makes every connection accepted from now on end a while after
+// it was accepted: f, called when the connection is accepted, returns how
+// long it lives and whether it ends with a reset (RST) rather than a normal
+// close (FIN). f is called by the accepting goroutine only, one connection
+// at a time, so it may draw from a random source of its own without a lock.
+// nil (the default) lets connections live; those accepted before keep the
+// lifetime they were given.
+func (p *Proxy) SetLifetime(f func() (d time.Duration, reset bool)) {
+	p.mu.Lock()
+	p.lifetime = f
+	p.mu.Unlock()
+}
+
 // Cut closes every current connection on both sides with a normal close (FIN).
 func (p *Proxy) Cut() { p.closeAll(false) }
 
@@ -114,12 +129,17 @@ func (p *Proxy) closeAll(reset bool) {
 	}
 	p.mu.Unlock()
 	for _, l := range links {
-		for _, c := range []net.Conn{l.client, l.server} {
-			if tc, ok := c.(*net.TCPConn); ok && reset {
-				tc.SetLinger(0)
-			}
-			c.Close()
+		l.close(reset)
+	}
+}
+
+// close closes both sides of l, with a reset when reset is true.
+func (l *link) close(reset bool) {
+	for _, c := range []net.Conn{l.client, l.server} {
+		if tc, ok := c.(*net.TCPConn); ok && reset {
+			tc.SetLinger(0)
 		}
+		c.Close()
 	}
 }
 
@@ -132,18 +152,28 @@ func (p *Proxy) acceptLoop() {
 		}
 		p.mu.Lock()
 		p.accepted++
-		refuse, closed := p.refuse, p.closed
+		refuse, closed, lifetime := p.refuse, p.closed, p.lifetime
 		p.mu.Unlock()
 		if refuse || closed {
 			c.Close()
 			continue
 		}
+		var end time.Time
+		var reset bool
+		if lifetime != nil {
+			var d time.Duration
+			d, reset = lifetime()
+			end = time.Now().Add(d)
+		}
 		p.wg.Add(1)
-		go p.serve(c)
+		go p.serve(c, end, reset)
 	}
 }
 
-func (p *Proxy) serve(client net.Conn) {
+// serve forwards client to the target until either side ends, or until
+// end when it is not zero (then closing both sides, with a reset when
+// reset is true).
+func (p *Proxy) serve(client net.Conn, end time.Time, reset bool) {
 	defer p.wg.Done()
 	server, err := net.DialTimeout("tcp", p.target, 5*time.Second)
 	if err != nil {
@@ -160,6 +190,10 @@ func (p *Proxy) serve(client net.Conn) {
 	}
 	p.conns[l] = struct{}{}
 	p.mu.Unlock()
+	if !end.IsZero() {
+		t := time.AfterFunc(time.Until(end), func() { l.close(reset) })
+		defer t.Stop()
+	}
 
 	var both sync.WaitGroup
 	both.Add(2)
