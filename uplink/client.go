@@ -145,6 +145,9 @@ type Client struct {
 
 	// onBackoff, when set (by tests), sees every reconnect delay.
 	onBackoff func(time.Duration)
+	// poisonWin, when set (by tests), is the poison window, instead of
+	// one derived from the handshake's round trip (see conn.poisonWindow).
+	poisonWin time.Duration
 }
 
 // New checks opts, applies the defaults and returns a Client; nothing is

@@ -67,10 +67,14 @@ func closedByServer(err error) bool {
 // poisonWindow is how soon after a message sent alone a close must come
 // to count against the message (see Client.afterLoss): eight times the
 // round trip of the handshake (CONNECT to CONNACK), at least 250ms and at
-// most 5s. A server closes at once on what it cannot accept, so its close
-// comes within about one round trip; the cuts of a failing network come at
-// any time, and rarely within this window five times in a row.
+// most 5s, unless a test set Client.poisonWin. A server closes at once on
+// what it cannot accept, so its close comes within about one round trip;
+// the cuts of a failing network come at any time, and rarely within this
+// window five times in a row.
 func (s *conn) poisonWindow() time.Duration {
+	if w := s.c.poisonWin; w > 0 {
+		return w
+	}
 	return min(max(8*s.rtt, 250*time.Millisecond), 5*time.Second)
 }
 

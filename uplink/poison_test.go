@@ -176,6 +176,7 @@ func TestFlappingNeverDeadLetters(t *testing.T) {
 	}
 	c := newClient(t, Options{URL: f.URL(), ClientID: "fl", KeepAlive: -1, Inflight: 8,
 		Backoff: Backoff{Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond}}, src, nil)
+	c.poisonWin = 250 * time.Millisecond
 	run(t, c)
 	acked := map[string]bool{}
 	conns := scriptedServer(t, f, packet.V5, func(conn int, got []string) fakeAction {
@@ -185,9 +186,9 @@ func TestFlappingNeverDeadLetters(t *testing.T) {
 			return []fakeAction{fakeCut, fakeReset}[conn%2]
 		case conn >= 9 && conn <= 14:
 			// The message sent alone is unanswered (a blackhole), and
-			// the link is reset a second later: the network's timing,
-			// not synchronisation. poisonWindow is 250ms here, unless
-			// the handshake took over 125ms.
+			// the link is reset a second later, well after the poison
+			// window of 250ms: the network's timing, not
+			// synchronisation.
 			time.Sleep(time.Second)
 			return fakeReset
 		}
