@@ -146,6 +146,11 @@ func (q *Queue) commit(batch []*request) {
 	q.checkDisk(start)
 	res := make([]error, len(batch))
 	for i, r := range batch {
+		if r.err == nil {
+			if err := q.failed.get(); err != nil {
+				r.err = err
+			}
+		}
 		res[i] = r.err
 	}
 	var eff effects
@@ -163,6 +168,17 @@ func (q *Queue) commit(batch []*request) {
 				}
 			}
 			break
+		}
+	}
+	if err := q.failed.get(); err != nil && failed == nil && wrote {
+		// A sync failed inside a commit that reported success (Badger
+		// only logs a failed value-log sync): nothing of it is known to
+		// be on disk.
+		failed = err
+		for i := range res {
+			if res[i] == nil {
+				res[i] = err
+			}
 		}
 	}
 	if failed != nil {
@@ -287,6 +303,9 @@ func (q *Queue) commitSegment(batch []*request, res []error, from int, c *counte
 		txn.Discard()
 		if err != nil {
 			err = fmt.Errorf("queue: commit: %w", err)
+			// Badger may have applied some of it: what is stored is no
+			// longer what the counters say until a reopen reads it.
+			q.failed.set(err)
 			for i := from; i < end; i++ {
 				if res[i] == nil {
 					res[i] = err

@@ -21,7 +21,13 @@ func (q *Queue) Lease(ctx context.Context, max int) ([]Record, error) {
 	if max <= 0 {
 		return nil, fmt.Errorf("queue: lease of %d records: must be positive", max)
 	}
+	if q.opts.ReadOnly {
+		return nil, ErrReadOnly
+	}
 	for {
+		if err := q.failed.get(); err != nil {
+			return nil, err
+		}
 		q.leaseMu.Lock()
 		recs, drops, ch, err := q.leaseOnce(max)
 		q.leaseMu.Unlock()

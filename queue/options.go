@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -76,6 +77,14 @@ type Options struct {
 	// Dir is the data directory (created if missing, unless NoCreate).
 	// One Queue per Dir.
 	Dir string
+	// ReadOnly opens an existing queue (ErrNoQueue otherwise) for
+	// Scan, Stats, GetState, ScanState and DeadLetters only, leaving its
+	// files exactly as they are (Badger read-only, no maintenance, no Go
+	// memory limit): for tools that must not change a queue, or create
+	// files in it owned by another user. Writes, acks and leases fail
+	// with ErrReadOnly. A queue that was not closed cleanly fails to open
+	// with ErrNeedsRecovery.
+	ReadOnly bool
 	// NoCreate makes Open fail with ErrNoQueue when Dir holds no queue,
 	// instead of creating an empty one there: for tools that inspect an
 	// existing queue, where a mistyped directory must not look like an
@@ -228,8 +237,9 @@ func (o *Options) badgerBurst() int64 {
 	return 2*o.ValueLogFileSize + int64(o.NumMemtables+1)*2*o.MemTableSize + 10*o.BaseTableSize
 }
 
-func (o *Options) badgerOptions() badger.Options {
+func (o *Options) badgerOptions(f *failure) badger.Options {
 	bo := badger.DefaultOptions(o.Dir)
+	bo.ReadOnly = o.ReadOnly
 	// Tables are built in memory before they are written; keep them all
 	// at BaseTableSize instead of doubling per level (64 MiB at L6).
 	bo.TableSizeMultiplier = 1
@@ -252,14 +262,24 @@ func (o *Options) badgerOptions() badger.Options {
 		WithCompression(options.None).
 		WithNumGoroutines(1).
 		WithCompactL0OnClose(false).
-		WithLogger(slogBadger{o.Logger})
+		WithLogger(slogBadger{o.Logger, f})
 }
 
-// slogBadger routes Badger's log to slog at warning level and above.
-type slogBadger struct{ l *slog.Logger }
+// slogBadger routes Badger's log to slog at warning level and above. A
+// logged sync failure fails the queue: under SyncWrites Badger logs a
+// failed value-log sync instead of returning it, so a commit would
+// otherwise report records as durable that are not.
+type slogBadger struct {
+	l *slog.Logger
+	f *failure
+}
 
 func (s slogBadger) Errorf(f string, a ...any) {
-	s.l.Error(fmt.Sprintf(f, a...), "component", "badger")
+	msg := strings.TrimSpace(fmt.Sprintf(f, a...))
+	s.l.Error(msg, "component", "badger")
+	if s.f != nil && strings.Contains(strings.ToLower(msg), "sync") {
+		s.f.set(fmt.Errorf("badger: %s", msg))
+	}
 }
 
 func (s slogBadger) Warningf(f string, a ...any) {

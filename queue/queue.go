@@ -36,6 +36,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,6 +58,19 @@ var (
 	// ErrLocked means another Queue, usually a running agent, has Dir
 	// open: one Queue per directory.
 	ErrLocked = errors.New("queue: in use by another process")
+	// ErrReadOnly is returned by every write, ack and lease of a queue
+	// opened with Options.ReadOnly.
+	ErrReadOnly = errors.New("queue: opened read-only")
+	// ErrNeedsRecovery means a read-only Open found a queue that was not
+	// closed cleanly (a crash, SIGKILL, a power cut): its write-ahead log
+	// must be replayed, which only a read-write Open (holdfast run) does.
+	ErrNeedsRecovery = errors.New("queue: not closed cleanly: open it read-write once to recover it")
+	// ErrFailed means a commit failed in a way that leaves the store's
+	// state unknown (a failed sync, a transaction Badger may have half
+	// applied): every later write fails with it, wrapped with the first
+	// cause, until the queue is closed and opened again. Failed tells
+	// when it happens.
+	ErrFailed = errors.New("queue: failed, reopen it")
 	// ErrNoQueue means Options.NoCreate is set and Dir holds no queue.
 	ErrNoQueue = errors.New("queue: no queue in this directory")
 	// ErrNotFound means the record (or state key) does not exist.
@@ -142,6 +156,8 @@ type Queue struct {
 	sincePageOut  uint64 // record bytes written since the last page-out kick
 	scratch       []byte
 
+	failed *failure
+
 	// leaseMu makes Lease calls read one at a time, outside mu, and
 	// guards reader.
 	leaseMu sync.Mutex
@@ -196,21 +212,31 @@ func Open(opts Options) (*Queue, error) {
 		return nil, errors.New("queue: options: limits, TTL and CommitWait must not be negative")
 	}
 	opts.setDefaults()
-	applyMemoryLimit(opts.Logger)
-	if opts.NoCreate {
-		// Badger's MANIFEST is the first file of every store.
-		if _, err := os.Stat(filepath.Join(opts.Dir, "MANIFEST")); err != nil {
-			return nil, fmt.Errorf("%w: %s", ErrNoQueue, opts.Dir)
-		}
+	if !opts.ReadOnly {
+		applyMemoryLimit(opts.Logger)
 	}
-	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
+	if opts.NoCreate || opts.ReadOnly {
+		// Badger's MANIFEST is the first file of every store.
+		if _, err := os.Stat(filepath.Join(opts.Dir, "MANIFEST")); errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s", ErrNoQueue, opts.Dir)
+		} else if err != nil {
+			return nil, fmt.Errorf("queue: open %s: %w", opts.Dir, err)
+		}
+	} else if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("queue: data dir %s: %w", opts.Dir, err)
 	}
 	if err := checkUnlocked(opts.Dir); err != nil {
 		return nil, fmt.Errorf("%w: %s", err, opts.Dir)
 	}
-	db, err := badger.Open(opts.badgerOptions())
+	failed := new(failure)
+	db, err := badger.Open(opts.badgerOptions(failed))
 	if err != nil {
+		switch msg := err.Error(); {
+		case strings.Contains(msg, "Another process is using this Badger database"):
+			return nil, fmt.Errorf("%w: %s", ErrLocked, opts.Dir) // where the flock probe cannot see it
+		case opts.ReadOnly && strings.Contains(msg, "truncate required"):
+			return nil, fmt.Errorf("%w: %s", ErrNeedsRecovery, opts.Dir)
+		}
 		return nil, fmt.Errorf("queue: open %s: %w", opts.Dir, err)
 	}
 	var c counters
@@ -237,6 +263,7 @@ func Open(opts Options) (*Queue, error) {
 	q := &Queue{
 		opts:     opts,
 		db:       db,
+		failed:   failed,
 		mapDir:   resolvedDir(opts.Dir),
 		wake:     make(chan struct{}, 1),
 		wctr:     c,
@@ -251,12 +278,58 @@ func Open(opts Options) (*Queue, error) {
 		notes:    notifier{wake: make(chan struct{}, 1), stop: make(chan struct{})},
 	}
 	q.peakBytes = c.bytes
-	q.wg.Add(3)
+	q.wg.Add(2)
 	go q.commitLoop()
 	go q.notes.run(&q.wg)
-	go q.maintain()
+	if !opts.ReadOnly {
+		q.wg.Add(1)
+		go q.maintain()
+	}
 	return q, nil
 }
+
+// failure is a queue's first fatal error (ErrFailed); it stays once set.
+type failure struct {
+	mu  sync.Mutex
+	err error
+	ch  chan struct{} // closed when err is set
+}
+
+func (f *failure) set(cause error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err == nil {
+		f.err = fmt.Errorf("%w: %w", ErrFailed, cause)
+		if f.ch == nil {
+			f.ch = make(chan struct{})
+		}
+		close(f.ch)
+	}
+}
+
+func (f *failure) get() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
+}
+
+func (f *failure) done() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ch == nil {
+		f.ch = make(chan struct{})
+	}
+	return f.ch
+}
+
+// Failed returns a channel that is closed when the queue fails
+// (ErrFailed: a commit or a sync failed, and what is on disk is no longer
+// known). The agent stops then, so that a restart reopens the queue from
+// what the disk holds.
+func (q *Queue) Failed() <-chan struct{} { return q.failed.done() }
+
+// Err returns why the queue failed (wrapping ErrFailed), or nil.
+func (q *Queue) Err() error { return q.failed.get() }
 
 // resolvedDir returns dir absolute and with symlinks resolved, or dir
 // when that fails.
@@ -426,6 +499,9 @@ func (q *Queue) ScanState(prefix string, fn func(key string, value []byte) error
 // a record that is gone (already acked, evicted by drop_oldest, expired)
 // is a no-op. The records stop counting as leased at once.
 func (q *Queue) Ack(seqs ...uint64) error {
+	if q.opts.ReadOnly {
+		return ErrReadOnly
+	}
 	rs := q.ackRequests(seqs)
 	if len(rs) == 1 {
 		return q.wait(context.Background(), rs[0])
@@ -582,6 +658,9 @@ func (q *Queue) newWrite(w Write) (*request, error) {
 
 // wait submits r and waits for its result.
 func (q *Queue) wait(ctx context.Context, r *request) error {
+	if q.opts.ReadOnly {
+		return ErrReadOnly
+	}
 	r.ch = make(chan error, 1)
 	q.pmu.Lock()
 	if q.closing {
@@ -603,6 +682,9 @@ func (q *Queue) wait(ctx context.Context, r *request) error {
 // (or arrives while closing) still goes through the committer or the
 // notifier so its callback keeps its place in order.
 func (q *Queue) enqueue(r *request) {
+	if q.opts.ReadOnly && r.err == nil {
+		r.err = ErrReadOnly
+	}
 	q.pmu.Lock()
 	if q.closing && r.err == nil {
 		r.err = ErrClosed

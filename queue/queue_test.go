@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -1019,4 +1021,132 @@ func TestLeaseReaderAcrossCalls(t *testing.T) {
 			t.Fatalf("lease %d: %s (seq %d), want %s", i, r.Topic, r.Seq, want)
 		}
 	}
+}
+
+// dirState lists every file of dir with its size and modification time.
+func dirState(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	st := map[string]string{}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st[e.Name()] = fmt.Sprintf("%d %d", fi.Size(), fi.ModTime().UnixNano())
+	}
+	return st
+}
+
+// TestReadOnly: a read-only queue shows what a closed one holds, refuses
+// every change, and leaves its files exactly as they were; a queue that
+// was not closed cleanly is refused with ErrNeedsRecovery; a directory
+// without one with ErrNoQueue.
+func TestReadOnly(t *testing.T) {
+	dir := t.TempDir()
+	q := open(t, Options{Dir: dir})
+	appendN(t, q, 0, 5)
+	recs := leaseN(t, q, 2)
+	if err := q.Ack(recs[0].Seq); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before := dirState(t, dir)
+	ro := open(t, Options{Dir: dir, ReadOnly: true})
+	if st := ro.Stats(); st.Messages != 4 || st.Acked != 1 {
+		t.Fatalf("read-only stats %+v", st)
+	}
+	n := 0
+	if err := ro.Scan(func(Scanned) error { n++; return nil }); err != nil || n != 4 {
+		t.Fatalf("scan: %d records, %v", n, err)
+	}
+	if err := ro.Append(ctxT(t), msg(9)); !errors.Is(err, ErrReadOnly) {
+		t.Errorf("append: %v, want ErrReadOnly", err)
+	}
+	if err := ro.Ack(recs[1].Seq); !errors.Is(err, ErrReadOnly) {
+		t.Errorf("ack: %v, want ErrReadOnly", err)
+	}
+	if _, err := ro.Lease(ctxT(t), 1); !errors.Is(err, ErrReadOnly) {
+		t.Errorf("lease: %v, want ErrReadOnly", err)
+	}
+	done := make(chan error, 1)
+	ro.AppendAsync([]Message{msg(10)}, func(err error) { done <- err })
+	if err := <-done; !errors.Is(err, ErrReadOnly) {
+		t.Errorf("append async: %v, want ErrReadOnly", err)
+	}
+	if err := ro.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if after := dirState(t, dir); !maps.Equal(before, after) {
+		t.Errorf("read-only open changed the directory:\nbefore %v\nafter  %v", before, after)
+	}
+
+	// A copy of an open queue's files is what a crash leaves behind.
+	live := open(t, Options{})
+	appendN(t, live, 0, 3)
+	crashed := t.TempDir()
+	entries, err := os.ReadDir(live.opts.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(live.opts.Dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(crashed, e.Name()), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := Open(Options{Dir: crashed, ReadOnly: true, Logger: quiet}); !errors.Is(err, ErrNeedsRecovery) {
+		t.Errorf("read-only open of a queue not closed cleanly: %v, want ErrNeedsRecovery", err)
+	}
+	rw := open(t, Options{Dir: crashed})
+	if st := rw.Stats(); st.Messages != 3 {
+		t.Errorf("recovered: %d messages, want 3", st.Messages)
+	}
+	if _, err := Open(Options{Dir: filepath.Join(t.TempDir(), "none"), ReadOnly: true, Logger: quiet}); !errors.Is(err, ErrNoQueue) {
+		t.Errorf("read-only open of no queue: %v, want ErrNoQueue", err)
+	}
+}
+
+// TestFailedQueue: a sync failure Badger only logs fails the queue: the
+// commit that was in progress and every later write report ErrFailed,
+// Lease stops, and Failed is closed.
+func TestFailedQueue(t *testing.T) {
+	q := open(t, Options{})
+	appendN(t, q, 0, 1)
+	select {
+	case <-q.Failed():
+		t.Fatal("Failed closed before any failure")
+	default:
+	}
+	slogBadger{quiet, q.failed}.Errorf("Error while curlf sync: %v\n", io.ErrShortWrite)
+	select {
+	case <-q.Failed():
+	default:
+		t.Fatal("Failed not closed after a logged sync failure")
+	}
+	if err := q.Append(ctxT(t), msg(1)); !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), "curlf sync") {
+		t.Errorf("append after the failure: %v, want ErrFailed with the cause", err)
+	}
+	if _, err := q.Lease(ctxT(t), 1); !errors.Is(err, ErrFailed) {
+		t.Errorf("lease after the failure: %v, want ErrFailed", err)
+	}
+	if !errors.Is(q.Err(), ErrFailed) {
+		t.Errorf("Err() = %v", q.Err())
+	}
+	// Reopened, the queue works again with what the disk holds.
+	dir := q.opts.Dir
+	q.Close()
+	q2 := open(t, Options{Dir: dir})
+	if st := q2.Stats(); st.Messages != 1 || q2.Err() != nil {
+		t.Errorf("reopened: %d messages, err %v", st.Messages, q2.Err())
+	}
+	appendN(t, q2, 1, 1)
 }
