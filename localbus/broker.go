@@ -142,12 +142,26 @@ type Options struct {
 	// Logger receives connection and state changes. Default slog.Default().
 	Logger *slog.Logger
 
-	// now is the clock of message expiry (nil: time.Now). Tests set it to
-	// move a message past its expiry without waiting. Network deadlines
-	// (keep alive, ConnectTimeout) and the session expiry and will delay
-	// timers always use the real clock.
-	now func() time.Time
+	// now is the clock of message expiry (nil: time.Now) and afterFunc
+	// (nil: time.AfterFunc) runs the session expiry and will delay timers.
+	// Tests set both from one test clock, to move a message past its
+	// expiry, a session past its expiry interval or a will past its delay
+	// without waiting and without a real-time window a loaded machine can
+	// miss. Network deadlines (keep alive, ConnectTimeout) always use the
+	// real clock.
+	now       func() time.Time
+	afterFunc func(d time.Duration, f func()) timer
 }
+
+// timer is a timer from Options.afterFunc: *time.Timer, or a test clock's.
+type timer interface {
+	// Stop prevents the timer from firing; it reports whether it stopped
+	// it (false: it already fired or was stopped).
+	Stop() bool
+}
+
+// realAfterFunc is the default Options.afterFunc.
+func realAfterFunc(d time.Duration, f func()) timer { return time.AfterFunc(d, f) }
 
 // ListenerOptions configures one Serve call.
 type ListenerOptions struct {
@@ -191,6 +205,8 @@ type Broker struct {
 	store Store
 	log   *slog.Logger
 	now   func() time.Time // Options.now or time.Now
+	// afterFunc is Options.afterFunc or time.AfterFunc.
+	afterFunc func(d time.Duration, f func()) timer
 
 	// mu guards everything below it and the state of every session and
 	// connection (not their sockets).
@@ -255,8 +271,11 @@ func New(opts Options, store Store) (*Broker, error) {
 	if opts.now == nil {
 		opts.now = time.Now
 	}
+	if opts.afterFunc == nil {
+		opts.afterFunc = realAfterFunc
+	}
 	b := &Broker{
-		opts: opts, store: store, log: opts.Logger, now: opts.now,
+		opts: opts, store: store, log: opts.Logger, now: opts.now, afterFunc: opts.afterFunc,
 		sessions:  make(map[string]*session),
 		retained:  make(map[string]*stored),
 		shareNext: make(map[string]int),

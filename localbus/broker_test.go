@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -85,11 +86,13 @@ func startBrokerRaw(t testing.TB, opts Options, st *memStore, lo *ListenerOption
 	return tb
 }
 
-// testClock is a clock for Options.now that moves only when a test advances
-// it, so that message expiry does not depend on how fast the machine is.
+// testClock is a clock for Options.now and Options.afterFunc that moves only
+// when a test advances it, so that message expiry, session expiry and will
+// delay do not depend on how fast the machine is.
 type testClock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu     sync.Mutex
+	t      time.Time
+	timers []*clockTimer
 }
 
 func newTestClock() *testClock { return &testClock{t: time.Now()} }
@@ -100,10 +103,77 @@ func (c *testClock) now() time.Time {
 	return c.t
 }
 
+// advance moves the clock by d and runs, in deadline order, the function of
+// every timer due by then, on the caller's goroutine (the broker's only
+// post an event, which never blocks).
 func (c *testClock) advance(d time.Duration) {
 	c.mu.Lock()
 	c.t = c.t.Add(d)
+	var due []*clockTimer
+	keep := c.timers[:0]
+	for _, tm := range c.timers {
+		if tm.at.After(c.t) {
+			keep = append(keep, tm)
+		} else {
+			due = append(due, tm)
+		}
+	}
+	c.timers = keep
 	c.mu.Unlock()
+	slices.SortStableFunc(due, func(a, b *clockTimer) int { return a.at.Compare(b.at) })
+	for _, tm := range due {
+		tm.f()
+	}
+}
+
+// afterFunc is Options.afterFunc on the test clock: f runs when advance
+// reaches now + d (at once for d <= 0, as time.AfterFunc).
+func (c *testClock) afterFunc(d time.Duration, f func()) timer {
+	c.mu.Lock()
+	tm := &clockTimer{c: c, at: c.t.Add(d), f: f}
+	if d > 0 {
+		c.timers = append(c.timers, tm)
+	}
+	c.mu.Unlock()
+	if d <= 0 {
+		go f()
+	}
+	return tm
+}
+
+// clockTimer is a timer of a testClock.
+type clockTimer struct {
+	c  *testClock
+	at time.Time
+	f  func()
+}
+
+// Stop removes the timer; false if it had fired or was stopped.
+func (tm *clockTimer) Stop() bool {
+	tm.c.mu.Lock()
+	defer tm.c.mu.Unlock()
+	i := slices.Index(tm.c.timers, tm)
+	if i < 0 {
+		return false
+	}
+	tm.c.timers = slices.Delete(tm.c.timers, i, i+1)
+	return true
+}
+
+// settle waits until every event the broker has posted has run, and those
+// that running them posted: a will's publish, then (the in-memory store
+// completing at once) its delivery. After it, a PINGREQ round trip
+// (noPublish) shows whether anything was sent.
+func (tb *testBroker) settle() {
+	for {
+		tb.flushEvents()
+		tb.evMu.Lock()
+		n := len(tb.events)
+		tb.evMu.Unlock()
+		if n == 0 {
+			return
+		}
+	}
 }
 
 // waitSession waits until cond holds for the session of client id (nil

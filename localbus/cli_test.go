@@ -228,17 +228,17 @@ func TestPaho(t *testing.T) {
 
 // TestMosquittoV5Properties: the MQTT 5 properties mosquitto_pub and
 // mosquitto_sub set with -D and -x, and the broker's CONNACK limits they
-// obey: Message Expiry Interval (on the broker's test clock), Session Expiry
-// Interval 1 s (waited out on the real timer), the subscriber's Receive
-// Maximum and Maximum Packet Size, and the broker's own Receive Maximum and
-// Maximum Packet Size, which mosquitto_pub keeps to.
+// obey: Message Expiry Interval and Session Expiry Interval 1 s (both on the
+// broker's test clock), the subscriber's Receive Maximum and Maximum Packet
+// Size, and the broker's own Receive Maximum and Maximum Packet Size, which
+// mosquitto_pub keeps to.
 func TestMosquittoV5Properties(t *testing.T) {
 	subTool := testenv.LookTool(t, "mosquitto_sub", "mosquitto-clients")
 	pubTool := testenv.LookTool(t, "mosquitto_pub", "mosquitto-clients")
 	clock := newTestClock()
 	// A commit takes 20 ms, so that a publisher's window fills.
 	st := newMemStore(t).withLatency(20 * time.Millisecond)
-	tb := startBroker(t, Options{now: clock.now, ReceiveMaximum: 2, MaxPacketSize: 1000}, st, nil)
+	tb := startBroker(t, Options{now: clock.now, afterFunc: clock.afterFunc, ReceiveMaximum: 2, MaxPacketSize: 1000}, st, nil)
 	base := append([]string{"-V", "mqttv5"}, hostPort(tb.addr)...)
 	t.Run("message-expiry-interval", func(t *testing.T) {
 		keeper := append(base, "-i", "exp", "-c", "-x", "600", "-t", "cli/exp", "-q", "1")
@@ -262,9 +262,21 @@ func TestMosquittoV5Properties(t *testing.T) {
 	t.Run("session-expiry-interval", func(t *testing.T) {
 		_, out, done := mosqSub(t, subTool, append(base, "-i", "brief", "-c", "-x", "1", "-t", "cli/se", "-q", "1", "-E")...)
 		waitExit(t, done, out)
-		tb.waitSession(t, "brief", "offline, stored, with expiry 1 s", func(s *session) bool {
+		stored := func(s *session) bool {
 			return s != nil && s.conn == nil && s.expiry == 1 && len(st.keys(sessionKey("brief"))) == 1
-		})
+		}
+		tb.waitSession(t, "brief", "offline, stored, with expiry 1 s", stored)
+		// The session lasts its second on the test clock, to the
+		// nanosecond, however long the machine takes.
+		clock.advance(time.Second - time.Nanosecond)
+		tb.settle()
+		tb.mu.Lock()
+		kept := stored(tb.sessions["brief"])
+		tb.mu.Unlock()
+		if !kept {
+			t.Fatal("session ended 1 ns before its expiry interval")
+		}
+		clock.advance(time.Nanosecond)
 		tb.waitSession(t, "brief", "expired and its record deleted", func(s *session) bool {
 			return s == nil && len(st.keys(sessionKey("brief"))) == 0
 		})

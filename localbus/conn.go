@@ -1129,8 +1129,8 @@ func (c *conn) cleanup() {
 				d = w.delay
 			}
 			s.pendingWill = w
-			var t *time.Timer
-			t = time.AfterFunc(d, func() {
+			var t timer
+			t = b.afterFunc(d, func() {
 				b.post(func() {
 					if s.willTimer != t || s.pendingWill != w || b.closing {
 						return

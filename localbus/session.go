@@ -68,8 +68,8 @@ type session struct {
 	savedOut  map[uint64]bool // done out of order, above savedUpTo
 	stateLost bool            // a delivery-state save failed: resend saves it again
 
-	expiryTimer *time.Timer
-	willTimer   *time.Timer
+	expiryTimer timer
+	willTimer   timer
 	pendingWill *will // published when willTimer fires or the session ends
 	ended       bool
 }
@@ -528,8 +528,8 @@ func (b *Broker) startExpiry(s *session) {
 	if s.expiryTimer != nil {
 		s.expiryTimer.Stop()
 	}
-	var t *time.Timer
-	t = time.AfterFunc(d, func() {
+	var t timer
+	t = b.afterFunc(d, func() {
 		b.post(func() {
 			if s.expiryTimer != t || s.conn != nil || s.ended || b.closing {
 				return
