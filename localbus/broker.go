@@ -194,6 +194,7 @@ type Stats struct {
 	DroppedQueueFull   uint64 // dropped by MaxQueuedMessages
 	DroppedExpired     uint64 // message expiry passed before delivery
 	DroppedTooLarge    uint64 // larger than the client's Maximum Packet Size
+	DroppedInvalid     uint64 // deliveries the codec cannot encode (stored fields MQTT does not allow)
 	DroppedOffline     uint64 // QoS 0 for an offline session
 	DroppedDenied      uint64 // publishes or deliveries the ACL refused
 }
@@ -235,7 +236,7 @@ type Broker struct {
 	stats struct {
 		in, out, refused, malformed, connRefused      atomic.Uint64
 		dropFull, dropExpired, dropLarge, dropOffline atomic.Uint64
-		dropDenied                                    atomic.Uint64
+		dropDenied, dropInvalid                       atomic.Uint64
 	}
 	closeOnce sync.Once
 }
@@ -639,6 +640,7 @@ func (b *Broker) Stats() Stats {
 	st.DroppedQueueFull = b.stats.dropFull.Load()
 	st.DroppedExpired = b.stats.dropExpired.Load()
 	st.DroppedTooLarge = b.stats.dropLarge.Load()
+	st.DroppedInvalid = b.stats.dropInvalid.Load()
 	st.DroppedOffline = b.stats.dropOffline.Load()
 	st.DroppedDenied = b.stats.dropDenied.Load()
 	return st
@@ -650,6 +652,14 @@ func (b *Broker) Stats() Stats {
 // Publish returns once the copies for persistent sessions (QoS 1/2) and the
 // retained message are durably stored, or with the store's error; online
 // subscribers get it then. m.Expiry, when set, is its message expiry.
+//
+// A message that could not be sent as a PUBLISH is refused with an error
+// before anything is stored: a topic that is not a topic name, QoS above
+// 2, or MQTT 5 fields the protocol does not allow (PayloadFormat above 1, a
+// ResponseTopic with a wildcard, ContentType or UserProperties that are not
+// valid UTF-8 without U+0000, CorrelationData over 65535 bytes); the
+// codec's refusal is a *packet.Error in the chain. Ingest and PublishWith
+// check the same.
 func (b *Broker) Publish(ctx context.Context, m *Message) error {
 	return b.PublishWith(ctx, m, nil)
 }
@@ -690,14 +700,11 @@ func (b *Broker) Ingest(ctx context.Context, m *Message) error {
 	})
 }
 
-// inject checks m, hands it to write with b.mu held and waits for write's
-// done; op names the caller in errors.
+// inject checks m (checkMessage), hands it to write with b.mu held and
+// waits for write's done; op names the caller in errors.
 func (b *Broker) inject(ctx context.Context, m *Message, op string, write func(sm *stored, now time.Time, done func(error))) error {
-	if err := topic.ValidName(m.Topic); err != nil {
+	if err := checkMessage(m); err != nil {
 		return fmt.Errorf("localbus: %s: %w", op, err)
-	}
-	if m.QoS > 2 {
-		return fmt.Errorf("localbus: %s: invalid QoS %d", op, m.QoS)
 	}
 	now := b.now()
 	sm := newStored(m, now)
@@ -721,6 +728,33 @@ func (b *Broker) inject(ctx context.Context, m *Message, op string, write func(s
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// checkMessage refuses a message that could not be delivered as a PUBLISH:
+// a topic that is not a topic name, QoS above 2, and whatever the codec
+// refuses to encode in a 5.0 PUBLISH carrying m's properties (a Payload
+// Format Indicator other than 0 or 1, a Response Topic that is not a topic
+// name, a Content Type or User Property that is not a UTF-8 Encoded String,
+// Correlation Data over 65535 bytes, a packet over the protocol's maximum
+// size). The error from the codec is a *packet.Error. Checked here, before
+// the message is stored or routed, so that nothing the writer cannot send
+// takes a packet id and a place in a client's window.
+func checkMessage(m *Message) error {
+	if err := topic.ValidName(m.Topic); err != nil {
+		return err
+	}
+	if m.QoS > 2 {
+		return fmt.Errorf("invalid QoS %d", m.QoS)
+	}
+	p := packet.Publish{QoS: 1, PacketID: 1, Topic: m.Topic, Payload: m.Payload}
+	messageProps(&p.Properties, m)
+	if m.Expiry > 0 {
+		p.Properties.HasMessageExpiry = true // 4 bytes whatever the value
+	}
+	if _, err := packet.Size(&p, packet.V5); err != nil {
+		return err
+	}
+	return nil
 }
 
 // Subscribe registers an in-process subscriber: fn is called, on a goroutine

@@ -77,7 +77,7 @@ type conn struct {
 
 	unwritten  atomic.Int64 // packets handed to send and not yet flushed
 	outMu      sync.Mutex
-	out        []packet.Packet
+	out        []outPacket
 	outClose   bool
 	outDead    bool
 	writerOn   bool
@@ -95,14 +95,25 @@ func newConn(b *Broker, nc net.Conn, lo *ListenerOptions) *conn {
 	}
 }
 
+// outPacket is a packet waiting for the writer; o is the message a PUBLISH
+// delivers (nil for other packets).
+type outPacket struct {
+	p packet.Packet
+	o *outMsg
+}
+
 // send queues p for the writer. It never blocks.
-func (c *conn) send(p packet.Packet) {
+func (c *conn) send(p packet.Packet) { c.sendFor(p, nil) }
+
+// sendFor is send for a PUBLISH delivering o (o nil for other packets), so
+// that a delivery the codec refuses can be dropped and its packet id freed.
+func (c *conn) sendFor(p packet.Packet, o *outMsg) {
 	c.outMu.Lock()
 	if c.outClose || c.outDead {
 		c.outMu.Unlock()
 		return
 	}
-	c.out = append(c.out, p)
+	c.out = append(c.out, outPacket{p: p, o: o})
 	c.unwritten.Add(1)
 	c.outMu.Unlock()
 	select {
@@ -136,6 +147,10 @@ func (c *conn) closeWith(rc packet.ReasonCode) {
 }
 
 // writer encodes and writes queued packets until closeOut or a write error.
+// A PUBLISH the codec refuses to encode (a stored message with fields MQTT
+// does not allow, which Broker.Publish and Ingest refuse to take) is not
+// written: it is dropped, counted (DroppedInvalid) and its packet id and
+// window slot are freed, as if the client had acknowledged it.
 func (c *conn) writer() {
 	defer close(c.writerDone)
 	bw := bufio.NewWriterSize(c.nc, 16<<10)
@@ -159,11 +174,11 @@ func (c *conn) writer() {
 		closing := c.outClose
 		c.outMu.Unlock()
 		c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-		for _, p := range batch {
+		for _, op := range batch {
 			var err error
-			buf, err = packet.Append(buf[:0], p, c.version)
+			buf, err = packet.Append(buf[:0], op.p, c.version)
 			if err != nil {
-				c.b.log.Error("encoding packet failed", "client_id", c.cid, "type", p.Type().String(), "err", err)
+				c.unencodable(op, err)
 				continue
 			}
 			if _, err := bw.Write(buf); err != nil {
@@ -183,6 +198,30 @@ func (c *conn) writer() {
 			c.nc.Close()
 			return
 		}
+	}
+}
+
+// unencodable handles a packet the codec refused to encode, on the writer's
+// goroutine. A PUBLISH is dropped and counted; for QoS 1 and 2 the
+// in-flight message is ended under b.mu, freeing its packet id and its
+// place in the client's window (its stored copy is deleted), unless it was
+// ended or acknowledged meanwhile. Any other packet is the broker's own
+// and is only logged.
+func (c *conn) unencodable(op outPacket, err error) {
+	b := c.b
+	pub, ok := op.p.(*packet.Publish)
+	if !ok {
+		b.log.Error("encoding packet failed", "client_id", c.cid, "type", op.p.Type().String(), "err", err)
+		return
+	}
+	b.stats.dropInvalid.Add(1)
+	b.log.Warn("delivery dropped: the message cannot be encoded", "client_id", c.cid, "topic", pub.Topic, "err", err)
+	if o := op.o; o != nil && pub.QoS > 0 {
+		b.post(func() {
+			if s := o.s; s != nil && o.pid != 0 && s.pids[o.pid] == o {
+				b.acked(s, o)
+			}
+		})
 	}
 }
 
@@ -683,25 +722,33 @@ func (c *conn) publishPacket(o *outMsg, dup bool, now time.Time) *packet.Publish
 	p := &packet.Publish{Dup: dup && o.qos > 0, QoS: o.qos, Retain: o.retain, Topic: m.Topic, PacketID: o.pid, Payload: m.Payload}
 	if c.version == packet.V5 {
 		pr := &p.Properties
-		if m.PayloadFormat != 0 {
-			pr.PayloadFormat, pr.HasPayloadFormat = m.PayloadFormat, true
-		}
+		messageProps(pr, &m.Message)
 		if secs, ok := m.remaining(now); ok {
 			pr.MessageExpiry, pr.HasMessageExpiry = secs, true
 		}
-		if m.ContentType != "" {
-			pr.ContentType, pr.HasContentType = m.ContentType, true
-		}
-		if m.ResponseTopic != "" {
-			pr.ResponseTopic, pr.HasResponseTopic = m.ResponseTopic, true
-		}
-		if m.CorrelationData != nil {
-			pr.CorrelationData, pr.HasCorrelationData = m.CorrelationData, true
-		}
-		pr.UserProperties = m.UserProperties
 		pr.SubscriptionIdentifiers = o.subIDs
 	}
 	return p
+}
+
+// messageProps sets the MQTT 5 properties that m carries to every
+// subscriber: Payload Format Indicator, Content Type, Response Topic,
+// Correlation Data and User Properties (the expiry depends on the time of
+// each delivery, the Subscription Identifiers on the subscriber).
+func messageProps(pr *packet.Properties, m *Message) {
+	if m.PayloadFormat != 0 {
+		pr.PayloadFormat, pr.HasPayloadFormat = m.PayloadFormat, true
+	}
+	if m.ContentType != "" {
+		pr.ContentType, pr.HasContentType = m.ContentType, true
+	}
+	if m.ResponseTopic != "" {
+		pr.ResponseTopic, pr.HasResponseTopic = m.ResponseTopic, true
+	}
+	if m.CorrelationData != nil {
+		pr.CorrelationData, pr.HasCorrelationData = m.CorrelationData, true
+	}
+	pr.UserProperties = m.UserProperties
 }
 
 // minAliasTopic is the shortest topic worth an alias: below it the alias
@@ -763,7 +810,7 @@ func (c *conn) handle(p packet.Packet) bool {
 					after = s.saveDelivery(b, []StateOp{{Key: queuedKey(s.cid, o.seq), Value: encodeQueued(o)}})
 				}
 			}
-			s.deliver(c, &packet.Pubrel{PacketID: p.PacketID}, after)
+			s.deliver(c, &packet.Pubrel{PacketID: p.PacketID}, nil, after)
 		}
 	case *packet.Pubcomp:
 		if o := s.pids[p.PacketID]; o != nil && o.qos == 2 && s.conn == c {

@@ -2,6 +2,7 @@ package localbus
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -190,4 +191,105 @@ func TestIngestOneWrite(t *testing.T) {
 	if p := recv(t, sub); string(p.Payload) != "v" {
 		t.Fatalf("got %q", p.Payload)
 	}
+}
+
+// Broker.Publish, PublishWith and Ingest refuse, with an error and before
+// storing or routing anything, a message the codec would refuse to send in
+// a PUBLISH: such a message would otherwise take a packet id and a place in
+// every 5.0 subscriber's window that no acknowledgement ever frees.
+func TestInjectRefusesInvalidFields(t *testing.T) {
+	st := newMemStore(t)
+	tb := startBroker(t, Options{}, st, nil)
+	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", SessionExpiry: 300, CleanStart: true})
+	subscribe(t, sub, packet.Subscription{Filter: "in/#", QoS: 1})
+	ctx := context.Background()
+	ops := map[string]func(*Message) error{
+		"Publish":     func(m *Message) error { return tb.Publish(ctx, m) },
+		"PublishWith": func(m *Message) error { return tb.PublishWith(ctx, m, []StateOp{{Key: "ext/k", Value: []byte{1}}}) },
+		"Ingest":      func(m *Message) error { return tb.Ingest(ctx, m) },
+	}
+	bad := []struct {
+		name string
+		m    Message
+		code packet.ReasonCode
+	}{
+		{"payload format 2", Message{PayloadFormat: 2}, packet.ProtocolError},
+		{"response topic with a wildcard", Message{ResponseTopic: "re/+"}, packet.ProtocolError},
+		{"content type not UTF-8", Message{ContentType: "text/\xff"}, packet.MalformedPacket},
+		{"user property name with U+0000", Message{UserProperties: []packet.UserProperty{{Key: "k\x00", Value: "v"}}}, packet.MalformedPacket},
+		{"user property value not UTF-8", Message{UserProperties: []packet.UserProperty{{Key: "k", Value: "\xc3"}}}, packet.MalformedPacket},
+		{"correlation data over 65535 bytes", Message{CorrelationData: make([]byte, 65536)}, packet.MalformedPacket},
+	}
+	for name, op := range ops {
+		for _, c := range bad {
+			m := c.m
+			m.Topic, m.QoS, m.Payload = "in/x", 1, []byte(c.name)
+			err := op(&m)
+			var pe *packet.Error
+			if !errors.As(err, &pe) || pe.Code != c.code {
+				t.Errorf("%s with %s: %v, want a %v *packet.Error", name, c.name, err, c.code)
+			}
+		}
+	}
+	if n := len(st.keys("")); n != 1 || len(st.messages()) != 0 {
+		t.Fatalf("stored %v and %d ingested messages, want only the session record", st.keys(""), len(st.messages()))
+	}
+	if n := tb.Stats().Queued; n != 0 {
+		t.Fatalf("%d messages queued for the subscriber", n)
+	}
+	noPublish(t, sub)
+	// Every field at a valid value passes, and arrives.
+	good := &Message{Topic: "in/ok", QoS: 1, Payload: []byte("ok"), PayloadFormat: 1, ContentType: "text/plain",
+		ResponseTopic: "re/ply", CorrelationData: make([]byte, 65535), UserProperties: []packet.UserProperty{{Key: "k", Value: "v"}}}
+	for name, op := range ops {
+		if err := op(good); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if p := recv(t, sub); p.Topic != "in/ok" || p.Properties.PayloadFormat != 1 || len(p.Properties.CorrelationData) != 65535 {
+			t.Fatalf("%s delivered %+v", name, p)
+		}
+	}
+}
+
+// A stored message the codec cannot encode for a 5.0 client (here a record
+// written without the checks Publish and Ingest make: Payload Format
+// Indicator 2) is dropped when its delivery is written, counted
+// (DroppedInvalid), and its packet id, place in the client's window and
+// stored copy are freed as if it had been acknowledged: the message behind
+// it is delivered although the client's Receive Maximum is 1.
+func TestUnencodableDeliveryDropped(t *testing.T) {
+	st := newMemStore(t)
+	s := newSession("d")
+	s.version, s.expiry, s.persistent = packet.V5, 600, true
+	s.subs["t/#"] = &subscription{Subscription: packet.Subscription{Filter: "t/#", QoS: 1}}
+	st.data[sessionKey("d")] = encodeSession(s)
+	for i, m := range []Message{
+		{Topic: "t/bad", QoS: 1, PayloadFormat: 2, Payload: []byte("bad")},
+		{Topic: "t/good", QoS: 1, Payload: []byte("good")},
+	} {
+		st.data[queuedKey("d", uint64(i+1))] = encodeQueued(&outMsg{qos: 1, m: &stored{Message: m}})
+	}
+	tb := startBroker(t, Options{}, st, nil)
+	var props packet.Properties
+	props.ReceiveMaximum, props.HasReceiveMaximum = 1, true
+	c := dial(t, tb.addr, testclient.Options{ClientID: "d", SessionExpiry: 600, Properties: props})
+	if !c.Connack.SessionPresent {
+		t.Fatal("stored session not present")
+	}
+	p, err := c.ReadPacket(wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, ok := p.(*packet.Publish)
+	if !ok || pub.Topic != "t/good" {
+		t.Fatalf("got %#v, want the good message", p)
+	}
+	send(t, c, &packet.Puback{PacketID: pub.PacketID})
+	testenv.WaitFor(t, wait, "nothing in flight or stored for the session", func() bool {
+		return tb.Stats().Queued == 0 && len(st.keys(keyQueuedPrefix)) == 0
+	})
+	if n := tb.Stats().DroppedInvalid; n != 1 {
+		t.Fatalf("DroppedInvalid %d, want 1", n)
+	}
+	noPublish(t, c)
 }

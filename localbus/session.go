@@ -86,22 +86,23 @@ func newSession(cid string) *session {
 }
 
 // heldPacket is a delivery to connection c waiting for the save numbered
-// after.
+// after; o is the message a PUBLISH delivers.
 type heldPacket struct {
 	c     *conn
 	p     packet.Packet
+	o     *outMsg
 	after uint64
 }
 
-// deliver sends a PUBLISH or PUBREL to c once the delivery-state save
+// deliver sends a PUBLISH of o or a PUBREL to c once the delivery-state save
 // numbered after (0: none) is done and every delivery before it has gone.
 // Called with b.mu held.
-func (s *session) deliver(c *conn, p packet.Packet, after uint64) {
+func (s *session) deliver(c *conn, p packet.Packet, o *outMsg, after uint64) {
 	if after <= s.savedUpTo && len(s.held) == 0 {
-		c.send(p)
+		c.sendFor(p, o)
 		return
 	}
-	s.held = append(s.held, heldPacket{c: c, p: p, after: after})
+	s.held = append(s.held, heldPacket{c: c, p: p, o: o, after: after})
 }
 
 // saveDelivery saves ops that deliveries about to be made depend on and
@@ -138,7 +139,7 @@ func (s *session) saved(b *Broker, n uint64, err error) {
 	i := 0
 	for ; i < len(s.held) && s.held[i].after <= s.savedUpTo; i++ {
 		if h := s.held[i]; h.c == s.conn && !h.c.closed {
-			h.c.send(h.p)
+			h.c.sendFor(h.p, h.o)
 		}
 		s.held[i] = heldPacket{}
 	}
@@ -364,14 +365,14 @@ func (b *Broker) complete(m *stored, targets []*outMsg, err error) {
 // broker resends it with the same id (DUP) and never as a new message.
 func (b *Broker) pump(s *session) {
 	var ops []StateOp
-	var gated []packet.Packet // sent after ops are saved
+	var gated []outPacket // sent after ops are saved
 	var gc *conn
 	defer func() {
 		switch {
 		case gc != nil:
 			after := s.saveDelivery(b, ops)
-			for _, p := range gated {
-				s.deliver(gc, p, after)
+			for _, g := range gated {
+				s.deliver(gc, g.p, g.o, after)
 			}
 		case len(ops) > 0:
 			b.save(ops, nil)
@@ -439,11 +440,18 @@ func (b *Broker) pump(s *session) {
 		p := c.publishPacket(o, false, now)
 		commitAlias := c.applyAlias(p)
 		if c.maxOut > 0 {
-			if n, err := packet.Size(p, c.version); err != nil || uint32(n) > c.maxOut {
+			// Measured only for a client that set a limit: the writer
+			// refuses what cannot be encoded anyway (conn.unencodable).
+			n, err := packet.Size(p, c.version)
+			if err != nil || uint32(n) > c.maxOut {
 				// Too large for the client (5.0 section 3.1.2.11.4): discard it
 				// as if it had been sent.
 				o.pid = 0
-				drop(&b.stats.dropLarge)
+				if err != nil {
+					drop(&b.stats.dropInvalid)
+				} else {
+					drop(&b.stats.dropLarge)
+				}
 				continue
 			}
 		}
@@ -458,9 +466,9 @@ func (b *Broker) pump(s *session) {
 		commitAlias()
 		b.stats.out.Add(1)
 		if gc != nil {
-			gated = append(gated, p)
+			gated = append(gated, outPacket{p: p, o: o})
 		} else {
-			s.deliver(c, p, 0)
+			s.deliver(c, p, o, 0)
 		}
 	}
 }
@@ -490,12 +498,12 @@ func (b *Broker) resend(s *session) {
 	}
 	for _, o := range s.inflight {
 		if o.pubrec {
-			s.deliver(c, &packet.Pubrel{PacketID: o.pid}, s.saves)
+			s.deliver(c, &packet.Pubrel{PacketID: o.pid}, nil, s.saves)
 			continue
 		}
 		p := c.publishPacket(o, true, now)
 		c.applyAlias(p)()
-		s.deliver(c, p, s.saves)
+		s.deliver(c, p, o, s.saves)
 	}
 }
 
