@@ -229,9 +229,9 @@ func TestPaho(t *testing.T) {
 // TestMosquittoV5Properties: the MQTT 5 properties mosquitto_pub and
 // mosquitto_sub set with -D and -x, and the broker's CONNACK limits they
 // obey: Message Expiry Interval and Session Expiry Interval 1 s (both on the
-// broker's test clock), the subscriber's Receive Maximum and Maximum Packet
-// Size, and the broker's own Receive Maximum and Maximum Packet Size, which
-// mosquitto_pub keeps to.
+// broker's test clock), the subscriber's Receive Maximum (never more
+// unacknowledged than it) and Maximum Packet Size, and the broker's own
+// Receive Maximum and Maximum Packet Size, which mosquitto_pub keeps to.
 func TestMosquittoV5Properties(t *testing.T) {
 	subTool := testenv.LookTool(t, "mosquitto_sub", "mosquitto-clients")
 	pubTool := testenv.LookTool(t, "mosquitto_pub", "mosquitto-clients")
@@ -287,20 +287,34 @@ func TestMosquittoV5Properties(t *testing.T) {
 	})
 
 	t.Run("receive-maximum", func(t *testing.T) {
-		// The subscriber's: the broker keeps to one unacknowledged message.
-		_, out, done := mosqSub(t, subTool, append(base, "-i", "rm", "-t", "cli/rm", "-q", "1", "-C", "6", "-D", "connect", "receive-maximum", "1")...)
-		tb.waitSession(t, "rm", "subscribed with Receive Maximum 1", func(s *session) bool {
-			return s != nil && s.conn != nil && s.conn.sendMax == 1 && len(s.subs) == 1
-		})
+		// The subscriber's: the broker keeps to one unacknowledged message
+		// (MQTT-3.3.4-9). Six messages wait for the offline session
+		// (-c -x 600), so all six are ready when mosquitto_sub comes back
+		// with Receive Maximum 1 and a broker that ignored the window would
+		// send them at once; the session outlives it, so the most messages
+		// it had in flight at once can be read afterwards.
+		keeper := append(base, "-i", "rm", "-c", "-x", "600", "-t", "cli/rm", "-q", "1")
+		_, out, done := mosqSub(t, subTool, append(keeper, "-E")...)
+		waitExit(t, done, out)
+		tb.waitOffline(t, "rm")
 		// The broker's, 2: mosquitto_pub keeps six lines to two in flight
 		// while each commit takes 20 ms; a third would be DISCONNECT 0x93.
 		malformed := tb.Stats().Malformed
 		if out, err := runTool(pubTool, "1\n2\n3\n4\n5\n6\n", append(base, "-t", "cli/rm", "-q", "1", "-l")...); err != nil {
 			t.Fatalf("mosquitto_pub -l: %v\n%s", err, out)
 		}
-		expectPrinted(t, done, out, "1\n2\n3\n4\n5\n6\n")
 		if n := tb.Stats().Malformed - malformed; n != 0 {
 			t.Fatalf("%d connections closed as malformed", n)
+		}
+		tb.waitSession(t, "rm", "holding the six messages", func(s *session) bool { return s != nil && len(s.queue) == 6 })
+		_, out, done = mosqSub(t, subTool, append(keeper, "-C", "6", "-D", "connect", "receive-maximum", "1")...)
+		expectPrinted(t, done, out, "1\n2\n3\n4\n5\n6\n")
+		tb.waitOffline(t, "rm")
+		tb.mu.Lock()
+		peak := tb.sessions["rm"].peakInflight
+		tb.mu.Unlock()
+		if peak != 1 {
+			t.Fatalf("at most %d messages were unacknowledged at once, want 1 (the Receive Maximum)", peak)
 		}
 	})
 

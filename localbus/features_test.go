@@ -102,9 +102,19 @@ func TestRetainHandlingAndOptions(t *testing.T) {
 	}
 }
 
+// Subscription identifiers of overlapping subscriptions on one copy, the
+// request/response and content properties passed through unaltered, and
+// the Message Expiry Interval sent on reduced by exactly the time the
+// message waited in the broker (MQTT-3.3.2-6), on the broker's test clock:
+// the first copy goes out at once with the 3600 s received, the second
+// waits 25 s behind the subscriber's Receive Maximum of 1 and goes out with
+// 3575 s.
 func TestSubscriptionIdentifiersAndProperties(t *testing.T) {
-	tb := startBroker(t, Options{}, nil, nil)
-	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", CleanStart: true})
+	clock := newTestClock()
+	tb := startBroker(t, Options{now: clock.now}, nil, nil)
+	var window packet.Properties
+	window.ReceiveMaximum, window.HasReceiveMaximum = 1, true
+	sub := dial(t, tb.addr, testclient.Options{ClientID: "sub", CleanStart: true, Properties: window})
 	id := sub.NextID()
 	send(t, sub, &packet.Subscribe{PacketID: id, Properties: packet.Properties{SubscriptionIdentifiers: []uint32{7}},
 		Subscriptions: []packet.Subscription{{Filter: "p/#", QoS: 1}}})
@@ -125,7 +135,14 @@ func TestSubscriptionIdentifiersAndProperties(t *testing.T) {
 	pr.MessageExpiry, pr.HasMessageExpiry = 3600, true
 	pr.UserProperties = []packet.UserProperty{{Key: "k", Value: "v1"}, {Key: "k", Value: "v2"}}
 	publish(t, pub, in)
-	p := recv(t, sub)
+	first, err := sub.ReadPacket(wait) // not acknowledged yet: the window is full
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, ok := first.(*packet.Publish)
+	if !ok {
+		t.Fatalf("got %#v, want PUBLISH", first)
+	}
 	got := p.Properties
 	ids := slices.Clone(got.SubscriptionIdentifiers)
 	slices.Sort(ids)
@@ -133,13 +150,24 @@ func TestSubscriptionIdentifiersAndProperties(t *testing.T) {
 		t.Fatalf("subscription ids %v qos %d", got.SubscriptionIdentifiers, p.QoS)
 	}
 	if got.PayloadFormat != 1 || got.ContentType != "text/plain" || got.ResponseTopic != "reply/here" ||
-		!bytes.Equal(got.CorrelationData, []byte{1, 2, 3}) || !got.HasMessageExpiry || got.MessageExpiry > 3600 ||
-		got.MessageExpiry < 3590 || !slices.Equal(got.UserProperties, pr.UserProperties) {
-		t.Fatalf("properties not passed through: %+v", got)
+		!bytes.Equal(got.CorrelationData, []byte{1, 2, 3}) || !got.HasMessageExpiry || got.MessageExpiry != 3600 ||
+		!slices.Equal(got.UserProperties, pr.UserProperties) {
+		t.Fatalf("properties not passed through (expiry 3600 with no time waited): %+v", got)
 	}
 	m := tb.store.messages()[0]
 	if m.ContentType != "text/plain" || m.ResponseTopic != "reply/here" || m.Expiry != time.Hour || len(m.UserProperties) != 2 {
 		t.Fatalf("ingested %+v", m)
+	}
+	// The second copy waits behind the window for 25 s of the broker's
+	// clock, and is sent with 25 s less.
+	in.Payload = []byte("waited")
+	publish(t, pub, in)
+	noPublish(t, sub)
+	clock.advance(25 * time.Second)
+	send(t, sub, &packet.Puback{PacketID: p.PacketID})
+	if p := recv(t, sub); string(p.Payload) != "waited" || !p.Properties.HasMessageExpiry || p.Properties.MessageExpiry != 3575 {
+		t.Fatalf("got %q with expiry %d (present %v), want waited with 3600 - 25 = 3575",
+			p.Payload, p.Properties.MessageExpiry, p.Properties.HasMessageExpiry)
 	}
 }
 

@@ -58,6 +58,11 @@ type session struct {
 	// the next, is answered only when the original's write is done.
 	inPending map[uint16]*inPending
 
+	// peakInflight is the most messages inflight has held at once: the
+	// window the broker actually used, which tests of the client's
+	// Receive Maximum read.
+	peakInflight int
+
 	// Deliveries (PUBLISH and PUBREL to the client) wait, in order, until
 	// the saves of the QoS 2 state they depend on are durable. The count is
 	// the session's, so a new connection's resends wait for the saves its
@@ -457,6 +462,7 @@ func (b *Broker) pump(s *session) {
 		}
 		if o.qos > 0 {
 			s.inflight = append(s.inflight, o)
+			s.peakInflight = max(s.peakInflight, len(s.inflight))
 			s.pids[o.pid] = o
 			if o.persisted && o.qos == 2 {
 				ops = append(ops, StateOp{Key: queuedKey(s.cid, o.seq), Value: encodeQueued(o)})
