@@ -46,15 +46,50 @@ func withReason(t Type, rc ReasonCode) (Packet, []byte) {
 	panic(t)
 }
 
+// specReasonCodes are the reason codes of MQTT 5.0 per packet type, copied
+// by hand from the specification's tables, as bytes: the codec's own table
+// (reasonSet) is what this checks, so it must not be derived from it.
+var specReasonCodes = map[Type][]byte{
+	// 3.2.2.2, Table 3-1 Connect Reason Code values.
+	CONNACK: {0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C,
+		0x90, 0x95, 0x97, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F},
+	// 3.4.2.1, Table 3-4 PUBACK Reason Codes.
+	PUBACK: {0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99},
+	// 3.5.2.1, Table 3-5 PUBREC Reason Codes.
+	PUBREC: {0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99},
+	// 3.6.2.1, Table 3-6 PUBREL Reason Codes.
+	PUBREL: {0x00, 0x92},
+	// 3.7.2.1, Table 3-7 PUBCOMP Reason Codes.
+	PUBCOMP: {0x00, 0x92},
+	// 3.9.3, Table 3-8 Subscribe Reason Codes.
+	SUBACK: {0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2},
+	// 3.11.3, Table 3-9 Unsubscribe Reason Codes.
+	UNSUBACK: {0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91},
+	// 3.14.2.1, Table 3-10 Disconnect Reason Code values.
+	DISCONNECT: {0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90,
+		0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2},
+	// 3.15.2.1, Table 3-13 Authenticate Reason Codes.
+	AUTH: {0x00, 0x18, 0x19},
+}
+
 // Every byte value as the reason code of every 5.0 packet type that has one:
-// the codes of the specification's table for the type encode to the bytes
-// written by hand and decode from them; all others are refused by both as
-// Malformed Packet.
+// the codes of the specification's table for the type (specReasonCodes,
+// written out by hand) encode to the bytes written by hand and decode from
+// them; all others are refused by both as Malformed Packet. The codec has a
+// table for exactly those packet types.
 func TestEveryReasonCode(t *testing.T) {
-	for typ, codes := range reasonSet {
+	if len(reasonSet) != len(specReasonCodes) {
+		t.Errorf("the codec has reason codes for %d packet types, the specification for %d", len(reasonSet), len(specReasonCodes))
+	}
+	for typ := range reasonSet {
+		if _, ok := specReasonCodes[typ]; !ok {
+			t.Errorf("the codec has reason codes for %s, which has none in the specification", typ)
+		}
+	}
+	for typ, codes := range specReasonCodes {
 		valid := map[ReasonCode]bool{}
 		for _, c := range codes {
-			valid[c] = true
+			valid[ReasonCode(c)] = true
 		}
 		for i := 0; i < 256; i++ {
 			rc := ReasonCode(i)
