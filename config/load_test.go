@@ -2,6 +2,8 @@ package config
 
 import (
 	"errors"
+	"fmt"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,6 +88,67 @@ func TestSyntaxErrorsHaveALine(t *testing.T) {
 		_, err := Parse([]byte(doc))
 		if err == nil || err.Error() != want || !errors.Is(err, ErrSyntax) {
 			t.Errorf("Parse(%q):\n got %v\nwant %s", doc, err, want)
+		}
+	}
+}
+
+// largeDoc is a valid configuration of about size bytes (forward rules,
+// two lines each) followed by last, and the number of its lines.
+func largeDoc(size int, last string) ([]byte, int) {
+	var b strings.Builder
+	b.WriteString("forward:\n")
+	lines := 1
+	for i := 0; b.Len() < size; i++ {
+		fmt.Fprintf(&b, "  - filter: \"site/%d/#\"\n    topic: \"up/{topic}\"\n", i)
+		lines += 2
+	}
+	b.WriteString(last)
+	return []byte(b.String()), lines + strings.Count(last, "\n")
+}
+
+// TestSyntaxErrorInALargeFile: an error on the last line of a 200 KiB
+// file is placed on that line by a few dozen parses of the document, not
+// one per line (the search used to parse it 6,000 times here, for two
+// minutes).
+func TestSyntaxErrorInALargeFile(t *testing.T) {
+	for _, tc := range []struct {
+		last, msg string
+	}{
+		{"log: {level: \"\x01\"}\n", "control characters are not allowed"}, // the parser gives no line
+		{"x: [a, b]]\n", "did not find expected key"},                      // the parser gives the line before
+		{"log:\n  level: *nope\n", "unknown anchor 'nope' referenced"},
+	} {
+		data, lines := largeDoc(200<<10, tc.last)
+		perr := parseStream(data)
+		if perr == nil {
+			t.Fatalf("%q: the document parses", tc.last)
+		}
+		parses := 0
+		e := locateSyntaxError(perr, data, func(b []byte) error { parses++; return parseStream(b) })
+		if e.Line != lines || e.Msg != tc.msg {
+			t.Errorf("%q: line %d %q, want line %d %q", tc.last, e.Line, e.Msg, lines, tc.msg)
+		}
+		// Galloping from the parser's line to the last one and halving
+		// the last step: at most 2*log2(lines)+2 parses.
+		if bound := 2*bits.Len(uint(lines)) + 2; parses > bound {
+			t.Errorf("%q: %d parses of the document to find line %d of %d, want at most %d", tc.last, parses, e.Line, lines, bound)
+		}
+		t.Logf("%q: line %d of %d found in %d parses", tc.last, e.Line, lines, parses)
+		_, err := Parse(data)
+		if want := fmt.Sprintf("config: line %d: %s", lines, tc.msg); err == nil || err.Error() != want {
+			t.Errorf("Parse: %v, want %s", err, want)
+		}
+	}
+}
+
+// BenchmarkSyntaxErrorLargeFile measures Parse of a 200 KiB file with a
+// syntax error on its last line that the parser reports without a line.
+func BenchmarkSyntaxErrorLargeFile(b *testing.B) {
+	data, _ := largeDoc(200<<10, "log: {level: \"\x01\"}\n")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Parse(data); err == nil {
+			b.Fatal("no error")
 		}
 	}
 }
