@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 )
@@ -69,9 +70,13 @@ func (e *Error) Error() string {
 // Unwrap returns the sentinel.
 func (e *Error) Unwrap() error { return e.Err }
 
-// maxErrors caps how many problems one call reports.
+// maxErrors caps how many problems one call reports; a last line says how
+// many more there are.
 const maxErrors = 20
 
+// joinErrors returns nil, the one error, or the first maxErrors of errs
+// joined (one line each) and, past maxErrors, a line "config: [file: ]and N
+// more problems".
 func joinErrors(errs []*Error) error {
 	if len(errs) == 0 {
 		return nil
@@ -79,12 +84,20 @@ func joinErrors(errs []*Error) error {
 	if len(errs) == 1 {
 		return errs[0]
 	}
-	if len(errs) > maxErrors {
-		errs = errs[:maxErrors]
-	}
-	es := make([]error, len(errs))
-	for i, e := range errs {
+	shown := errs[:min(len(errs), maxErrors)]
+	es := make([]error, len(shown), len(shown)+1)
+	for i, e := range shown {
 		es[i] = e
 	}
+	if more := len(errs) - len(shown); more > 0 {
+		es = append(es, &Error{File: errs[maxErrors].File, Msg: fmt.Sprintf("and %d more %s", more, plural(more, "problem")), Err: errs[maxErrors].Err})
+	}
 	return errors.Join(es...)
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -182,5 +183,36 @@ func TestValidateByHand(t *testing.T) {
 	want := "config: upstream.inflight: -1: must be between 1 and 65535\nconfig: forward[0].min_qos: 1 is above max_qos 0"
 	if err == nil || err.Error() != want {
 		t.Errorf("Validate: %v, want %q", err, want)
+	}
+}
+
+// TestManyProblemsCapped: past maxErrors problems, the first maxErrors are
+// reported, one line each, and a last line says how many more there are.
+func TestManyProblemsCapped(t *testing.T) {
+	for _, tc := range []struct {
+		problems int
+		last     string
+	}{
+		{maxErrors, "config: f.yaml: line 20: key20: unknown key"},
+		{maxErrors + 1, "config: f.yaml: and 1 more problem"},
+		{maxErrors + 5, "config: f.yaml: and 5 more problems"},
+	} {
+		var doc strings.Builder
+		for i := 1; i <= tc.problems; i++ {
+			fmt.Fprintf(&doc, "key%d: x\n", i)
+		}
+		p := filepath.Join(t.TempDir(), "f.yaml")
+		if err := os.WriteFile(p, []byte(doc.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(p)
+		if err == nil {
+			t.Fatalf("%d unknown keys: no error", tc.problems)
+		}
+		lines := strings.Split(strings.ReplaceAll(err.Error(), p, "f.yaml"), "\n")
+		want := min(tc.problems, maxErrors+1)
+		if len(lines) != want || lines[len(lines)-1] != tc.last || !errors.Is(err, ErrUnknownKey) {
+			t.Errorf("%d unknown keys: %d lines, last %q, want %d lines, last %q", tc.problems, len(lines), lines[len(lines)-1], want, tc.last)
+		}
 	}
 }
