@@ -98,7 +98,8 @@ type Packet interface {
 // UserProperty is an MQTT 5 user property: a UTF-8 string pair. A packet may
 // carry several with the same key; their order is significant and kept.
 type UserProperty struct {
-	Key, Value string
+	Key   string // the name
+	Value string // the value
 }
 
 // Properties holds the MQTT 5 properties of a packet (5.0 section 2.2.2).
@@ -113,108 +114,129 @@ type UserProperty struct {
 // their values, in both directions; 3.1 and 3.1.1 packets have none, and the
 // encoder leaves them out for those versions.
 type Properties struct {
-	PayloadFormat    byte // 0x01, HasPayloadFormat
-	HasPayloadFormat bool
+	PayloadFormat    byte // 0x01 Payload Format Indicator: 0 unspecified bytes, 1 UTF-8 (PUBLISH, will)
+	HasPayloadFormat bool // PayloadFormat is present
 
-	MessageExpiry    uint32 // 0x02 seconds, HasMessageExpiry
-	HasMessageExpiry bool
+	MessageExpiry    uint32 // 0x02 Message Expiry Interval, seconds (PUBLISH, will)
+	HasMessageExpiry bool   // MessageExpiry is present
 
-	ContentType    string // 0x03
-	HasContentType bool
+	ContentType    string // 0x03 Content Type, the payload's MIME type (PUBLISH, will)
+	HasContentType bool   // ContentType is present
 
-	ResponseTopic    string // 0x08
-	HasResponseTopic bool
+	ResponseTopic    string // 0x08 Response Topic, a topic name (PUBLISH, will)
+	HasResponseTopic bool   // ResponseTopic is present
 
-	CorrelationData    []byte // 0x09
-	HasCorrelationData bool
+	CorrelationData    []byte // 0x09 Correlation Data, up to 65535 bytes (PUBLISH, will)
+	HasCorrelationData bool   // CorrelationData is present
 
 	// SubscriptionIdentifiers (0x0B): one on SUBSCRIBE, any number on PUBLISH
 	// from server to client. Values 1..268,435,455.
 	SubscriptionIdentifiers []uint32
 
-	SessionExpiry    uint32 // 0x11 seconds
-	HasSessionExpiry bool
+	SessionExpiry    uint32 // 0x11 Session Expiry Interval, seconds (CONNECT, CONNACK, DISCONNECT)
+	HasSessionExpiry bool   // SessionExpiry is present
 
-	AssignedClientID    string // 0x12
-	HasAssignedClientID bool
+	AssignedClientID    string // 0x12 Assigned Client Identifier (CONNACK)
+	HasAssignedClientID bool   // AssignedClientID is present
 
-	ServerKeepAlive    uint16 // 0x13 seconds
-	HasServerKeepAlive bool
+	ServerKeepAlive    uint16 // 0x13 Server Keep Alive, seconds (CONNACK)
+	HasServerKeepAlive bool   // ServerKeepAlive is present
 
-	AuthMethod    string // 0x15
-	HasAuthMethod bool
+	AuthMethod    string // 0x15 Authentication Method (CONNECT, CONNACK, AUTH)
+	HasAuthMethod bool   // AuthMethod is present
 
-	AuthData    []byte // 0x16
-	HasAuthData bool
+	AuthData    []byte // 0x16 Authentication Data (CONNECT, CONNACK, AUTH)
+	HasAuthData bool   // AuthData is present
 
-	RequestProblemInfo    byte // 0x17, 0 or 1
-	HasRequestProblemInfo bool
+	RequestProblemInfo    byte // 0x17 Request Problem Information, 0 or 1 (CONNECT)
+	HasRequestProblemInfo bool // RequestProblemInfo is present
 
-	WillDelay    uint32 // 0x18 seconds
-	HasWillDelay bool
+	WillDelay    uint32 // 0x18 Will Delay Interval, seconds (will)
+	HasWillDelay bool   // WillDelay is present
 
-	RequestResponseInfo    byte // 0x19, 0 or 1
-	HasRequestResponseInfo bool
+	RequestResponseInfo    byte // 0x19 Request Response Information, 0 or 1 (CONNECT)
+	HasRequestResponseInfo bool // RequestResponseInfo is present
 
-	ResponseInfo    string // 0x1A
-	HasResponseInfo bool
+	ResponseInfo    string // 0x1A Response Information (CONNACK)
+	HasResponseInfo bool   // ResponseInfo is present
 
-	ServerReference    string // 0x1C
-	HasServerReference bool
+	ServerReference    string // 0x1C Server Reference, another server to use (CONNACK, DISCONNECT)
+	HasServerReference bool   // ServerReference is present
 
-	ReasonString    string // 0x1F
-	HasReasonString bool
+	ReasonString    string // 0x1F Reason String, for humans (acknowledgements, DISCONNECT, AUTH)
+	HasReasonString bool   // ReasonString is present
 
-	ReceiveMaximum    uint16 // 0x21, 1..65535
-	HasReceiveMaximum bool
+	ReceiveMaximum    uint16 // 0x21 Receive Maximum, 1..65535 (CONNECT, CONNACK)
+	HasReceiveMaximum bool   // ReceiveMaximum is present
 
-	TopicAliasMaximum    uint16 // 0x22
-	HasTopicAliasMaximum bool
+	TopicAliasMaximum    uint16 // 0x22 Topic Alias Maximum (CONNECT, CONNACK)
+	HasTopicAliasMaximum bool   // TopicAliasMaximum is present
 
-	TopicAlias    uint16 // 0x23, 1..65535
-	HasTopicAlias bool
+	TopicAlias    uint16 // 0x23 Topic Alias, 1..65535 (PUBLISH)
+	HasTopicAlias bool   // TopicAlias is present
 
-	MaximumQoS    byte // 0x24, 0 or 1
-	HasMaximumQoS bool
+	MaximumQoS    byte // 0x24 Maximum QoS, 0 or 1 (CONNACK)
+	HasMaximumQoS bool // MaximumQoS is present
 
-	RetainAvailable    byte // 0x25, 0 or 1
-	HasRetainAvailable bool
+	RetainAvailable    byte // 0x25 Retain Available, 0 or 1 (CONNACK)
+	HasRetainAvailable bool // RetainAvailable is present
 
-	UserProperties []UserProperty // 0x26
+	UserProperties []UserProperty // 0x26 User Properties, in order (every packet with properties)
 
-	MaximumPacketSize    uint32 // 0x27, 1..268,435,455
-	HasMaximumPacketSize bool
+	MaximumPacketSize    uint32 // 0x27 Maximum Packet Size, 1..268,435,455 (CONNECT, CONNACK)
+	HasMaximumPacketSize bool   // MaximumPacketSize is present
 
-	WildcardSubAvailable    byte // 0x28, 0 or 1
-	HasWildcardSubAvailable bool
+	WildcardSubAvailable    byte // 0x28 Wildcard Subscription Available, 0 or 1 (CONNACK)
+	HasWildcardSubAvailable bool // WildcardSubAvailable is present
 
-	SubIDAvailable    byte // 0x29, 0 or 1
-	HasSubIDAvailable bool
+	SubIDAvailable    byte // 0x29 Subscription Identifiers Available, 0 or 1 (CONNACK)
+	HasSubIDAvailable bool // SubIDAvailable is present
 
-	SharedSubAvailable    byte // 0x2A, 0 or 1
-	HasSharedSubAvailable bool
+	SharedSubAvailable    byte // 0x2A Shared Subscription Available, 0 or 1 (CONNACK)
+	HasSharedSubAvailable bool // SharedSubAvailable is present
 }
 
 // Connect is a CONNECT packet. ProtocolName is "MQTT", or "MQIsdp" for 3.1.
 type Connect struct {
+	// ProtocolName is "MQTT" (3.1.1, 5.0) or "MQIsdp" (3.1); Append fills
+	// in the one that goes with the version when it is empty.
 	ProtocolName string
-	Version      Version
-	CleanStart   bool // Clean Session in 3.1.1
-	KeepAlive    uint16
-	Properties   Properties
-	ClientID     string
+	// Version is the protocol level: V31, V311 or V5.
+	Version Version
+	// CleanStart is Clean Start (5.0), Clean Session in 3.1 and 3.1.1.
+	CleanStart bool
+	// KeepAlive is the keep alive in seconds; 0 turns it off.
+	KeepAlive uint16
+	// Properties are the CONNECT's (5.0): Session Expiry, Receive Maximum,
+	// Maximum Packet Size, Topic Alias Maximum, ...
+	Properties Properties
+	// ClientID is the Client Identifier; "" asks the server for one.
+	ClientID string
 
-	WillFlag       bool
-	WillQoS        byte
-	WillRetain     bool
-	WillProperties Properties // 5.0: Will Delay, Payload Format, Message Expiry, Content Type, Response Topic, Correlation Data, User Properties
-	WillTopic      string
-	WillPayload    []byte
+	// WillFlag is set when the CONNECT carries a will message.
+	WillFlag bool
+	// WillQoS is the will message's QoS, 0 to 2 (0 without WillFlag).
+	WillQoS byte
+	// WillRetain asks for the will to be published retained.
+	WillRetain bool
+	// WillProperties are the will's properties (5.0): Will Delay,
+	// Payload Format, Message Expiry, Content Type, Response Topic,
+	// Correlation Data, User Properties.
+	WillProperties Properties
+	// WillTopic is the will message's topic name.
+	WillTopic string
+	// WillPayload is the will message's payload.
+	WillPayload []byte
 
+	// UsernameFlag is set when Username is sent (even empty).
 	UsernameFlag bool
-	Username     string
+	// Username is the User Name.
+	Username string
+	// PasswordFlag is set when Password is sent (even empty); 3.1 and
+	// 3.1.1 allow it only with UsernameFlag.
 	PasswordFlag bool
-	Password     []byte
+	// Password is the Password, binary data.
+	Password []byte
 }
 
 // Connack is a CONNACK packet. In 3.1.1 ReasonCode holds the connect return
@@ -222,22 +244,36 @@ type Connect struct {
 // but no Session Present: its first byte is reserved, written 0 and ignored
 // when read.
 type Connack struct {
+	// SessionPresent reports that the server resumed a stored session;
+	// always false in a refusal (MQTT-3.2.2-4, 5.0 MQTT-3.2.2-6) and in 3.1.
 	SessionPresent bool
-	ReasonCode     ReasonCode
-	Properties     Properties
+	// ReasonCode is the connect return code (3.1, 3.1.1) or the reason
+	// code (5.0); 0 accepts the connection.
+	ReasonCode ReasonCode
+	// Properties are the CONNACK's (5.0): the server's limits, Assigned
+	// Client Identifier, Server Keep Alive, ...
+	Properties Properties
 }
 
 // Publish is a PUBLISH packet. After decoding, Topic and Payload refer to one
 // buffer owned by the packet: retain the packet, not the buffer it came from.
 // A 5.0 PUBLISH may have an empty Topic when it carries a Topic Alias.
 type Publish struct {
-	Dup        bool
-	QoS        byte
-	Retain     bool
-	Topic      string
-	PacketID   uint16 // only for QoS 1 and 2
+	// Dup is the DUP flag: a redelivery (never on QoS 0).
+	Dup bool
+	// QoS is the quality of service, 0 to 2.
+	QoS byte
+	// Retain is the RETAIN flag.
+	Retain bool
+	// Topic is the topic name; empty only with a 5.0 Topic Alias.
+	Topic string
+	// PacketID is the packet identifier, only for QoS 1 and 2 (non-zero).
+	PacketID uint16
+	// Properties are the PUBLISH's (5.0): the message properties, Topic
+	// Alias, Subscription Identifiers.
 	Properties Properties
-	Payload    []byte
+	// Payload is the application message; it may be empty.
+	Payload []byte
 }
 
 // ValidPayloadFormat reports whether the payload is what a Payload Format
@@ -257,39 +293,52 @@ func (p *Publish) ValidPayloadFormat() error {
 
 // Puback is a PUBACK packet (QoS 1 acknowledgement).
 type Puback struct {
-	PacketID   uint16
-	ReasonCode ReasonCode // 5.0 only; 0x00 in 3.1.1
+	// PacketID is the packet identifier of the PUBLISH acknowledged.
+	PacketID uint16
+	// ReasonCode is the outcome (5.0 only; 0x00 in 3.1.1).
+	ReasonCode ReasonCode
+	// Properties are the PUBACK's (5.0): Reason String, User Properties.
 	Properties Properties
 }
 
 // Pubrec is a PUBREC packet (QoS 2, part 1).
 type Pubrec struct {
-	PacketID   uint16
+	// PacketID is the packet identifier of the PUBLISH acknowledged.
+	PacketID uint16
+	// ReasonCode is the outcome (5.0 only; 0x00 in 3.1.1); 0x80 or above
+	// ends the flow.
 	ReasonCode ReasonCode
+	// Properties are the PUBREC's (5.0): Reason String, User Properties.
 	Properties Properties
 }
 
 // Pubrel is a PUBREL packet (QoS 2, part 2).
 type Pubrel struct {
-	PacketID   uint16
+	// PacketID is the packet identifier of the flow released.
+	PacketID uint16
+	// ReasonCode is 0x00 or 0x92 Packet Identifier not found (5.0 only).
 	ReasonCode ReasonCode
+	// Properties are the PUBREL's (5.0): Reason String, User Properties.
 	Properties Properties
 }
 
 // Pubcomp is a PUBCOMP packet (QoS 2, part 3).
 type Pubcomp struct {
-	PacketID   uint16
+	// PacketID is the packet identifier of the flow completed.
+	PacketID uint16
+	// ReasonCode is 0x00 or 0x92 Packet Identifier not found (5.0 only).
 	ReasonCode ReasonCode
+	// Properties are the PUBCOMP's (5.0): Reason String, User Properties.
 	Properties Properties
 }
 
 // Subscription is one topic filter of a SUBSCRIBE with its options.
 type Subscription struct {
-	Filter            string
-	QoS               byte // maximum QoS
-	NoLocal           bool // 5.0
-	RetainAsPublished bool // 5.0
-	RetainHandling    byte // 5.0: 0 send retained on subscribe, 1 only if new, 2 never
+	Filter            string // topic filter, "$share/{group}/{filter}" for a shared one
+	QoS               byte   // maximum QoS, 0 to 2
+	NoLocal           bool   // 5.0: not the subscriber's own messages
+	RetainAsPublished bool   // 5.0: keep the publisher's RETAIN flag on delivery
+	RetainHandling    byte   // 5.0: 0 send retained on subscribe, 1 only if new, 2 never
 }
 
 // Subscribe is a SUBSCRIBE packet.
@@ -303,16 +352,24 @@ type Subscription struct {
 // topic.ParseShared, and answers that one with SUBACK reason code 0x8F
 // (Topic Filter invalid; 3.1.1: 0x80).
 type Subscribe struct {
-	PacketID      uint16
-	Properties    Properties // Subscription Identifier, User Properties
+	// PacketID is the packet identifier (non-zero).
+	PacketID uint16
+	// Properties are the SUBSCRIBE's (5.0): one Subscription Identifier,
+	// User Properties.
+	Properties Properties
+	// Subscriptions are the filters with their options, at least one.
 	Subscriptions []Subscription
 }
 
 // Suback is a SUBACK packet: one reason code (3.1.1: return code 0, 1, 2 or
 // 0x80) per subscription, in order.
 type Suback struct {
-	PacketID    uint16
-	Properties  Properties
+	// PacketID is the packet identifier of the SUBSCRIBE answered.
+	PacketID uint16
+	// Properties are the SUBACK's (5.0): Reason String, User Properties.
+	Properties Properties
+	// ReasonCodes has one code per subscription: the QoS granted or a
+	// failure.
 	ReasonCodes []ReasonCode
 }
 
@@ -324,15 +381,22 @@ type Suback struct {
 // -3), which the receiver answers by closing the connection
 // (MQTT-4.8.0-1).
 type Unsubscribe struct {
-	PacketID   uint16
+	// PacketID is the packet identifier (non-zero).
+	PacketID uint16
+	// Properties are the UNSUBSCRIBE's (5.0): User Properties.
 	Properties Properties
-	Filters    []string
+	// Filters are the topic filters to unsubscribe, at least one.
+	Filters []string
 }
 
 // Unsuback is an UNSUBACK packet. ReasonCodes is empty in 3.1.1.
 type Unsuback struct {
-	PacketID    uint16
-	Properties  Properties
+	// PacketID is the packet identifier of the UNSUBSCRIBE answered.
+	PacketID uint16
+	// Properties are the UNSUBACK's (5.0): Reason String, User
+	// Properties.
+	Properties Properties
+	// ReasonCodes has one code per filter (5.0 only).
 	ReasonCodes []ReasonCode
 }
 
@@ -344,13 +408,21 @@ type Pingresp struct{}
 
 // Disconnect is a DISCONNECT packet; ReasonCode and Properties are 5.0 only.
 type Disconnect struct {
+	// ReasonCode says why (5.0); 0x00 is a normal disconnection.
 	ReasonCode ReasonCode
+	// Properties are the DISCONNECT's (5.0): Session Expiry (client
+	// only), Server Reference, Reason String, User Properties.
 	Properties Properties
 }
 
 // Auth is an AUTH packet (5.0 only).
 type Auth struct {
+	// ReasonCode is 0x00 Success, 0x18 Continue authentication or 0x19
+	// Re-authenticate.
 	ReasonCode ReasonCode
+	// Properties are the AUTH's: Authentication Method (required unless
+	// the AUTH is empty), Authentication Data, Reason String, User
+	// Properties.
 	Properties Properties
 }
 
@@ -403,8 +475,10 @@ func (*Auth) Type() Type { return AUTH }
 // reason code the peer must receive (in a CONNACK or DISCONNECT on 5.0; a
 // 3.1.1 peer's connection is just closed).
 type Error struct {
+	// Code is the reason code the peer must receive.
 	Code ReasonCode
-	Msg  string
+	// Msg says what is wrong, naming the packet and field.
+	Msg string
 }
 
 // Error returns "mqtt: <reason>: <detail>".
