@@ -494,11 +494,13 @@ type DownlinkRule struct {
 // Admin defaults.
 const DefaultAdminAddress = "127.0.0.1:9183"
 
-// Admin is the HTTP endpoint serving /metrics, /healthz, /readyz and
-// /api/status.
+// Admin is the HTTP endpoint serving /metrics, /healthz, /readyz,
+// /api/status and /api/queue/peek.
 type Admin struct {
 	// Address is host:port. Default: 127.0.0.1:9183 (loopback only: the
-	// endpoint has no authentication). Empty disables the endpoint.
+	// endpoint has no authentication). /api/queue/peek, which shows
+	// message payloads, is served only on a loopback address. Empty
+	// disables the endpoint.
 	Address string `yaml:"address"`
 }
 

@@ -1,8 +1,14 @@
-// Package admin serves holdfast's loopback admin endpoint: /healthz (the
-// process is up), /readyz (the agent is started and can accept messages),
-// /api/status (the JSON that `holdfast status` renders), /api/queue/peek
-// (the head of the queue, for `holdfast queue peek` while the agent runs) and
-// /metrics (the Prometheus text exposition format, version 0.0.4).
+// Package admin serves holdfast's admin endpoint: /healthz (the process is
+// up), /readyz (the agent is started and can accept messages), /api/status
+// (the JSON that `holdfast status` renders), /metrics (the Prometheus text
+// exposition format, version 0.0.4) and /api/queue/peek (the head of the
+// queue, payloads included, for `holdfast queue peek` while the agent runs).
+//
+// The endpoint has no authentication. Counts and states may be shown to
+// whoever can reach it (operators move it off loopback for Prometheus);
+// message payloads may not: /api/queue/peek is served only when the
+// endpoint listens on a loopback address, where only the gateway itself
+// can ask, and answers 403 Forbidden elsewhere.
 //
 // The package knows nothing of queues or brokers: the agent hands it a Source.
 package admin
@@ -47,11 +53,14 @@ const (
 	MaxPeek     = 1000 // most records one request may ask for
 )
 
-// Handler returns the endpoint's HTTP handler. When src is also a Peeker it
-// serves GET /api/queue/peek?n=N: up to N records (default DefaultPeek, at
-// most MaxPeek) as JSON lines (application/x-ndjson). A failure after the
-// first line is reported as a last line {"error": "..."}.
-func Handler(src Source) http.Handler {
+// Handler returns the endpoint's HTTP handler. When src is also a Peeker
+// and payloads is true, it serves GET /api/queue/peek?n=N: up to N records
+// (default DefaultPeek, at most MaxPeek) as JSON lines
+// (application/x-ndjson); a failure after the first line is reported as a
+// last line {"error": "..."}. With payloads false that path answers 403
+// Forbidden with the reason (ErrPeekNotLoopback). Listen sets payloads to
+// whether it bound a loopback address.
+func Handler(src Source, payloads bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
@@ -73,6 +82,10 @@ func Handler(src Source) http.Handler {
 	})
 	if p, ok := src.(Peeker); ok {
 		mux.HandleFunc("GET /api/queue/peek", func(w http.ResponseWriter, r *http.Request) {
+			if !payloads {
+				http.Error(w, ErrPeekNotLoopback.Error(), http.StatusForbidden)
+				return
+			}
 			servePeek(w, r, p)
 		})
 	}
@@ -110,6 +123,11 @@ func servePeek(w http.ResponseWriter, r *http.Request, p Peeker) {
 	}
 }
 
+// ErrPeekNotLoopback is the answer of /api/queue/peek on an endpoint that
+// does not listen on a loopback address.
+var ErrPeekNotLoopback = errors.New("message payloads are served only when admin.address is a loopback address " +
+	"(the endpoint has no authentication): stop the agent to read its queue, or move admin.address to 127.0.0.1")
+
 // Server is a running admin endpoint.
 type Server struct {
 	ln  net.Listener
@@ -118,15 +136,24 @@ type Server struct {
 
 // Listen binds the endpoint to addr (host:port) so that a port conflict is an
 // error before anything else starts; Serve then answers requests.
+// /api/queue/peek shows payloads only if the address bound is a loopback
+// one (127.0.0.0/8, ::1; "localhost" resolves to one).
 func Listen(addr string, src Source) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin: listen %s: %w", addr, err)
 	}
 	return &Server{ln: ln, srv: &http.Server{
-		Handler:           Handler(src),
+		Handler:           Handler(src, isLoopback(ln.Addr())),
 		ReadHeaderTimeout: 5 * time.Second,
 	}}, nil
+}
+
+// isLoopback reports whether a is a TCP address on a loopback interface;
+// an unspecified address (0.0.0.0, ::) is not.
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }
 
 // Addr is the address the endpoint listens on.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -164,5 +165,39 @@ func TestQueuePeek(t *testing.T) {
 	go plain.Serve(ctx)
 	if code, _ := get(t, "http://"+plain.Addr()+"/api/queue/peek"); code != 404 {
 		t.Errorf("peek on a Source without Peek: %d, want 404", code)
+	}
+}
+
+// TestQueuePeekOnlyOnLoopback: on an endpoint listening on every address
+// (as for a Prometheus server elsewhere), /api/queue/peek shows no payload
+// and says why, even to a client on the gateway itself; the counts of
+// /api/status and /metrics are still served there.
+func TestQueuePeekOnlyOnLoopback(t *testing.T) {
+	src := &peekSource{records: 5}
+	src.ready.Store(true)
+	s, err := Listen(":0", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Serve(ctx)
+	_, port, _ := net.SplitHostPort(s.Addr())
+	base := "http://127.0.0.1:" + port
+	if code, body := get(t, base+"/api/queue/peek?n=3"); code != http.StatusForbidden || body != ErrPeekNotLoopback.Error()+"\n" || src.asked != 0 {
+		t.Errorf("peek on an endpoint on every address: %d %q (asked %d), want 403 %q", code, body, src.asked, ErrPeekNotLoopback)
+	}
+	for _, path := range []string{"/api/status", "/metrics", "/healthz", "/readyz"} {
+		if code, _ := get(t, base+path); code != 200 {
+			t.Errorf("%s on an endpoint on every address: %d, want 200", path, code)
+		}
+	}
+	local, err := Listen("localhost:0", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go local.Serve(ctx)
+	if code, _ := get(t, "http://"+local.Addr()+"/api/queue/peek?n=3"); code != 200 || src.asked != 3 {
+		t.Errorf("peek on localhost: %d (asked %d), want 200", code, src.asked)
 	}
 }
