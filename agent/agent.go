@@ -58,6 +58,19 @@ type Agent struct {
 	// Set by Run, for tests that make a part fail while running.
 	listeners []boundListener
 	adminSrv  *admin.Server
+	// health is what Run watches for a failure of the queue; nil: the
+	// queue itself. Tests set a fake, having no way to fail a real one.
+	health queueHealth
+}
+
+// queueHealth tells Run that the queue failed (a commit or a sync failed,
+// and what the disk holds is no longer what the queue counts): *queue.Queue
+// implements it.
+type queueHealth interface {
+	// Failed is closed when the queue fails.
+	Failed() <-chan struct{}
+	// Err says why (wrapping queue.ErrFailed) once Failed is closed.
+	Err() error
 }
 
 // New returns an agent for cfg, which must have passed config validation.
@@ -81,10 +94,12 @@ func New(cfg *config.Config, logger *slog.Logger) *Agent {
 //
 // A part that fails while running (a local listener or the admin endpoint
 // whose accept fails for good, a serial adapter that cannot subscribe to
-// its write-back topic, the uplink) stops the agent the same way; Run logs
-// and returns that error, naming the part. Passing problems (a lost
-// upstream, an unplugged serial port, a refused connection) are retried
-// and never end Run.
+// its write-back topic, the uplink, the queue when a commit or a sync
+// fails) stops the agent the same way; Run logs and returns that error,
+// naming the part. A failed queue refuses every write until it is
+// reopened: the service manager's restart reopens it from what the disk
+// holds. Passing problems (a lost upstream, an unplugged serial port, a
+// refused connection) are retried and never end Run.
 func (a *Agent) Run(ctx context.Context) (err error) {
 	cfg := a.cfg
 	a.started = time.Now()
@@ -196,6 +211,10 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	a.log.Info("holdfast started", "version", Version, "upstream", redactURL(cfg.Upstream.URL),
 		"data_dir", cfg.Queue.Dir, "queued", q.Stats().Messages)
 
+	health := a.health
+	if health == nil {
+		health = q
+	}
 	var runErr error
 	select {
 	case <-ictx.Done():
@@ -203,6 +222,12 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		// The uplink only returns on its own for an unrecoverable error.
 		runErr = prefixed("uplink", err)
 		upDone <- nil
+	case <-health.Failed():
+		runErr = health.Err()
+		if runErr == nil {
+			runErr = queue.ErrFailed
+		}
+		runErr = prefixed("queue", runErr)
 	}
 	a.ready.Store(false)
 	stopIntake()

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,8 +30,9 @@ type running struct {
 
 // startAgent runs an agent on extra (YAML added to a configuration with a
 // listener and the admin endpoint on free ports, the queue in a temporary
-// directory and an upstream nobody answers) until it is ready.
-func startAgent(t *testing.T, extra string) *running {
+// directory and an upstream nobody answers) until it is ready; setup, if
+// given, changes the agent before it runs.
+func startAgent(t *testing.T, extra string, setup ...func(*Agent)) *running {
 	t.Helper()
 	doc := fmt.Sprintf(`listeners:
   - address: 127.0.0.1:0
@@ -48,6 +50,9 @@ admin:
 	}
 	r := &running{log: &testenv.LockedBuffer{}, done: make(chan error, 1)}
 	r.a = New(cfg, slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	for _, f := range setup {
+		f(r.a)
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	r.stop = stop
 	go func() { r.done <- r.a.Run(ctx) }()
@@ -235,6 +240,63 @@ func TestPartFailingWhileRunning(t *testing.T) {
 	}
 	if !strings.Contains(r.log.String(), "holdfast stopped") || !strings.Contains(r.log.String(), "level=ERROR") {
 		t.Errorf("the failure is not logged:\n%s", r.log.String())
+	}
+	q, err := queue.Open(queueOptions(r.a.cfg, slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatalf("queue not closed by Run: %v", err)
+	}
+	defer q.Close()
+	if n := q.Stats().Messages; n != 1 {
+		t.Errorf("queue holds %d after the failure, want 1", n)
+	}
+}
+
+// failingHealth is a queue health that fails when told to.
+type failingHealth struct {
+	failed chan struct{}
+	err    error
+}
+
+func (f *failingHealth) Failed() <-chan struct{} { return f.failed }
+func (f *failingHealth) Err() error {
+	select {
+	case <-f.failed:
+		return f.err
+	default:
+		return nil
+	}
+}
+
+// TestQueueFailureStopsTheAgent: when the queue fails (a commit or a sync
+// failed), Run stops in order and returns the queue's error, so that the
+// service manager restarts holdfast and the queue is reopened from the
+// disk; what was stored before is there after it.
+func TestQueueFailureStopsTheAgent(t *testing.T) {
+	h := &failingHealth{failed: make(chan struct{}),
+		err: fmt.Errorf("%w: %w", queue.ErrFailed, errors.New("sync 000001.vlog: input/output error"))}
+	r := startAgent(t, "", func(a *Agent) { a.health = h })
+	c, err := testclient.Dial(r.listen(), testclient.Options{ClientID: "dev", CleanStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if rc, err := c.Publish(&packet.Publish{Topic: "a", QoS: 1, Payload: []byte("p")}); err != nil || rc.IsError() {
+		t.Fatalf("publish: %v %v", rc, err)
+	}
+	close(h.failed)
+	var runErr error
+	select {
+	case runErr = <-r.done:
+		r.done <- runErr
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run still running 20s after the queue failed")
+	}
+	want := "queue: failed, reopen it: sync 000001.vlog: input/output error"
+	if runErr == nil || runErr.Error() != want || !errors.Is(runErr, queue.ErrFailed) {
+		t.Fatalf("Run = %v, want %q wrapping queue.ErrFailed", runErr, want)
+	}
+	if log := r.log.String(); !strings.Contains(log, "level=ERROR msg=\"holdfast stopped\"") || !strings.Contains(log, want) {
+		t.Errorf("the failure is not logged:\n%s", log)
 	}
 	q, err := queue.Open(queueOptions(r.a.cfg, slog.New(slog.DiscardHandler)))
 	if err != nil {
