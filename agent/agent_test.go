@@ -218,36 +218,57 @@ func TestLocalDropsInStatus(t *testing.T) {
 // the queue is closed and what was stored is kept.
 func TestPartFailingWhileRunning(t *testing.T) {
 	r := startAgent(t, "")
-	c, err := testclient.Dial(r.listen(), testclient.Options{ClientID: "dev", CleanStart: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rc, err := c.Publish(&packet.Publish{Topic: "a", QoS: 1, Payload: []byte("p")}); err != nil || rc.IsError() {
-		t.Fatalf("publish: %v %v", rc, err)
-	}
-	c.Close()
+	r.publishOne(t)
 	addr := r.listen()
 	r.a.listeners[0].ln.Close() // as a listener whose socket fails would
-	var err2 error
-	select {
-	case err2 = <-r.done:
-		r.done <- err2
-	case <-time.After(20 * time.Second):
-		t.Fatal("Run still running 20s after its listener failed")
-	}
-	if err2 == nil || !strings.HasPrefix(err2.Error(), "listener tcp://127.0.0.1:0 ("+addr+"): ") {
-		t.Fatalf("Run = %v, want an error naming the listener", err2)
+	err := r.stopped(t, "its listener failed")
+	if err == nil || !strings.HasPrefix(err.Error(), "listener tcp://127.0.0.1:0 ("+addr+"): ") {
+		t.Fatalf("Run = %v, want an error naming the listener", err)
 	}
 	if !strings.Contains(r.log.String(), "holdfast stopped") || !strings.Contains(r.log.String(), "level=ERROR") {
 		t.Errorf("the failure is not logged:\n%s", r.log.String())
 	}
+	r.checkQueueKept(t, 1)
+}
+
+// publishOne publishes one QoS 1 message, acknowledged once stored.
+func (r *running) publishOne(t *testing.T) {
+	t.Helper()
+	c, err := testclient.Dial(r.listen(), testclient.Options{ClientID: "dev", CleanStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if rc, err := c.Publish(&packet.Publish{Topic: "a", QoS: 1, Payload: []byte("p")}); err != nil || rc.IsError() {
+		t.Fatalf("publish: %v %v", rc, err)
+	}
+}
+
+// stopped waits for Run to return on its own after what happened, and
+// returns its error.
+func (r *running) stopped(t *testing.T, what string) error {
+	t.Helper()
+	select {
+	case err := <-r.done:
+		r.done <- err // for the cleanup
+		return err
+	case <-time.After(20 * time.Second):
+		t.Fatalf("Run still running 20s after %s", what)
+		return nil
+	}
+}
+
+// checkQueueKept checks that Run closed the queue and that it holds n
+// messages.
+func (r *running) checkQueueKept(t *testing.T, n uint64) {
+	t.Helper()
 	q, err := queue.Open(queueOptions(r.a.cfg, slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatalf("queue not closed by Run: %v", err)
 	}
 	defer q.Close()
-	if n := q.Stats().Messages; n != 1 {
-		t.Errorf("queue holds %d after the failure, want 1", n)
+	if got := q.Stats().Messages; got != n {
+		t.Errorf("queue holds %d after the failure, want %d", got, n)
 	}
 }
 
@@ -275,22 +296,9 @@ func TestQueueFailureStopsTheAgent(t *testing.T) {
 	h := &failingHealth{failed: make(chan struct{}),
 		err: fmt.Errorf("%w: %w", queue.ErrFailed, errors.New("sync 000001.vlog: input/output error"))}
 	r := startAgent(t, "", func(a *Agent) { a.health = h })
-	c, err := testclient.Dial(r.listen(), testclient.Options{ClientID: "dev", CleanStart: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if rc, err := c.Publish(&packet.Publish{Topic: "a", QoS: 1, Payload: []byte("p")}); err != nil || rc.IsError() {
-		t.Fatalf("publish: %v %v", rc, err)
-	}
+	r.publishOne(t)
 	close(h.failed)
-	var runErr error
-	select {
-	case runErr = <-r.done:
-		r.done <- runErr
-	case <-time.After(20 * time.Second):
-		t.Fatal("Run still running 20s after the queue failed")
-	}
+	runErr := r.stopped(t, "the queue failed")
 	want := "queue: failed, reopen it: sync 000001.vlog: input/output error"
 	if runErr == nil || runErr.Error() != want || !errors.Is(runErr, queue.ErrFailed) {
 		t.Fatalf("Run = %v, want %q wrapping queue.ErrFailed", runErr, want)
@@ -298,14 +306,7 @@ func TestQueueFailureStopsTheAgent(t *testing.T) {
 	if log := r.log.String(); !strings.Contains(log, "level=ERROR msg=\"holdfast stopped\"") || !strings.Contains(log, want) {
 		t.Errorf("the failure is not logged:\n%s", log)
 	}
-	q, err := queue.Open(queueOptions(r.a.cfg, slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatalf("queue not closed by Run: %v", err)
-	}
-	defer q.Close()
-	if n := q.Stats().Messages; n != 1 {
-		t.Errorf("queue holds %d after the failure, want 1", n)
-	}
+	r.checkQueueKept(t, 1)
 }
 
 // TestStartErrorsNameThePartOnce: an error that already names its part is
