@@ -138,10 +138,12 @@ type Client struct {
 	// narrowTo).
 	narrowed  bool
 	narrowSeq uint64
-	// closes counts the server's closes that followed message closesSeq,
-	// sent alone, in a row (see afterLoss).
-	closes    int
-	closesSeq uint64
+	// suspected: message suspectSeq, sent alone, was followed by a close
+	// such as a server makes on what it refuses; closes counts those that
+	// followed it after an idle link, in a row (see afterLoss).
+	suspected  bool
+	suspectSeq uint64
+	closes     int
 
 	// onBackoff, when set (by tests), sees every reconnect delay.
 	onBackoff func(time.Duration)
@@ -326,7 +328,7 @@ func (c *Client) finish() {
 	}
 	c.pending, c.doneCount = nil, 0
 	clear(c.live)
-	c.narrowed, c.closes, c.closesSeq = false, 0, 0
+	c.narrowed, c.suspected, c.suspectSeq, c.closes = false, false, 0, 0
 	c.byID = make(map[uint16]*entry)
 	c.ids = idSet{}
 	if len(seqs) > 0 {
@@ -338,7 +340,9 @@ func (c *Client) finish() {
 // afterLoss runs once a lost connection is torn down. A poisoned message
 // (one the server answers by closing the connection: a protocol error it
 // sees, a packet larger than a 3.1.1 server takes) would otherwise be sent
-// again after every reconnect, for ever. So:
+// again after every reconnect, for ever. But a failing network closes
+// connections too, and the client cannot tell its close (EOF) or reset
+// from a server's. So:
 //
 //   - when messages were unacknowledged, the next connection sends with a
 //     window of 1 until the oldest of them is acked (narrowTo), so that it
@@ -346,36 +350,50 @@ func (c *Client) finish() {
 //   - when the message sent alone was still unanswered and the connection
 //     was closed as a server closes one (closedByServer: a DISCONNECT
 //     blaming what it received, an orderly close or a reset; never a
-//     timeout or a stall) within conn.poisonWindow of its PUBLISH (a few
-//     round trips), that counts against the message; an acknowledgement
-//     of any message from the queue resets the count;
-//   - after MaxRefusals such closes in a row the message is dead-lettered.
+//     timeout or a stall) within conn.poisonWindow of its PUBLISH, the
+//     message becomes a suspect;
+//   - a suspect is held back on each following connection until the link
+//     has idled for a poison window and answered a PINGREQ (conn.hold);
+//     a close within the window after its PUBLISH then counts against it;
+//     any other end of such a connection (it died while idle, or later
+//     than a server closes) is the network's doing and starts the count
+//     again, and an acknowledgement of any message resets it too;
+//   - after MaxRefusals counted closes in a row the message is
+//     dead-lettered.
 //
-// A flapping network does not dead-letter a good message: whatever was in
-// flight when it cut the link, the next connection sends one message
-// alone, which is acknowledged within a round trip and resets the count;
-// only a network that cuts the link within a few round trips of that
-// PUBLISH, before its answer, five connections in a row, would look like a
-// server refusing it.
+// A flapping network rarely looks like a server refusing a message: it
+// would have to let MaxRefusals connections in a row live through the
+// idle window and then cut each within the window after the PUBLISH,
+// before its answer, and none of them while idle.
 func (c *Client) afterLoss(ctx context.Context, res connResult) {
-	if e := res.suspect; e != nil && !e.done {
-		if c.closesSeq != e.Seq {
-			c.closesSeq, c.closes = e.Seq, 0
-		}
+	e := res.suspect
+	if e != nil && e.done {
+		e = nil
+	}
+	switch {
+	case e != nil && c.suspected && e.Seq == c.suspectSeq && res.held:
 		c.closes++
-		if c.closes >= MaxRefusals {
-			last := "a close"
-			if res.err != nil {
-				last = res.err.Error()
-			}
-			reason := fmt.Sprintf("upstream closed the connection right after this message, sent alone, %d times in a row (last: %s)",
-				c.closes, last)
-			if err := c.deadLetter(ctx, e, reason); err != nil {
-				c.log.Warn("dead-lettering a message the upstream closes the connection on failed; sending it again",
-					"seq", e.Seq, "err", err)
-			} else {
-				c.closes = 0
-			}
+		c.log.Debug("upstream closed the connection right after a message sent alone after an idle link",
+			"seq", e.Seq, "times", c.closes, "err", res.err)
+	case e != nil && !(c.suspected && e.Seq == c.suspectSeq):
+		c.suspected, c.suspectSeq, c.closes = true, e.Seq, 0
+		c.log.Debug("upstream closed the connection right after a message sent alone; it waits for an idle link next time",
+			"seq", e.Seq, "err", res.err)
+	case c.suspected && c.closes > 0:
+		c.closes = 0
+		c.log.Debug("connection lost while a suspect message was held back or later than a refusal comes; count reset",
+			"seq", c.suspectSeq, "err", res.err)
+	}
+	if e != nil && c.suspected && e.Seq == c.suspectSeq && c.closes >= MaxRefusals {
+		last := "a close"
+		if res.err != nil {
+			last = res.err.Error()
+		}
+		reason := fmt.Sprintf("upstream closed the connection right after this message, sent alone after an idle link, %d times in a row (last: %s)",
+			c.closes, last)
+		if err := c.deadLetter(ctx, e, reason); err != nil {
+			c.log.Warn("dead-lettering a message the upstream closes the connection on failed; sending it again",
+				"seq", e.Seq, "err", err)
 		}
 	}
 	for _, e := range c.pending {
@@ -423,6 +441,9 @@ func (c *Client) retire(e *entry) {
 	c.doneCount++
 	if c.live[e.Seq] == e {
 		delete(c.live, e.Seq)
+	}
+	if c.suspected && e.Seq == c.suspectSeq {
+		c.suspected, c.closes = false, 0
 	}
 	c.finished(e)
 }

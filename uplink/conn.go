@@ -28,6 +28,9 @@ type connResult struct {
 	// closed the connection (closedByServer) within poisonWindow of its
 	// PUBLISH, still unanswered; nil otherwise.
 	suspect *entry
+	// held: the Client's suspect went out after the link had idled for
+	// a poison window (see conn.hold).
+	held bool
 }
 
 // serverDisconnect is a DISCONNECT from the server.
@@ -107,13 +110,19 @@ type conn struct {
 
 	// acking: a message has been acknowledged on this connection, or
 	// nothing waited to be sent (State says "connected" from then on).
-	acking     bool
-	leaseAt    time.Time     // when the Lease in progress started
-	solo       *entry        // the last QoS 1/2 message sent while the window was narrowed
-	soloAt     time.Time     // when it was written
-	rtt        time.Duration // round trip of the handshake, CONNECT to CONNACK
-	inflight   int           // QoS 1/2 PUBLISH/PUBREL awaiting an answer (control packets included)
-	next       int           // pump resumes here in c.pending
+	acking  bool
+	leaseAt time.Time // when the Lease in progress started
+	solo    *entry    // the last QoS 1/2 message sent while the window was narrowed
+	soloAt  time.Time // when it was written
+	// The hold of the Client's suspect message (see hold).
+	holdAt     time.Time        // when its PINGREQ was written; zero: not begun
+	holdT      *time.Timer      // fires a poison window after holdAt
+	holdC      <-chan time.Time // holdT's channel until it fired, then nil
+	probing    bool             // the hold's PINGREQ awaits its PINGRESP
+	held       bool             // the hold is over: the suspect may go out
+	rtt        time.Duration    // round trip of the handshake, CONNECT to CONNACK
+	inflight   int              // QoS 1/2 PUBLISH/PUBREL awaiting an answer (control packets included)
+	next       int              // pump resumes here in c.pending
 	progressAt time.Time
 	lastSend   time.Time
 	lastRecv   time.Time
@@ -199,6 +208,7 @@ func (c *Client) connection(ctx context.Context) (res connResult) {
 	res.err = err
 	res.upFor = time.Since(s.connackedAt)
 	res.stalled = s.stalled
+	res.held = s.held
 	if e := s.solo; e != nil && !e.done && e.state == stSent && time.Since(s.soloAt) <= s.poisonWindow() &&
 		closedByServer(err) {
 		res.suspect = e
@@ -415,6 +425,8 @@ func (s *conn) loop(ctx context.Context, r *packet.Reader) error {
 			err = s.delivered(p)
 		case now := <-ticker.C:
 			err = s.tick(now)
+		case <-s.holdC:
+			s.holdC = nil // pump sends the suspect now, if its PINGRESP came
 		case <-done:
 			done = nil
 			s.startDrain()
@@ -795,6 +807,15 @@ func (s *conn) pump() error {
 			s.next = i
 			return nil
 		}
+		if c.suspected && e.Seq == c.suspectSeq && !s.held {
+			if err := s.hold(); err != nil {
+				return err
+			}
+			if !s.held {
+				s.next = i
+				return nil
+			}
+		}
 		if err := s.send(e); err != nil {
 			return err
 		}
@@ -804,6 +825,35 @@ func (s *conn) pump() error {
 		}
 	}
 	s.next = len(c.pending)
+	return nil
+}
+
+// hold keeps the Client's suspect message (see Client.afterLoss) back
+// until the link has idled for a poison window and answered a PINGREQ
+// sent at its start (counted in flight, so a link that swallows it
+// stalls); s.held says when that is over. A connection that dies during
+// the hold shows a failing network, not a refusing server; one that lives
+// through it shows a link that carries packets both ways, so a close right
+// after the PUBLISH that follows is likely the server's answer to it.
+func (s *conn) hold() error {
+	switch {
+	case s.holdAt.IsZero():
+		if err := s.write(&packet.Pingreq{}); err != nil {
+			return err
+		}
+		s.holdAt = time.Now()
+		if s.pingAt.IsZero() {
+			s.pingAt = s.holdAt // keep alive waits for its PINGRESP too
+		}
+		s.probing = true
+		s.inflightInc()
+		s.holdT = time.NewTimer(s.poisonWindow())
+		s.holdC = s.holdT.C
+		s.c.log.Debug("holding back a message the upstream may have closed the connection on, while the link idles",
+			"seq", s.c.suspectSeq, "window", s.poisonWindow())
+	case !s.probing && s.holdC == nil:
+		s.held = true
+	}
 	return nil
 }
 
@@ -1058,6 +1108,11 @@ func (s *conn) handle(p packet.Packet) error {
 		return nil
 	case *packet.Pingresp:
 		s.pingAt = time.Time{}
+		if s.probing { // the hold's PINGREQ (see hold)
+			s.probing = false
+			s.inflight--
+			s.progressAt = time.Now()
+		}
 		return nil
 	case *packet.Disconnect:
 		msg := p.ReasonCode.String()
@@ -1110,6 +1165,9 @@ func (s *conn) acked(id uint16, t packet.Type, code packet.ReasonCode, pr *packe
 	s.confirmed()
 	c.pause.Reset()
 	c.closes = 0
+	if c.suspected && e.Seq == c.suspectSeq {
+		c.suspected = false // answered: the server does not close on it
+	}
 	if t == packet.PUBACK {
 		s.complete(e)
 		return nil
@@ -1386,6 +1444,9 @@ func (s *conn) downlinkWorker() {
 func (s *conn) teardown() {
 	c := s.c
 	s.cancel()
+	if s.holdT != nil {
+		s.holdT.Stop()
+	}
 	if s.pkts == nil { // the loop never started
 		return
 	}

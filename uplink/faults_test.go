@@ -2,6 +2,8 @@ package uplink
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -230,4 +232,70 @@ func waitUnique(t *testing.T, col *collector, k int, within time.Duration) {
 		}
 		return col.unique() >= k
 	})
+}
+
+// TestRandomCutsNeverDeadLetter: a slow link (50ms each way) whose
+// connections are closed or reset at random moments, up to 800ms after
+// they are made, thirty times, while a backlog drains with messages in
+// flight at every cut, then heals: no message is dead-lettered (the
+// poison window is 200ms, twice the round trip), every one arrives, first
+// arrivals in order.
+//
+// The moments come from a random source seeded from the clock; the seed is
+// logged, and HOLDFAST_TEST_SEED=<seed> replays the same moments.
+func TestRandomCutsNeverDeadLetter(t *testing.T) {
+	seed := time.Now().UnixNano()
+	if s := os.Getenv("HOLDFAST_TEST_SEED"); s != "" {
+		var err error
+		if seed, err = strconv.ParseInt(s, 10, 64); err != nil {
+			t.Fatalf("HOLDFAST_TEST_SEED=%q: %v", s, err)
+		}
+	}
+	t.Logf("connection lifetimes from HOLDFAST_TEST_SEED=%d", seed)
+	rng := rand.New(rand.NewPCG(uint64(seed), 0x686f6c64))
+	m := testenv.StartMosquitto(t, testenv.MosquittoOptions{})
+	proxy, err := faultproxy.Start(m.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	proxy.SetDelay(50 * time.Millisecond)
+	var mu sync.Mutex
+	var lives []string
+	proxy.SetLifetime(func() (time.Duration, bool) {
+		d := time.Duration(rng.Int64N(int64(800 * time.Millisecond))).Round(time.Millisecond)
+		reset := rng.IntN(2) == 0
+		mu.Lock()
+		lives = append(lives, fmt.Sprintf("%v%s", d, map[bool]string{true: " rst", false: ""}[reset]))
+		mu.Unlock()
+		return d, reset
+	})
+	col := collect(t, m.Addr(), "rn/#", packet.V5)
+	src := newMemSource()
+	const n = 1500
+	src.fill(n, 1, "rn", 1)
+	c := newClient(t, Options{URL: "mqtt://" + proxy.Addr(), ClientID: "rn", Inflight: 8, ConnectTimeout: 2 * time.Second,
+		Backoff: Backoff{Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond}}, src, nil)
+	c.poisonWin = 200 * time.Millisecond
+	stop := run(t, c)
+	const cuts = 30
+	testenv.WaitFor(t, 120*time.Second, fmt.Sprintf("%d connections", cuts), func() bool { return proxy.Accepted() >= cuts })
+	mu.Lock()
+	t.Logf("lifetimes of the connections: %v", lives)
+	mu.Unlock()
+	_, acked, _, _ := src.counts()
+	proxy.SetLifetime(nil)
+	proxy.SetDelay(0)
+	testenv.WaitFor(t, 60*time.Second, "every message acked or dead-lettered", func() bool {
+		q, _, _, _ := src.counts()
+		return q == 0
+	})
+	if _, _, d, _ := src.counts(); d != 0 {
+		t.Fatalf("%d messages dead-lettered (HOLDFAST_TEST_SEED=%d)", d, seed)
+	}
+	stop()
+	col.drain(t, m.Addr(), "rn/0")
+	col.close()
+	checkDelivery(t, col.received(), n, false)
+	t.Logf("%d of %d acked during the cuts, %d connects", acked, n, c.Status().Connects)
 }

@@ -56,8 +56,10 @@ const (
 
 	// MaxRefusals is how often the upstream may refuse one message with a
 	// reason code of no known kind (0x80 unspecified error, 0x83
-	// implementation specific error, ...) before it is dead-lettered, so
-	// that one poisoned message cannot block the queue forever.
+	// implementation specific error, ...), or close the connection right
+	// after it was sent alone after an idle link (see docs/uplink.md),
+	// before it is dead-lettered, so that one poisoned message cannot
+	// block the queue forever.
 	MaxRefusals = 5
 
 	// maxLeaseBatch caps one Lease call.

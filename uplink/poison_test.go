@@ -57,8 +57,8 @@ const (
 // scriptedServer serves connections of f one after the other until stop
 // returns true after a PUBACK. For each PUBLISH, decide (given the
 // connection's number from 1, and the payloads received on it so far,
-// this one included) says what to do. It returns the payloads received on
-// each connection.
+// this one included) says what to do; PINGREQ is answered. It returns what
+// each connection received: the payloads, and "(ping)" for a PINGREQ.
 func scriptedServer(t *testing.T, f *fakeServer, v packet.Version, decide func(conn int, got []string) fakeAction,
 	stop func() bool) [][]string {
 	t.Helper()
@@ -70,23 +70,29 @@ func scriptedServer(t *testing.T, f *fakeServer, v packet.Version, decide func(c
 		fc := f.accept()
 		fc.r.SetVersion(v)
 		fc.connack(false, packet.Properties{})
-		var got []string
+		var got, log []string
 	serve:
 		for {
 			p, err := fc.tryRead(30 * time.Second)
 			if err != nil {
-				t.Fatalf("connection %d: %v (received %v)", n, err, append(conns, got))
+				t.Fatalf("connection %d: %v (received %v)", n, err, append(conns, log))
+			}
+			if _, ok := p.(*packet.Pingreq); ok {
+				log = append(log, "(ping)")
+				fc.send(&packet.Pingresp{})
+				continue
 			}
 			pub, ok := p.(*packet.Publish)
 			if !ok {
 				continue
 			}
 			got = append(got, string(pub.Payload))
+			log = append(log, string(pub.Payload))
 			switch decide(n, got) {
 			case fakeAck:
 				fc.send(&packet.Puback{PacketID: pub.PacketID})
 				if stop() {
-					conns = append(conns, got)
+					conns = append(conns, log)
 					return conns
 				}
 			case fakeDisconnect:
@@ -104,15 +110,17 @@ func scriptedServer(t *testing.T, f *fakeServer, v packet.Version, decide func(c
 				break serve
 			}
 		}
-		conns = append(conns, got)
+		conns = append(conns, log)
 	}
 }
 
 // TestPoisonMessageDeadLettered: the server closes the connection on one
 // message (5.0: DISCONNECT 0x82; 3.1.1: a close). The next connection
-// sends the oldest unacknowledged message alone; when that message alone
-// is followed by the server's close MaxRefusals times in a row, it goes to
-// the dead-letter store, and the queue moves on.
+// sends the oldest unacknowledged message alone, and the close that
+// follows makes it a suspect; each connection after that holds it back
+// while the link idles (a PINGREQ answered), then sends it alone. When
+// that is followed by the server's close MaxRefusals times in a row, it
+// goes to the dead-letter store, and the queue moves on.
 func TestPoisonMessageDeadLettered(t *testing.T) {
 	for _, v := range []packet.Version{packet.V5, packet.V311} {
 		t.Run(v.String(), func(t *testing.T) {
@@ -136,12 +144,15 @@ func TestPoisonMessageDeadLettered(t *testing.T) {
 				}
 				return fakeDisconnect
 			}, func() bool { return acked["d"] })
-			if len(conns) != 2+MaxRefusals {
-				t.Fatalf("%d connections, want %d: %v", len(conns), 2+MaxRefusals, conns)
+			if len(conns) != 3+MaxRefusals {
+				t.Fatalf("%d connections, want %d: %v", len(conns), 3+MaxRefusals, conns)
 			}
-			for i, got := range conns[1 : len(conns)-1] {
-				if strings.Join(got, " ") != "p" {
-					t.Errorf("connection %d received %v, want p alone", i+2, got)
+			if got := strings.Join(conns[1], " "); got != "p" {
+				t.Errorf("connection 2 received %q, want p alone", got)
+			}
+			for i, got := range conns[2 : len(conns)-1] {
+				if strings.Join(got, " ") != "(ping) p" {
+					t.Errorf("connection %d received %v, want a PINGREQ, then p alone", i+3, got)
 				}
 			}
 			if got := strings.Join(conns[len(conns)-1], " "); got != "c d" {
@@ -171,9 +182,7 @@ func TestFlappingNeverDeadLetters(t *testing.T) {
 	f := startFake(t)
 	src := newMemSource()
 	const n = 60
-	for i := range n {
-		src.add(Message{Topic: "fl/x", Payload: []byte(strconv.Itoa(i)), QoS: 1})
-	}
+	src.fill(n, 1, "fl", 1)
 	c := newClient(t, Options{URL: f.URL(), ClientID: "fl", KeepAlive: -1, Inflight: 8,
 		Backoff: Backoff{Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond}}, src, nil)
 	c.poisonWin = 250 * time.Millisecond
@@ -207,8 +216,8 @@ func TestFlappingNeverDeadLetters(t *testing.T) {
 // TestPoisonMessageMosquitto: a 3.1.1 CONNACK cannot announce a maximum
 // packet size, and mosquitto with max_packet_size closes the connection
 // of a client that sends a larger PUBLISH. That message goes to the
-// dead-letter store after MaxRefusals closes; the messages around it
-// arrive.
+// dead-letter store after the close that makes it a suspect and
+// MaxRefusals closes after an idle link; the messages around it arrive.
 func TestPoisonMessageMosquitto(t *testing.T) {
 	m := testenv.StartMosquitto(t, testenv.MosquittoOptions{Extra: "max_packet_size 300\n"})
 	sub := subscriber(t, m.Addr(), "pm/#", packet.V311, 1)
@@ -224,7 +233,89 @@ func TestPoisonMessageMosquitto(t *testing.T) {
 	if r, ok := src.deadReason(big); !ok || !strings.Contains(r, "closed the connection") {
 		t.Errorf("big message: dead letter %v, reason %q", ok, r)
 	}
-	if st := c.Status(); st.Connects != 2+MaxRefusals || st.DeadLettered != 1 {
-		t.Errorf("connects %d, dead-lettered %d; want %d and 1", st.Connects, st.DeadLettered, 2+MaxRefusals)
+	if st := c.Status(); st.Connects != 3+MaxRefusals || st.DeadLettered != 1 {
+		t.Errorf("connects %d, dead-lettered %d; want %d and 1", st.Connects, st.DeadLettered, 3+MaxRefusals)
 	}
+}
+
+// TestSlowDyingLinkNeverDeadLetters: a slow link whose connections die
+// soon after they are made, before any answer to the message sent alone:
+// on every other connection within the poison window of CONNACK, on the
+// others after the message has gone unanswered for a while, though within
+// the window. Each close follows the lone PUBLISH within the window (the
+// old detector counted five of them and dead-lettered a good message), but
+// half of the connections die while the link idles, which is the network,
+// not the message. Then the link heals and everything is acknowledged.
+func TestSlowDyingLinkNeverDeadLetters(t *testing.T) {
+	f := startFake(t)
+	src := newMemSource()
+	const n = 20
+	src.fill(n, 1, "sd", 1)
+	const window = 500 * time.Millisecond
+	c := newClient(t, Options{URL: f.URL(), ClientID: "sd", KeepAlive: -1, Inflight: 4,
+		Backoff: Backoff{Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond}}, src, nil)
+	c.poisonWin = window
+	run(t, c)
+	const dying = 2 * MaxRefusals
+	var sent [][]string // payloads each connection received
+	for conn := 1; ; conn++ {
+		fc := f.accept()
+		fc.connack(false, packet.Properties{})
+		// Connection 1 acks its first message and is reset with the rest
+		// in flight. Connections 2..dying+1 answer PINGREQ, never a
+		// PUBLISH, and are reset 200ms (even) or 900ms (odd) after
+		// CONNACK: the timing of the fault, not synchronisation. Later
+		// ones answer everything.
+		life := 900 * time.Millisecond
+		if conn%2 == 0 {
+			life = 200 * time.Millisecond
+		}
+		healed := conn > dying+1
+		end := time.Now().Add(life)
+		var got []string
+		for {
+			timeout := 30 * time.Second
+			if !healed && conn > 1 {
+				timeout = time.Until(end)
+			}
+			p, err := fc.tryRead(timeout)
+			if err != nil {
+				if !healed && conn > 1 && isTimeout(err) {
+					break
+				}
+				t.Fatalf("connection %d: %v (received %v)", conn, err, append(sent, got))
+			}
+			switch p := p.(type) {
+			case *packet.Pingreq:
+				fc.send(&packet.Pingresp{})
+			case *packet.Publish:
+				got = append(got, string(p.Payload))
+				if healed || (conn == 1 && len(got) == 1) {
+					fc.send(&packet.Puback{PacketID: p.PacketID})
+				}
+			}
+			if conn == 1 && len(got) == 4 {
+				break
+			}
+			if healed && len(got) > 0 && got[len(got)-1] == strconv.Itoa(n-1) {
+				break
+			}
+		}
+		sent = append(sent, got)
+		if healed {
+			break
+		}
+		fc.nc.(*net.TCPConn).SetLinger(0)
+		fc.nc.Close()
+	}
+	testenv.WaitFor(t, 30*time.Second, "settled", func() bool { q, _, _, _ := src.counts(); return q == 0 })
+	if _, a, d, _ := src.counts(); d != 0 || a != n {
+		t.Fatalf("%d acked, %d dead-lettered (connections received %v)", a, d, sent)
+	}
+	for i, got := range sent[1 : len(sent)-1] {
+		if len(got) > 1 || (len(got) == 1 && got[0] != "1") {
+			t.Errorf("connection %d received %v, want at most message 1, alone", i+2, got)
+		}
+	}
+	t.Logf("connections received %v", sent)
 }
