@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"holdfast/internal/admin"
+	"holdfast/queue"
 	"holdfast/uplink"
 )
 
@@ -124,7 +125,23 @@ type BacklogStatus struct {
 	Bytes            uint64  `json:"bytes"`
 	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
 	DeadLetters      uint64  `json:"dead_letters"`
-	DiskFull         bool    `json:"disk_full"`
+	// NextSeq is the sequence number the next stored message gets.
+	NextSeq  uint64 `json:"next_seq"`
+	DiskFull bool   `json:"disk_full"`
+}
+
+// BacklogOf returns the backlog that queue statistics s show: what
+// /api/status reports, and `holdfast queue stats` prints from a stopped
+// agent's queue.
+func BacklogOf(s queue.Stats) BacklogStatus {
+	return BacklogStatus{
+		Messages:         s.Messages,
+		Bytes:            s.Bytes,
+		OldestAgeSeconds: s.OldestAge.Seconds(),
+		DeadLetters:      s.DeadLetters,
+		NextSeq:          s.NextSeq,
+		DiskFull:         s.DiskFull,
+	}
 }
 
 // RateStatus holds message rates over the last sampling window and, when the
@@ -218,14 +235,8 @@ func (a *Agent) status() Status {
 			Forwarded: a.forwarded.Load(),
 			LastError: us.LastError,
 		},
-		Backlog: BacklogStatus{
-			Messages:         qs.Messages,
-			Bytes:            qs.Bytes,
-			OldestAgeSeconds: qs.OldestAge.Seconds(),
-			DeadLetters:      qs.DeadLetters,
-			DiskFull:         qs.DiskFull,
-		},
-		Rates: RateStatus{IngestPerSecond: in, DrainPerSecond: out, DrainETASeconds: -1},
+		Backlog: BacklogOf(qs),
+		Rates:   RateStatus{IngestPerSecond: in, DrainPerSecond: out, DrainETASeconds: -1},
 		Drops: map[string]uint64{
 			"evicted":       qs.Evicted,
 			"expired":       qs.Expired,

@@ -429,6 +429,15 @@ func TestBadConfigAndFlagsExit2(t *testing.T) {
 		{[]string{"run", "--data-dir", ""}, []string{"--data-dir: empty value"}},
 		{[]string{"run", "--client-id="}, []string{"--client-id: empty value"}},
 		{[]string{"queue", "stats", "--config", ""}, []string{"--config: empty value"}},
+		// A flag the command does not use is a mistake, not ignored.
+		{[]string{"queue", "peek", "--dead-letters", "--data-dir", data}, []string{"queue peek: --dead-letters is for queue export"}},
+		{[]string{"queue", "export", "-n", "5", "--data-dir", data}, []string{"queue export: -n is for queue peek"}},
+		{[]string{"queue", "stats", "-n", "5", "--data-dir", data}, []string{"queue stats: -n is for queue peek"}},
+		{[]string{"queue", "stats", "--dead-letters", "--data-dir", data}, []string{"queue stats: --dead-letters is for queue export"}},
+		{[]string{"queue", "export", "--admin", "127.0.0.1:9", "--data-dir", data}, []string{"queue export: --admin is for queue stats and queue peek"}},
+		{[]string{"status", "--config", bad, "--admin", "127.0.0.1:9"}, []string{"status: --admin and --config: give one"}},
+		{[]string{"service", "start", "--config", bad}, []string{"service start: --config applies to service install only"}},
+		{[]string{"service", "status", "--config", bad}, []string{"service status: --config applies to service install only"}},
 		{[]string{"version", "extra"}, []string{`version: unexpected argument "extra"`}},
 		{[]string{"help", "me"}, []string{`help: unexpected argument "me"`}},
 	} {

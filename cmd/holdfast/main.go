@@ -30,12 +30,15 @@ const usage = `holdfast: offline-first MQTT store-and-forward agent
 
 Usage:
   holdfast [run] [--config FILE] [--listen ADDR] [--upstream URL] [--data-dir DIR] [--client-id ID]
-  holdfast status [--json] [--config FILE] [--admin ADDR]
-  holdfast queue stats|peek|export [--config FILE] [--data-dir DIR] [--admin ADDR] [-n N] [--dead-letters]
+  holdfast status [--json] [--config FILE | --admin ADDR]
+  holdfast queue stats [--config FILE] [--data-dir DIR] [--admin ADDR]
+  holdfast queue peek [--config FILE] [--data-dir DIR] [--admin ADDR] [-n N]
+  holdfast queue export [--config FILE] [--data-dir DIR] [--dead-letters]
   holdfast config check [--config FILE]
   holdfast passwd [-c] [-D] [-b] FILE USER [PASSWORD]
   holdfast serial list
-  holdfast service install|uninstall|start|stop|restart|status [--config FILE]
+  holdfast service install [--config FILE]
+  holdfast service uninstall|start|stop|restart|status
   holdfast version
 
 With no config file and no flags, holdfast runs on built-in defaults: MQTT on

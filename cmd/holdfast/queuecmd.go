@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -21,10 +22,17 @@ import (
 )
 
 // runQueue runs `holdfast queue stats|peek|export`. It opens the queue
-// directory without creating it and only reads: peek and export go through
-// queue.Scan, which leases, expires and drops nothing. While the agent runs
-// it holds the queue, so stats and peek ask it over the admin endpoint
-// instead; export needs the agent stopped.
+// directory read-only (queue.Options.ReadOnly): nothing in it is written,
+// so the files keep their owner when root reads the service user's queue.
+// peek and export go through queue.Scan, which leases, expires and drops
+// nothing. While the agent runs it holds the queue, so stats and peek ask
+// it over the admin endpoint instead; export needs the agent stopped.
+//
+// A queue that was not closed cleanly (the agent crashed or was killed)
+// needs a read-write open to recover: done here when this process runs as
+// the directory's owner (what `holdfast run` would do), refused otherwise.
+// A directory this user may not read is an error, after stats and peek
+// have tried the running agent.
 func runQueue(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
@@ -43,9 +51,17 @@ func runQueue(args []string, stdout, stderr io.Writer) error {
 	cf.register(fs, false)
 	fs.StringVar(&cf.overrides.DataDir, "data-dir", "", "queue directory (default: from the configuration)")
 	adminFlag := fs.String("admin", "", "admin endpoint of a running agent (stats, peek)")
-	n := fs.Int("n", 10, "peek: how many messages from the head")
+	n := fs.Int("n", admin.DefaultPeek, "peek: how many messages from the head")
 	dead := fs.Bool("dead-letters", false, "export: the dead-letter store instead of the queue")
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	// The flags a subcommand does not use, and the ones they are for.
+	if err := onlyFor(fs, map[string]map[string]string{
+		"stats":  {"n": "queue peek", "dead-letters": "queue export"},
+		"peek":   {"dead-letters": "queue export"},
+		"export": {"n": "queue peek", "admin": "queue stats and queue peek: export reads the directory, never the agent"},
+	}[sub]); err != nil {
 		return err
 	}
 	if sub == "peek" && (*n < 1 || *n > admin.MaxPeek) {
@@ -55,27 +71,33 @@ func runQueue(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	q, err := queue.Open(queue.Options{
-		Dir: cfg.Queue.Dir, NoCreate: true, TTL: cfg.Queue.TTL,
-		Logger: slog.New(slog.DiscardHandler),
-	})
+	q, err := openQueue(cfg, sub)
 	switch {
+	case err == nil:
 	case errors.Is(err, queue.ErrNoQueue):
 		return fmt.Errorf("%w (holdfast has not run with queue.dir %s yet, or the directory is mistyped)", err, cfg.Queue.Dir)
-	case err != nil && errors.Is(err, queue.ErrLocked) && sub != "export":
-		return askAgent(sub, *adminFlag, cfg, *n, stdout, stderr, err)
+	case errors.Is(err, queue.ErrLocked) && sub != "export":
+		if aerr := askAgent(sub, *adminFlag, cfg, *n, stdout, stderr); aerr != nil {
+			return fmt.Errorf("queue %s is in use by another process, and asking the agent failed: %w", cfg.Queue.Dir, aerr)
+		}
+		return nil
 	case errors.Is(err, queue.ErrLocked):
 		return fmt.Errorf("queue %s is in use by a running holdfast: stop it to export the queue (stats and peek ask the running agent)", cfg.Queue.Dir)
-	case err != nil:
+	case errors.Is(err, os.ErrPermission) && sub != "export":
+		if aerr := askAgent(sub, *adminFlag, cfg, *n, stdout, stderr); aerr != nil {
+			return fmt.Errorf("%w (run this as the queue's owner or as root); asking a running agent failed too: %v", err, aerr)
+		}
+		return nil
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("%w (run this as the queue's owner or as root)", err)
+	default:
 		return err
 	}
 	defer q.Close()
 
 	switch sub {
 	case "stats":
-		s := q.Stats()
-		fmt.Fprintf(stdout, "messages: %d\nbytes: %d\noldest_age: %s\ndead_letters: %d\nnext_seq: %d\n",
-			s.Messages, s.Bytes, s.OldestAge.Round(time.Second), s.DeadLetters, s.NextSeq)
+		writeStats(stdout, agent.BacklogOf(q.Stats()))
 		return nil
 	case "peek":
 		return writeRecords(stdout, stderr, func(fn func(agent.QueueRecord) error) error {
@@ -94,6 +116,64 @@ func runQueue(args []string, stdout, stderr io.Writer) error {
 			return agent.ScanQueue(q, -1, fn)
 		})
 	}
+}
+
+// openQueue opens the queue of cfg read-only for `holdfast queue sub`.
+// A queue that needs recovery is opened read-write, as `holdfast run` would,
+// if this process runs as the owner of the directory; otherwise that is
+// refused, since a read-write open by root leaves files the service user
+// cannot open.
+func openQueue(cfg *config.Config, sub string) (*queue.Queue, error) {
+	opts := queue.Options{
+		Dir: cfg.Queue.Dir, ReadOnly: true, TTL: cfg.Queue.TTL,
+		Logger: slog.New(slog.DiscardHandler),
+	}
+	q, err := queue.Open(opts)
+	if !errors.Is(err, queue.ErrNeedsRecovery) {
+		return q, err
+	}
+	if _, mine := dirOwner(cfg.Queue.Dir); !mine {
+		return nil, fmt.Errorf("queue %s was not closed cleanly (holdfast crashed or was killed), and recovering it writes to it: "+
+			"%s, or start holdfast once", cfg.Queue.Dir, runAsOwner(cfg.Queue.Dir, sub))
+	}
+	opts.ReadOnly, opts.NoCreate = false, true
+	return queue.Open(opts)
+}
+
+// runAsOwner says how to run `holdfast queue sub` as the owner of dir.
+func runAsOwner(dir, sub string) string {
+	if owner, _ := dirOwner(dir); owner != "" {
+		return fmt.Sprintf("run this as its owner: sudo -u %s holdfast queue %s ...", owner, sub)
+	}
+	return "run this as the owner of " + dir
+}
+
+// onlyFor refuses the flags set on fs that its command does not use:
+// where maps each to the commands it is for. A flag that does nothing is a
+// mistake to report, not to ignore.
+func onlyFor(fs *flag.FlagSet, where map[string]string) error {
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		if w, ok := where[f.Name]; ok && err == nil {
+			err = usagef("%s: %s is for %s", fs.Name(), flagName(f.Name), w)
+		}
+	})
+	return err
+}
+
+// flagName is how a flag is written: -n, --data-dir.
+func flagName(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
+}
+
+// writeStats prints the backlog as `holdfast queue stats` shows it, the
+// same from the queue directory and from the running agent.
+func writeStats(w io.Writer, b agent.BacklogStatus) {
+	fmt.Fprintf(w, "messages: %d\nbytes: %d\noldest_age: %s\ndead_letters: %d\nnext_seq: %d\n",
+		b.Messages, b.Bytes, roundDuration(b.OldestAgeSeconds), b.DeadLetters, b.NextSeq)
 }
 
 // writeRecords writes the records scan produces as JSON lines to w; corrupt
@@ -120,15 +200,15 @@ func writeRecords(w, stderr io.Writer, scan func(func(agent.QueueRecord) error) 
 	return err
 }
 
-// askAgent answers stats or peek from the running agent that holds the
-// queue; openErr is why the queue could not be opened.
-func askAgent(sub, adminFlag string, cfg *config.Config, n int, stdout, stderr io.Writer, openErr error) error {
+// askAgent answers stats or peek from the running agent, at --admin or
+// the configuration's admin.address.
+func askAgent(sub, adminFlag string, cfg *config.Config, n int, stdout, stderr io.Writer) error {
 	addr := adminFlag
 	if addr == "" {
 		addr = cfg.Admin.Address
 	}
 	if addr == "" {
-		return fmt.Errorf("queue %s is in use by a running holdfast and admin.address is empty: cannot ask it (%v)", cfg.Queue.Dir, openErr)
+		return errors.New("admin.address is empty: no admin endpoint to ask")
 	}
 	if sub == "stats" {
 		body, err := fetchStatus(addr)
@@ -139,9 +219,7 @@ func askAgent(sub, adminFlag string, cfg *config.Config, n int, stdout, stderr i
 		if err := json.Unmarshal(body, &st); err != nil {
 			return fmt.Errorf("status from %s: %w", addr, err)
 		}
-		b := st.Backlog
-		fmt.Fprintf(stdout, "messages: %d\nbytes: %d\noldest_age: %s\ndead_letters: %d\n",
-			b.Messages, b.Bytes, roundDuration(b.OldestAgeSeconds), b.DeadLetters)
+		writeStats(stdout, st.Backlog)
 		return nil
 	}
 	return writeRecords(stdout, stderr, func(fn func(agent.QueueRecord) error) error {

@@ -9,10 +9,13 @@ import (
 	"holdfast/internal/service"
 )
 
-// runService runs `holdfast service ACTION [--config FILE]`: registers
-// holdfast with the machine's service manager or controls it, for machines
-// without the Debian package. install checks the configuration first, so a
-// service that cannot start is never registered.
+// runService runs `holdfast service install [--config FILE]` and `holdfast
+// service uninstall|start|stop|restart|status`: registers holdfast with the
+// machine's service manager or controls it, for machines without the
+// Debian package. install checks the configuration first, so a service
+// that cannot start is never registered; the other actions act on the
+// registered service, which keeps the configuration it was installed with,
+// and refuse --config.
 func runService(args []string, stdout io.Writer) error {
 	if len(args) == 0 || !service.ValidAction(args[0]) {
 		if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -26,6 +29,9 @@ func runService(args []string, stdout io.Writer) error {
 	cf.register(fs, false)
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
+	}
+	if action != "install" && cf.config != "" {
+		return usagef("service %s: --config applies to service install only (the service runs with the configuration it was installed with)", action)
 	}
 	if cf.config == "" {
 		cf.config = service.DefaultConfigFile()

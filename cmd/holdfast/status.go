@@ -23,6 +23,9 @@ func runStatus(args []string, stdout io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if *adminFlag != "" && cf.config != "" {
+		return usagef("status: --admin and --config: give one (the configuration is read only for its admin.address)")
+	}
 	addr, err := adminAddress(*adminFlag, &cf)
 	if err != nil {
 		return err
