@@ -88,7 +88,24 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
+// runAgent runs `holdfast run`. Under a service manager that needs its own
+// protocol (the Windows service control manager) everything, the flags and
+// the configuration included, happens inside it, so that a bad
+// configuration reaches the event log instead of a standard error nobody
+// reads; elsewhere the agent runs here until SIGTERM or SIGINT.
 func runAgent(args []string, stderr io.Writer) error {
+	start := func(ctx context.Context) error { return startAgent(ctx, args, stderr) }
+	if handled, err := runUnderServiceManager(start); handled {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return start(ctx)
+}
+
+// startAgent parses the flags of `holdfast run`, loads and checks the
+// configuration, opens the log and runs the agent until ctx is cancelled.
+func startAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	var cf commonFlags
 	cf.register(fs, true)
@@ -111,14 +128,7 @@ func runAgent(args []string, stderr io.Writer) error {
 	logger := newLogger(cfg.Log, logOut)
 	slog.SetDefault(logger)
 	agent.Version = version
-
-	a := agent.New(cfg, logger)
-	if handled, err := runUnderServiceManager(a.Run); handled {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	return a.Run(ctx)
+	return agent.New(cfg, logger).Run(ctx)
 }
 
 func newLogger(l config.Log, w io.Writer) *slog.Logger {

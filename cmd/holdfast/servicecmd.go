@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"io"
 	"strings"
@@ -47,9 +46,10 @@ func runService(args []string, stdout io.Writer) error {
 // runUnderServiceManager runs the agent through the service manager's own
 // protocol when this process was started by one that needs it (the Windows
 // service control manager: start handshake, stop request) and returns
-// handled true with run's error. Elsewhere it returns handled false without
-// calling run: under systemd, launchd, OpenRC or an init script the caller
-// runs the agent itself and stops it on SIGTERM. runAgent calls it first.
-func runUnderServiceManager(run func(ctx context.Context) error) (handled bool, err error) {
-	return service.RunManaged(run)
-}
+// handled true with run's error; a failure of run, a bad configuration
+// included, then goes to the event log. Elsewhere it returns handled false
+// without calling run: under systemd, launchd, OpenRC or an init script the
+// caller runs the agent itself and stops it on SIGTERM. runAgent calls it
+// before it reads its flags or configuration. It is service.RunManaged;
+// tests replace it.
+var runUnderServiceManager = service.RunManaged
