@@ -97,17 +97,6 @@ func (p *proc) status() agent.Status {
 	return st
 }
 
-// mustBindable skips the test when addr cannot be bound: the built-in
-// defaults use fixed ports, which something else on the machine may hold.
-func mustBindable(t *testing.T, addr string) {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Skipf("default address %s is taken on this machine (%v): cannot run holdfast on its defaults here", addr, err)
-	}
-	ln.Close()
-}
-
 // publishQoS1 connects as id, publishes payload on topic at QoS 1 and fails
 // the test unless holdfast acknowledges it with success.
 func publishQoS1(t *testing.T, addr, id, topic, payload string) {
@@ -163,12 +152,15 @@ func expectUpstream(t *testing.T, sub *testclient.Client, topic, payload string)
 // Started again with only --upstream pointing at a mosquitto, it delivers the
 // buffered message under the default client id holdfast-<host name>.
 //
-// The defaults are fixed loopback ports; the test skips when one is taken.
-// Nothing is written outside the temporary working directory.
+// The defaults are fixed loopback ports: the test holds the machine's lock
+// of them (testenv.LockDefaultPorts) so that no other test binary uses them
+// meanwhile, and skips when another program has one (fails with
+// HOLDFAST_REQUIRE_TOOLS=1, as in CI). Nothing is written outside the
+// temporary working directory.
 func TestNoArgumentsRunsOnDefaults(t *testing.T) {
-	mustBindable(t, config.DefaultListenAddress)
-	mustBindable(t, config.DefaultAdminAddress)
-	mustBindable(t, strings.TrimPrefix(config.DefaultUpstreamURL, "mqtt://"))
+	testenv.LockDefaultPorts(t)
+	testenv.RequireBindable(t, config.DefaultListenAddress, config.DefaultAdminAddress,
+		strings.TrimPrefix(config.DefaultUpstreamURL, "mqtt://"))
 	up := testenv.StartMosquitto(t, testenv.MosquittoOptions{})
 	sub := subscriber(t, up.Addr(), "defaults-sub", packet.Subscription{Filter: "defaults/#", QoS: 2})
 
