@@ -30,6 +30,8 @@ const (
 	upgradeVersion = "0.0.0~test2"
 	confPath       = "/etc/holdfast/holdfast.yaml"
 	stateDir       = "/var/lib/holdfast"
+	logsDir        = "/var/log/holdfast"
+	logFile        = logsDir + "/holdfast.log"
 	unitPath       = "/usr/lib/systemd/system/holdfast.service"
 	wantsLink      = "/etc/systemd/system/multi-user.target.wants/holdfast.service"
 )
@@ -268,6 +270,7 @@ func checkUnit(t *testing.T, unit string) {
 		"[Service]Group":                   "holdfast",
 		"[Service]SupplementaryGroups":     "dialout",
 		"[Service]StateDirectory":          "holdfast",
+		"[Service]LogsDirectory":           "holdfast",
 		"[Service]ConfigurationDirectory":  "holdfast",
 		"[Service]Restart":                 "always",
 		"[Service]RestartSec":              "2s",
@@ -355,9 +358,14 @@ func checkInstallCycle(t *testing.T, deb, out string) {
 	if _, err := user.Lookup("holdfast"); err == nil {
 		t.Skip("a user holdfast exists on this machine: not touching it")
 	}
-	if _, err := os.Lstat(stateDir); err == nil {
-		t.Skipf("%s exists on this machine: not touching it", stateDir)
+	for _, d := range []string{stateDir, logsDir} {
+		if _, err := os.Lstat(d); err == nil {
+			t.Skipf("%s exists on this machine: not touching it", d)
+		}
 	}
+	// The service started on install takes the packaged config's ports,
+	// holdfast's defaults, until the purge.
+	testenv.LockDefaultPorts(t)
 	svc := newServiceChecks(t)
 	t.Cleanup(func() { exec.Command(dpkg, "--purge", "holdfast").Run() })
 
@@ -396,6 +404,7 @@ func checkInstallCycle(t *testing.T, deb, out string) {
 
 	// Directories, files, permissions.
 	checkOwner(t, stateDir, "holdfast", "holdfast", os.ModeDir|0o750)
+	checkOwner(t, logsDir, "holdfast", "holdfast", os.ModeDir|0o750)
 	checkOwner(t, "/etc/holdfast", "root", "root", os.ModeDir|0o755)
 	checkOwner(t, confPath, "root", "holdfast", 0o640)
 	checkOwner(t, "/usr/bin/holdfast", "root", "root", 0o755)
@@ -434,13 +443,24 @@ func checkInstallCycle(t *testing.T, deb, out string) {
 	}
 	checkTreeOwner(t, stateDir)
 
+	// Read by root, as `sudo holdfast queue export` does: nothing in the
+	// queue changes owner, and the agent as the service user opens it after.
+	if asRoot := rig.exportAsRoot(t, "/usr/bin/holdfast"); !slices.Equal(asRoot, before) {
+		t.Errorf("queue export as root:\n%q\nas holdfast:\n%q", asRoot, before)
+	}
+	checkTreeOwner(t, stateDir)
+	rig.fill(t, "/usr/bin/holdfast", 0)
+
 	// A local change to the config: upstream at a port nothing listens on,
-	// so a started service keeps the queue as it is.
+	// so a started service keeps the queue as it is; the log in the unit's
+	// LogsDirectory, the one place besides the queue it can write.
 	conf := string(readFile(t, confPath))
 	local := strings.Replace(conf, "url: mqtt://127.0.0.1:1884", fmt.Sprintf("url: mqtt://127.0.0.1:%d # changed here", rig.deadPort), 1)
-	if local == conf {
-		t.Fatalf("%s has no upstream url line to change", confPath)
+	local = strings.Replace(local, "  file: \"\"", "  file: "+logFile, 1)
+	if local == conf || !strings.Contains(local, logFile) {
+		t.Fatalf("%s has no upstream url or log file line to change", confPath)
 	}
+	runCmd(t, nil, "holdfast", "config", "check", "--config", confPath)
 	if err := os.WriteFile(confPath, []byte(local), 0o640); err != nil {
 		t.Fatal(err)
 	}
@@ -470,6 +490,10 @@ func checkInstallCycle(t *testing.T, deb, out string) {
 		}
 		checkServiceRuns(t)
 		svc.stop(t)
+		checkOwner(t, logFile, "holdfast", "holdfast", 0o640)
+		if l := string(readFile(t, logFile)); !strings.Contains(l, "holdfast started") {
+			t.Errorf("%s does not hold the service's log:\n%s", logFile, l)
+		}
 	}
 	if after := rig.export(t, "/usr/bin/holdfast"); !slices.Equal(after, before) {
 		t.Errorf("the upgrade changed the queue:\nbefore %q\nafter  %q", before, after)
@@ -517,7 +541,7 @@ func checkInstallCycle(t *testing.T, deb, out string) {
 	if _, err := user.LookupGroup("holdfast"); err == nil {
 		t.Error("group holdfast still exists after purge")
 	}
-	for _, p := range []string{stateDir, "/etc/holdfast", wantsLink, "/usr/share/doc/holdfast"} {
+	for _, p := range []string{stateDir, logsDir, "/etc/holdfast", wantsLink, "/usr/share/doc/holdfast"} {
 		if _, err := os.Lstat(p); err == nil {
 			t.Errorf("%s is still there after purge", p)
 		}

@@ -24,7 +24,10 @@ import (
 
 // serviceChecks says whether the service itself can be checked here: only
 // where systemd is the running init, and where the packaged config's
-// addresses are free so that the service can stay up.
+// addresses are free so that the service can stay up. The caller holds
+// testenv.LockDefaultPorts, so no other test takes them meanwhile; another
+// program that has one fails the test with HOLDFAST_REQUIRE_TOOLS=1 (CI),
+// where the service must be checked.
 type serviceChecks struct{ check bool }
 
 func newServiceChecks(t *testing.T) serviceChecks {
@@ -36,8 +39,12 @@ func newServiceChecks(t *testing.T) serviceChecks {
 	for _, a := range []string{"127.0.0.1:1883", "127.0.0.1:9183"} {
 		l, err := net.Listen("tcp", a)
 		if err != nil {
-			t.Logf("%s is taken on this machine (%v): the packaged config cannot run here, so the service's "+
-				"start, restart and stop are not checked", a, err)
+			msg := fmt.Sprintf("%s is taken on this machine (%v): the packaged config cannot run here, so the service's "+
+				"start, restart and stop are not checked (Debian's mosquitto service: systemctl disable --now mosquitto)", a, err)
+			if os.Getenv(testenv.RequireToolsEnv) == "1" {
+				t.Fatalf("%s (%s=1: required)", msg, testenv.RequireToolsEnv)
+			}
+			t.Log(msg)
 			return serviceChecks{}
 		}
 		l.Close()
@@ -185,7 +192,20 @@ func (r *queueRig) fill(t *testing.T, bin string, n int) {
 // as "seq topic payload" lines.
 func (r *queueRig) export(t *testing.T, bin string) []string {
 	t.Helper()
-	cmd := r.command(bin, "queue", "export", "--config", r.config)
+	return r.exportWith(t, r.command(bin, "queue", "export", "--config", r.config))
+}
+
+// exportAsRoot is export run as root, as `sudo holdfast queue export`.
+func (r *queueRig) exportAsRoot(t *testing.T, bin string) []string {
+	t.Helper()
+	cmd := exec.Command(bin, "queue", "export", "--config", r.config)
+	cmd.Dir = r.dir
+	return r.exportWith(t, cmd)
+}
+
+// exportWith runs cmd, a holdfast queue export, and returns its messages.
+func (r *queueRig) exportWith(t *testing.T, cmd *exec.Cmd) []string {
+	t.Helper()
 	out, err := cmd.Output()
 	if err != nil {
 		var stderr []byte
