@@ -25,9 +25,10 @@ type Status struct {
 	// delivered locally). The local broker's, on the way to local
 	// subscribers: local_queue_full (local.max_queued_messages),
 	// local_expired, local_too_large (over the client's maximum packet
-	// size), local_offline_qos0 (QoS 0 for an offline session) and
-	// local_denied (refused by the ACL). More reasons may come: a reader
-	// shows every key.
+	// size), local_offline_qos0 (QoS 0 for an offline session),
+	// local_denied (refused by the ACL) and local_invalid (a stored message
+	// the codec cannot send to this client). More reasons may come: a
+	// reader shows every key.
 	Drops map[string]uint64 `json:"drops"`
 	// LocalOnly counts local messages that no forward rule selected.
 	LocalOnly uint64 `json:"local_only"`
@@ -42,7 +43,7 @@ type Status struct {
 var DropReasons = []string{
 	"evicted", "expired", "dead_lettered", "corrupt", "refused_full", "refused_disk",
 	"invalid_upstream_topic",
-	"local_queue_full", "local_expired", "local_too_large", "local_offline_qos0", "local_denied",
+	"local_queue_full", "local_expired", "local_too_large", "local_offline_qos0", "local_denied", "local_invalid",
 }
 
 // LocalStatus is the local broker as an operator sees it.
@@ -252,6 +253,7 @@ func (a *Agent) status() Status {
 			"local_too_large":    bs.DroppedTooLarge,
 			"local_offline_qos0": bs.DroppedOffline,
 			"local_denied":       bs.DroppedDenied,
+			"local_invalid":      bs.DroppedInvalid,
 		},
 		LocalOnly: a.localOnly.Load(),
 		Local: LocalStatus{
