@@ -2,8 +2,6 @@ package uplink
 
 import (
 	"fmt"
-	"math/rand/v2"
-	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -244,15 +242,7 @@ func waitUnique(t *testing.T, col *collector, k int, within time.Duration) {
 // The moments come from a random source seeded from the clock; the seed is
 // logged, and HOLDFAST_TEST_SEED=<seed> replays the same moments.
 func TestRandomCutsNeverDeadLetter(t *testing.T) {
-	seed := time.Now().UnixNano()
-	if s := os.Getenv("HOLDFAST_TEST_SEED"); s != "" {
-		var err error
-		if seed, err = strconv.ParseInt(s, 10, 64); err != nil {
-			t.Fatalf("HOLDFAST_TEST_SEED=%q: %v", s, err)
-		}
-	}
-	t.Logf("connection lifetimes from HOLDFAST_TEST_SEED=%d", seed)
-	rng := rand.New(rand.NewPCG(uint64(seed), 0x686f6c64))
+	rng := testenv.Rand(t, "connection lifetimes")
 	m := testenv.StartMosquitto(t, testenv.MosquittoOptions{})
 	proxy, err := faultproxy.Start(m.Addr())
 	if err != nil {
@@ -291,7 +281,7 @@ func TestRandomCutsNeverDeadLetter(t *testing.T) {
 		return q == 0
 	})
 	if _, _, d, _ := src.counts(); d != 0 {
-		t.Fatalf("%d messages dead-lettered (HOLDFAST_TEST_SEED=%d)", d, seed)
+		t.Fatalf("%d messages dead-lettered (the seed to replay is logged above)", d)
 	}
 	stop()
 	col.drain(t, m.Addr(), "rn/0")

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -582,15 +581,7 @@ func TestOutage(t *testing.T) {
 // The moments come from a random source seeded from the clock; the seed is
 // logged, and HOLDFAST_TEST_SEED=<seed> replays the same moments.
 func TestCrashLoop(t *testing.T) {
-	seed := time.Now().UnixNano()
-	if s := os.Getenv("HOLDFAST_TEST_SEED"); s != "" {
-		var err error
-		if seed, err = strconv.ParseInt(s, 10, 64); err != nil {
-			t.Fatalf("HOLDFAST_TEST_SEED=%q: %v", s, err)
-		}
-	}
-	t.Logf("kill moments from HOLDFAST_TEST_SEED=%d", seed)
-	rng := rand.New(rand.NewPCG(uint64(seed), 0x686f6c64))
+	rng := testenv.Rand(t, "kill moments")
 
 	up := testenv.StartMosquitto(t, testenv.MosquittoOptions{Persistent: true})
 	upstreamSubscriber(t, up.Addr())
@@ -680,7 +671,7 @@ func TestCrashLoop(t *testing.T) {
 		total += len(d.acked)
 		checkDelivery(t, topic, d.acked, got[topic], qos == 2)
 	}
-	t.Logf("%d messages acknowledged across %d SIGKILLs (seed %d)", total, rounds, seed)
+	t.Logf("%d messages acknowledged across %d SIGKILLs", total, rounds)
 }
 
 // TestUpstreamRestart: the upstream broker restarts in the middle of a drain;

@@ -9,10 +9,12 @@ package testenv
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -247,4 +249,25 @@ func (b *LockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// SeedEnv names the environment variable that replays a test's random
+// moments: a test that draws them from Rand logs the seed it used, and
+// HOLDFAST_TEST_SEED=<seed> makes the next run draw the same ones.
+const SeedEnv = "HOLDFAST_TEST_SEED"
+
+// Rand returns a random source for a test's moments (kills, cuts,
+// lifetimes), seeded from the clock or from HOLDFAST_TEST_SEED, and logs
+// the seed with what it is for.
+func Rand(t testing.TB, what string) *rand.Rand {
+	t.Helper()
+	seed := time.Now().UnixNano()
+	if s := os.Getenv(SeedEnv); s != "" {
+		var err error
+		if seed, err = strconv.ParseInt(s, 10, 64); err != nil {
+			t.Fatalf("%s=%q: %v", SeedEnv, s, err)
+		}
+	}
+	t.Logf("%s from %s=%d", what, SeedEnv, seed)
+	return rand.New(rand.NewPCG(uint64(seed), 0x686f6c64))
 }
