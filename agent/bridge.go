@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"holdfast/config"
 	"holdfast/internal/packet"
 	"holdfast/internal/topic"
 	"holdfast/localbus"
@@ -28,44 +29,17 @@ type store struct{ a *Agent }
 func (s *store) Ingest(m *localbus.Message, ops []localbus.StateOp, done func(error)) {
 	a := s.a
 	w := queue.Write{State: stateOps(ops)}
-	r := a.forwardRule(m.Topic)
-	var upTopic string
-	invalid := false
-	if r != nil {
-		var err error
-		if upTopic, err = r.CheckedUpstreamTopic(m.Topic, m.ClientID, a.cfg.GatewayID); err != nil {
-			invalid = true
-			// No broker would take it, and sending it anyway gets the
-			// uplink disconnected for good. The device did nothing wrong
-			// locally: it is acknowledged, and local subscribers get it.
-			a.invalidTopic.Add(1)
-			a.invalidLog.log(a.log, time.Now(), "not forwarded: invalid upstream topic",
-				"client_id", m.ClientID, "topic", m.Topic, "err", err)
-			r = nil
-		}
-	}
-	if r != nil {
-		qm := queue.Message{
-			Topic:           upTopic,
-			Payload:         m.Payload,
-			QoS:             byte(r.UpstreamQoS(int(m.QoS))),
-			Retain:          m.Retain && r.Retain,
-			PayloadFormat:   m.PayloadFormat,
-			ContentType:     m.ContentType,
-			ResponseTopic:   m.ResponseTopic,
-			CorrelationData: m.CorrelationData,
-			Expiry:          m.Expiry,
-			Source:          m.ClientID,
-		}
-		if len(m.UserProperties) > 0 {
-			qm.UserProperties = make([]queue.UserProperty, len(m.UserProperties))
-			for i, p := range m.UserProperties {
-				qm.UserProperties[i] = queue.UserProperty{Key: p.Key, Value: p.Value}
-			}
-		}
-		w.Messages = []queue.Message{qm}
-	} else if !invalid {
+	if r := a.forwardRule(m.Topic); r == nil {
 		a.localOnly.Add(1)
+	} else if up, err := r.CheckedUpstreamTopic(m.Topic, m.ClientID, a.cfg.GatewayID); err != nil {
+		// No broker would take it, and sending it anyway gets the uplink
+		// disconnected for good. The device did nothing wrong locally: it
+		// is acknowledged, and local subscribers get it.
+		a.invalidTopic.Add(1)
+		a.invalidLog.log(a.log, time.Now(), "not forwarded: invalid upstream topic",
+			"client_id", m.ClientID, "topic", m.Topic, "err", err)
+	} else {
+		w.Messages = []queue.Message{forwardMessage(m, r, up)}
 	}
 	forwarded := len(w.Messages) > 0
 	a.q.CommitAsync(w, func(err error) {
@@ -77,6 +51,30 @@ func (s *store) Ingest(m *localbus.Message, ops []localbus.StateOp, done func(er
 		}
 		done(err)
 	})
+}
+
+// forwardMessage is the queue message that forwards m under rule r to the
+// upstream topic up.
+func forwardMessage(m *localbus.Message, r *config.ForwardRule, up string) queue.Message {
+	qm := queue.Message{
+		Topic:           up,
+		Payload:         m.Payload,
+		QoS:             byte(r.UpstreamQoS(int(m.QoS))),
+		Retain:          m.Retain && r.Retain,
+		PayloadFormat:   m.PayloadFormat,
+		ContentType:     m.ContentType,
+		ResponseTopic:   m.ResponseTopic,
+		CorrelationData: m.CorrelationData,
+		Expiry:          m.Expiry,
+		Source:          m.ClientID,
+	}
+	if len(m.UserProperties) > 0 {
+		qm.UserProperties = make([]queue.UserProperty, len(m.UserProperties))
+		for i, p := range m.UserProperties {
+			qm.UserProperties[i] = queue.UserProperty{Key: p.Key, Value: p.Value}
+		}
+	}
+	return qm
 }
 
 // Save applies the broker's state changes durably.
