@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"strings"
 	"time"
 
 	"holdfast/config"
@@ -102,7 +101,7 @@ func uplinkOptions(cfg *config.Config, log *slog.Logger) (uplink.Options, error)
 		}
 		o.Password = pw
 	}
-	if strings.HasPrefix(u.URL, "mqtts://") || strings.HasPrefix(u.URL, "wss://") {
+	if u.UsesTLS() {
 		tc, err := transport.ClientTLS(transport.ClientTLSOptions{
 			CAFile: u.TLS.CAFile, CertFile: u.TLS.CertFile, KeyFile: u.TLS.KeyFile,
 			ServerName: u.TLS.ServerName, ALPN: u.TLS.ALPN, InsecureSkipVerify: u.TLS.InsecureSkipVerify,

@@ -50,7 +50,7 @@ func (c *Config) CheckFiles() error {
 	if f := c.Log.File; f != "" {
 		checkLogFile(v, f)
 	}
-	if secureScheme(c.Upstream.URL) {
+	if c.Upstream.UsesTLS() {
 		t := c.Upstream.TLS
 		fc.caBundle("upstream.tls.ca_file", t.CAFile)
 		fc.keyPair("upstream.tls.cert_file", t.CertFile, "upstream.tls.key_file", t.KeyFile)
@@ -100,9 +100,10 @@ func ReadPasswordFile(file string) (string, error) {
 	return pw, nil
 }
 
-// secureScheme reports whether an upstream URL uses TLS.
-func secureScheme(url string) bool {
-	return strings.HasPrefix(url, "mqtts://") || strings.HasPrefix(url, "wss://")
+// UsesTLS reports whether the upstream URL's scheme is mqtts or wss: the
+// ones that connect with upstream.tls.
+func (u *Upstream) UsesTLS() bool {
+	return strings.HasPrefix(u.URL, "mqtts://") || strings.HasPrefix(u.URL, "wss://")
 }
 
 type fileChecker struct{ v *validator }
