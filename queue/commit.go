@@ -344,8 +344,7 @@ func (q *Queue) publish(c counters, eff *effects, n int, synced bool, lat time.D
 	q.cs.lastLatency = lat
 	q.cs.sumLatency += lat
 	if grew {
-		close(q.avail)
-		q.avail = make(chan struct{})
+		q.wakeLeases()
 	}
 	q.mu.Unlock()
 	q.maybeReclaim(c)

@@ -92,9 +92,7 @@ func (q *Queue) leaseOnce(max int) (out []Record, drops map[reqKind][]uint64, ch
 	if err != nil {
 		// Nothing was handed out: the released records are still due.
 		for _, s := range rel {
-			if i, found := slices.BinarySearch(q.released, s); !found {
-				q.released = slices.Insert(q.released, i, s)
-			}
+			q.addReleased(s)
 		}
 		return nil, nil, ch, err
 	}
@@ -296,21 +294,18 @@ func (q *Queue) closeIdleReader() {
 func (q *Queue) Release(seqs ...uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	any := false
+	added := false
 	for _, s := range seqs {
 		if _, ok := q.leased[s]; !ok {
 			continue
 		}
 		delete(q.leased, s)
-		i, found := slices.BinarySearch(q.released, s)
-		if !found {
-			q.released = slices.Insert(q.released, i, s)
-			any = true
+		if q.addReleased(s) {
+			added = true
 		}
 	}
-	if any {
-		close(q.avail)
-		q.avail = make(chan struct{})
+	if added {
+		q.wakeLeases()
 	}
 }
 
@@ -321,7 +316,7 @@ func (q *Queue) Release(seqs ...uint64) {
 func (q *Queue) restore(seqs []uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	any := false
+	added := false
 	for _, s := range seqs {
 		if s >= q.readSeq || s < q.ctr.head {
 			continue
@@ -329,16 +324,30 @@ func (q *Queue) restore(seqs []uint64) {
 		if _, ok := q.leased[s]; ok {
 			continue
 		}
-		i, found := slices.BinarySearch(q.released, s)
-		if !found {
-			q.released = slices.Insert(q.released, i, s)
-			any = true
+		if q.addReleased(s) {
+			added = true
 		}
 	}
-	if any {
-		close(q.avail)
-		q.avail = make(chan struct{})
+	if added {
+		q.wakeLeases()
 	}
+}
+
+// addReleased puts s into the released set and reports whether it was
+// not there yet; q.mu is held.
+func (q *Queue) addReleased(s uint64) bool {
+	i, found := slices.BinarySearch(q.released, s)
+	if !found {
+		q.released = slices.Insert(q.released, i, s)
+	}
+	return !found
+}
+
+// wakeLeases wakes every Lease waiting for records to become visible;
+// q.mu is held.
+func (q *Queue) wakeLeases() {
+	close(q.avail)
+	q.avail = make(chan struct{})
 }
 
 // removeReleased drops s from the released set; q.mu is held.
