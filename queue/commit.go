@@ -672,6 +672,18 @@ func (q *Queue) deleteRecord(txn *badger.Txn, s uint64) error {
 	return txn.Delete(markKey(s))
 }
 
+// markOf returns a copy of record s's mark, or nil when it has none.
+func markOf(txn *badger.Txn, s uint64) ([]byte, error) {
+	item, err := txn.Get(markKey(s))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return item.ValueCopy(nil)
+}
+
 func (q *Queue) applyMark(txn *badger.Txn, s uint64, data []byte) error {
 	if _, err := txn.Get(recordKey(s)); err != nil {
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -697,12 +709,8 @@ func (q *Queue) applyDeadLetter(txn *badger.Txn, s uint64, reason string, c *cou
 	if err != nil {
 		return err
 	}
-	var mark []byte
-	if mi, err := txn.Get(markKey(s)); err == nil {
-		if mark, err = mi.ValueCopy(nil); err != nil {
-			return err
-		}
-	} else if !errors.Is(err, badger.ErrKeyNotFound) {
+	mark, err := markOf(txn, s)
+	if err != nil {
 		return err
 	}
 	if err := q.deleteRecord(txn, s); err != nil {

@@ -178,11 +178,7 @@ func (r *recordReader) released(txn *badger.Txn, rel []uint64) error {
 		if !r.take(seq, v) {
 			continue
 		}
-		if mi, err := txn.Get(markKey(seq)); err == nil {
-			if r.out[len(r.out)-1].Mark, err = mi.ValueCopy(nil); err != nil {
-				return err
-			}
-		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+		if r.out[len(r.out)-1].Mark, err = markOf(txn, seq); err != nil {
 			return err
 		}
 	}
