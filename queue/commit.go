@@ -488,12 +488,7 @@ func (q *Queue) evict(txn *badger.Txn, c *counters, n, size uint64, eff *effects
 	fits := func() bool {
 		return (maxMsgs == 0 || c.messages+n <= maxMsgs) && (maxBytes == 0 || c.bytes+size <= maxBytes)
 	}
-	type victim struct {
-		seq  uint64
-		size uint64
-		mark bool
-	}
-	var vs []victim
+	var vs []located
 	msgs, bytes := c.messages, c.bytes
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
 	for it.Seek(recordKey(c.head)); it.Valid(); it.Next() {
@@ -514,19 +509,14 @@ func (q *Queue) evict(txn *badger.Txn, c *counters, n, size uint64, eff *effects
 			it.Close()
 			return err
 		}
-		vs = append(vs, victim{seq: seq, size: sz})
+		vs = append(vs, located{seq: seq, size: sz})
 		msgs--
 		bytes -= min(sz, bytes)
 	}
 	it.Close()
 	for _, v := range vs {
-		if err := txn.Delete(recordKey(v.seq)); err != nil {
+		if err := v.delete(txn); err != nil {
 			return err
-		}
-		if v.mark {
-			if err := txn.Delete(markKey(v.seq)); err != nil {
-				return err
-			}
 		}
 		c.messages--
 		c.bytes -= min(v.size, c.bytes)
@@ -540,6 +530,25 @@ func (q *Queue) evict(txn *badger.Txn, c *counters, n, size uint64, eff *effects
 		q.opts.Logger.Error("queue: counters do not match stored records", "messages", c.messages, "bytes", c.bytes)
 		c.refusedFull += n
 		return ErrFull
+	}
+	return nil
+}
+
+// located is a stored record an iteration found to delete: its seq, its
+// exact size and whether a mark follows it.
+type located struct {
+	seq  uint64
+	size uint64
+	mark bool
+}
+
+// delete deletes the record and, if it has one, its mark.
+func (l located) delete(txn *badger.Txn) error {
+	if err := txn.Delete(recordKey(l.seq)); err != nil {
+		return err
+	}
+	if l.mark {
+		return txn.Delete(markKey(l.seq))
 	}
 	return nil
 }
@@ -571,12 +580,7 @@ func (q *Queue) applyDelete(txn *badger.Txn, seqs []uint64, c *counters, ctr *ui
 	if hi-lo > 4*uint64(len(sorted))+64 {
 		return q.applyDeleteEach(txn, seqs, c, ctr, eff)
 	}
-	type found struct {
-		seq  uint64
-		size uint64
-		mark bool
-	}
-	var del []found
+	var del []located
 	err := func() error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
 		defer it.Close()
@@ -599,7 +603,7 @@ func (q *Queue) applyDelete(txn *badger.Txn, seqs []uint64, c *counters, ctr *ui
 				if err != nil {
 					return err
 				}
-				del = append(del, found{seq: seq, size: sz})
+				del = append(del, located{seq: seq, size: sz})
 			} else if k[recordKeyLen] == markSuffix && len(del) > 0 && del[len(del)-1].seq == seq {
 				del[len(del)-1].mark = true
 			}
@@ -610,13 +614,8 @@ func (q *Queue) applyDelete(txn *badger.Txn, seqs []uint64, c *counters, ctr *ui
 		return err
 	}
 	for _, d := range del {
-		if err := txn.Delete(recordKey(d.seq)); err != nil {
+		if err := d.delete(txn); err != nil {
 			return err
-		}
-		if d.mark {
-			if err := txn.Delete(markKey(d.seq)); err != nil {
-				return err
-			}
 		}
 		q.countDelete(d.seq, d.size, c, ctr, eff)
 	}
