@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"holdfast/agent"
 	"holdfast/internal/packet"
 	"holdfast/internal/testenv"
+	"holdfast/queue"
 )
 
 // hf runs the binary and returns its standard output; it fails the test on a
@@ -394,5 +396,45 @@ func TestWriteRecordsReportsCorrupt(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), "1 corrupt record") {
 		t.Errorf("err = %v", err)
+	}
+}
+
+// TestExportDeadLetters: queue export --dead-letters writes each message
+// of the dead-letter store as a JSON line with the reason and the time the
+// uplink gave up on it, and leaves the store as it was.
+func TestExportDeadLetters(t *testing.T) {
+	dir := t.TempDir()
+	q, err := queue.Open(queue.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := q.Append(ctx, queue.Message{Topic: "a/b", Payload: []byte("x"), QoS: 1}, queue.Message{Topic: "c", Payload: []byte("y"), QoS: 2}); err != nil {
+		t.Fatal(err)
+	}
+	leased, err := q.Lease(ctx, 2)
+	if err != nil || len(leased) != 2 {
+		t.Fatalf("lease: %d records, %v", len(leased), err)
+	}
+	for _, r := range leased {
+		if err := q.DeadLetter(ctx, r.Seq, "refused: "+r.Topic); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		rs := records(t, hf(t, "queue", "export", "--dead-letters", "--data-dir", dir))
+		if len(rs) != 2 {
+			t.Fatalf("%d dead letters exported, want 2: %+v", len(rs), rs)
+		}
+		for i, want := range []struct{ topic, payload string }{{"a/b", "x"}, {"c", "y"}} {
+			r := rs[i]
+			if r.Seq != leased[i].Seq || r.Topic != want.topic || string(r.Payload) != want.payload ||
+				r.DeadLetter != "refused: "+want.topic || r.DeadLetterAt.IsZero() {
+				t.Errorf("dead letter %d: %+v", i, r)
+			}
+		}
 	}
 }
