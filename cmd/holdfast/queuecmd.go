@@ -95,27 +95,26 @@ func runQueue(args []string, stdout, stderr io.Writer) error {
 	}
 	defer q.Close()
 
-	switch sub {
-	case "stats":
+	switch {
+	case sub == "stats":
 		writeStats(stdout, agent.BacklogOf(q.Stats()))
 		return nil
-	case "peek":
+	case *dead: // export only: onlyFor refuses it to the others
 		return writeRecords(stdout, stderr, func(fn func(agent.QueueRecord) error) error {
-			return agent.ScanQueue(q, *n, fn)
-		})
-	default: // export
-		if *dead {
-			enc := json.NewEncoder(stdout)
 			return q.DeadLetters(func(d queue.DeadLetter) error {
 				r := agent.RecordOf(d.Seq, &d.Message)
 				r.DeadLetter, r.DeadLetterAt = d.Reason, d.At
-				return enc.Encode(r)
+				return fn(r)
 			})
-		}
-		return writeRecords(stdout, stderr, func(fn func(agent.QueueRecord) error) error {
-			return agent.ScanQueue(q, -1, fn)
 		})
 	}
+	limit := *n // peek
+	if sub == "export" {
+		limit = -1 // every record
+	}
+	return writeRecords(stdout, stderr, func(fn func(agent.QueueRecord) error) error {
+		return agent.ScanQueue(q, limit, fn)
+	})
 }
 
 // openQueue opens the queue of cfg read-only for `holdfast queue sub`.
