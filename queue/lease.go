@@ -230,44 +230,65 @@ func (q *Queue) forward(r *recordReader, from, tail uint64) (uint64, error) {
 		lr.snapTail, lr.opened, lr.read = tail, time.Now(), 0
 		lr.it.Seek(recordKey(from))
 	}
-	end := min(tail, lr.snapTail)
-	next := end
-	it := lr.it
-	for ; it.Valid(); it.Next() {
-		item := it.Item()
-		k := item.Key()
-		seq := binary.BigEndian.Uint64(k[1:])
-		if seq >= end {
-			break
+	next, err := walkRecords(lr.it, min(tail, lr.snapTail), func(seq uint64, v, mark []byte) (bool, error) {
+		if r.take(seq, v) {
+			r.out[len(r.out)-1].Mark = mark
 		}
-		if len(k) == markKeyLen {
-			if n := len(r.out); n > 0 && r.out[n-1].Seq == seq {
-				m, err := item.ValueCopy(nil)
-				if err != nil {
-					lr.close()
-					return from, err
-				}
-				r.out[n-1].Mark = m
-			}
-			continue
-		}
-		if len(r.out) >= r.max {
-			next = seq
-			break
-		}
-		v, err := item.ValueCopy(nil)
-		if err != nil {
-			lr.close()
-			return from, err
-		}
-		r.take(seq, v)
 		lr.read++
+		return len(r.out) < r.max, nil
+	})
+	if err != nil {
+		lr.close()
+		return from, err
 	}
 	lr.pos = next
 	if next >= lr.snapTail {
 		lr.close() // read to the end of its snapshot: nothing more in it
 	}
 	return next, nil
+}
+
+// walkRecords reads the records below end from it's position on, each
+// with its mark (which sorts right after it), and calls fn with the
+// record's seq and copies of its value and its mark (nil when it has
+// none). It stops after the record for which fn returns false, or at the
+// first error, and returns the seq of the record the iterator is left
+// at: end when none below end is left.
+func walkRecords(it *badger.Iterator, end uint64, fn func(seq uint64, v, mark []byte) (bool, error)) (uint64, error) {
+	for it.Valid() {
+		item := it.Item()
+		k := item.Key()
+		seq := binary.BigEndian.Uint64(k[1:])
+		if seq >= end {
+			return end, nil
+		}
+		if len(k) != recordKeyLen {
+			it.Next() // a mark (or drain sentinel) without its record
+			continue
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return seq, err
+		}
+		it.Next()
+		var mark []byte
+		if it.Valid() {
+			if mi := it.Item(); isMarkOf(mi.Key(), seq) {
+				if mark, err = mi.ValueCopy(nil); err != nil {
+					return seq, err
+				}
+				it.Next()
+			}
+		}
+		more, err := fn(seq, v, mark)
+		if err != nil || !more {
+			if it.Valid() {
+				end = min(end, binary.BigEndian.Uint64(it.Item().Key()[1:]))
+			}
+			return end, err
+		}
+	}
+	return end, nil
 }
 
 // closeIdleReader closes the kept reader once it is older than

@@ -37,6 +37,11 @@ func markKey(seq uint64) []byte {
 	return append(recordKey(seq), markSuffix)
 }
 
+// isMarkOf reports whether k is the mark key of record seq.
+func isMarkOf(k []byte, seq uint64) bool {
+	return len(k) == markKeyLen && k[recordKeyLen] == markSuffix && binary.BigEndian.Uint64(k[1:]) == seq
+}
+
 func deadLetterKey(seq uint64) []byte {
 	k := recordKey(seq)
 	k[0] = prefixDeadLetter

@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"encoding/binary"
 	"fmt"
 	"time"
 
@@ -35,46 +34,20 @@ func (q *Queue) Scan(fn func(Scanned) error) error {
 	head, tail := q.ctr.head, q.tail
 	q.mu.Unlock()
 	now := time.Now()
-	var cur *Scanned
-	flush := func() error {
-		if cur == nil {
-			return nil
-		}
-		s := cur
-		cur = nil
-		return fn(*s)
-	}
 	err := q.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}, PrefetchValues: true, PrefetchSize: 64})
 		defer it.Close()
-		for it.Seek(recordKey(head)); it.Valid(); it.Next() {
-			item := it.Item()
-			k := item.Key()
-			seq := binary.BigEndian.Uint64(k[1:])
-			if seq >= tail {
-				break
-			}
-			v, err := item.ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			if len(k) != recordKeyLen {
-				if k[recordKeyLen] == markSuffix && cur != nil && cur.Seq == seq {
-					cur.Mark = v
-				}
-				continue
-			}
-			if err := flush(); err != nil {
-				return err
-			}
-			cur = &Scanned{Record: Record{Seq: seq}}
-			if err := DecodeRecord(v, &cur.Message); err != nil {
-				cur.Message, cur.Corrupt = Message{}, err
+		it.Seek(recordKey(head))
+		_, err := walkRecords(it, tail, func(seq uint64, v, mark []byte) (bool, error) {
+			s := Scanned{Record: Record{Seq: seq, Mark: mark}}
+			if err := DecodeRecord(v, &s.Message); err != nil {
+				s.Message, s.Corrupt = Message{}, err
 			} else {
-				cur.Expired = q.expired(&cur.Message, now)
+				s.Expired = q.expired(&s.Message, now)
 			}
-		}
-		return flush()
+			return true, fn(s)
+		})
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("queue: scan: %w", err)
