@@ -503,21 +503,9 @@ func (q *Queue) Ack(seqs ...uint64) error {
 		return ErrReadOnly
 	}
 	rs := q.ackRequests(seqs)
-	if len(rs) == 1 {
-		return q.wait(context.Background(), rs[0])
+	if err := q.submit(rs...); err != nil {
+		return err
 	}
-	// Submitted together, so they share commits.
-	q.pmu.Lock()
-	if q.closing {
-		q.pmu.Unlock()
-		return ErrClosed
-	}
-	for _, r := range rs {
-		r.ch = make(chan error, 1)
-		q.pending = append(q.pending, r)
-	}
-	q.pmu.Unlock()
-	q.kick()
 	var first error
 	for _, r := range rs {
 		if err := <-r.ch; err != nil && first == nil {
@@ -658,24 +646,35 @@ func (q *Queue) newWrite(w Write) (*request, error) {
 
 // wait submits r and waits for its result.
 func (q *Queue) wait(ctx context.Context, r *request) error {
-	if q.opts.ReadOnly {
-		return ErrReadOnly
+	if err := q.submit(r); err != nil {
+		return err
 	}
-	r.ch = make(chan error, 1)
-	q.pmu.Lock()
-	if q.closing {
-		q.pmu.Unlock()
-		return ErrClosed
-	}
-	q.pending = append(q.pending, r)
-	q.pmu.Unlock()
-	q.kick()
 	select {
 	case err := <-r.ch:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// submit hands rs to the committer together, so that they share
+// commits, each with a channel for its result.
+func (q *Queue) submit(rs ...*request) error {
+	if q.opts.ReadOnly {
+		return ErrReadOnly
+	}
+	for _, r := range rs {
+		r.ch = make(chan error, 1)
+	}
+	q.pmu.Lock()
+	if q.closing {
+		q.pmu.Unlock()
+		return ErrClosed
+	}
+	q.pending = append(q.pending, rs...)
+	q.pmu.Unlock()
+	q.kick()
+	return nil
 }
 
 // enqueue submits an asynchronous request. A request that already failed
