@@ -281,7 +281,7 @@ func (q *Queue) commitSegment(batch []*request, res []error, from int, c *counte
 			return end, false, nil
 		}
 		if eff.headMoved {
-			c.head = seekLiveTxn(txn, c.head, c.nextSeq)
+			c.head = seekLive(txn, c.head, c.nextSeq)
 			eff.headMoved = false
 		}
 		err := txn.Set(countersKey, c.encode())
@@ -316,10 +316,6 @@ func (q *Queue) commitSegment(batch []*request, res []error, from int, c *counte
 		}
 		return end, true, nil
 	}
-}
-
-func seekLiveTxn(txn *badger.Txn, from, next uint64) uint64 {
-	return seekLive(txn, from, next)
 }
 
 // publish makes a committed batch visible to consumers.

@@ -154,7 +154,6 @@ type Queue struct {
 	peakBytes     uint64 // most bytes held since the last reclaim
 	drainLeft     bool   // a reclaim ran and more of the backlog is left to drain
 	sincePageOut  uint64 // record bytes written since the last page-out kick
-	scratch       []byte
 
 	failed *failure
 
