@@ -109,9 +109,9 @@ type Client struct {
 
 	// Owned by the goroutine running Run.
 	clientID  string
-	pending   []*entry          // leased, in queue order but for seqs leased again after a failed Ack
-	doneCount int               // finished entries still in pending (until compact)
-	live      map[uint64]*entry // the entries in pending not done, by seq
+	pending   []*entry // leased, in queue order but for seqs leased again after a failed Ack
+	doneCount int      // finished entries still in pending (until compact)
+	topSeq    uint64   // the highest seq leased in this Run: none above it is pending (see conn.leased)
 	byID      map[uint16]*entry
 	ids       idSet
 	ctrlNext  uint16
@@ -172,7 +172,6 @@ func New(opts Options, src Source, down Downlink) (*Client, error) {
 		log:      o.Logger,
 		clientID: o.ClientID,
 		byID:     make(map[uint16]*entry),
-		live:     make(map[uint64]*entry),
 		rx:       make(map[uint16]bool),
 		warned:   make(map[string]bool),
 	}
@@ -326,8 +325,7 @@ func (c *Client) finish() {
 			seqs = append(seqs, e.Seq)
 		}
 	}
-	c.pending, c.doneCount = nil, 0
-	clear(c.live)
+	c.pending, c.doneCount, c.topSeq = nil, 0, 0
 	c.narrowed, c.suspected, c.suspectSeq, c.closes = false, false, 0, 0
 	c.byID = make(map[uint16]*entry)
 	c.ids = idSet{}
@@ -439,9 +437,6 @@ func (c *Client) retire(e *entry) {
 	}
 	e.done = true
 	c.doneCount++
-	if c.live[e.Seq] == e {
-		delete(c.live, e.Seq)
-	}
 	if c.suspected && e.Seq == c.suspectSeq {
 		c.suspected, c.closes = false, 0
 	}

@@ -725,8 +725,10 @@ func (s *conn) leased(lr leaseResult) error {
 		return nil
 	}
 	for i := range lr.msgs {
-		if _, dup := c.live[lr.msgs[i].Seq]; dup {
-			c.warnOnce("duplease", "queue handed out a message already leased; ignoring the second lease", "seq", lr.msgs[i].Seq)
+		if seq := lr.msgs[i].Seq; seq > c.topSeq {
+			c.topSeq = seq
+		} else if c.isPending(seq) {
+			c.warnOnce("duplease", "queue handed out a message already leased; ignoring the second lease", "seq", seq)
 			continue
 		}
 		e := &entry{Message: lr.msgs[i], mark: string(lr.msgs[i].Mark)}
@@ -768,9 +770,21 @@ func (s *conn) leased(lr leaseResult) error {
 			}
 		}
 		c.pending = append(c.pending, e)
-		c.live[e.Seq] = e
 	}
 	return nil
+}
+
+// isPending reports whether an entry of seq is pending and not done. The
+// Source leases in queue order, so leased calls it only for a seq at or
+// below the highest leased so far: one leased again after a failed Ack,
+// or one a Source hands out twice.
+func (c *Client) isPending(seq uint64) bool {
+	for _, e := range c.pending {
+		if e.Seq == seq && !e.done {
+			return true
+		}
+	}
+	return false
 }
 
 // pump sends queued entries in order while the window has room.
