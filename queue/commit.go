@@ -145,11 +145,10 @@ func (q *Queue) commit(batch []*request) {
 	start := time.Now()
 	q.checkDisk(start)
 	res := make([]error, len(batch))
+	before := q.failed.get() // a queue that failed earlier fails every request
 	for i, r := range batch {
 		if r.err == nil {
-			if err := q.failed.get(); err != nil {
-				r.err = err
-			}
+			r.err = before
 		}
 		res[i] = r.err
 	}
