@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"holdfast/internal/packet"
@@ -46,18 +45,7 @@ func TestUpstreamPasswordFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := newGateway(t, up.Addr(), "")
-	b, err := os.ReadFile(g.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := strings.Replace(string(b), "  client_id: holdfast-e2e\n",
-		"  client_id: holdfast-e2e\n  username: gateway\n  password_file: "+pwFile+"\n", 1)
-	if cfg == string(b) {
-		t.Fatal("gateway config has no upstream client_id line to extend")
-	}
-	if err := os.WriteFile(g.config, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	appendUpstream(t, g, "  username: gateway\n  password_file: "+pwFile+"\n")
 	g.start()
 	dev, err := testclient.Dial(g.listen, testclient.Options{ClientID: "authdev", CleanStart: true})
 	if err != nil {

@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -44,21 +42,6 @@ func BenchmarkBacklogDrain(b *testing.B) {
 	g.waitDrained(10 * time.Minute)
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
-}
-
-// setConfig replaces old with new in the gateway's configuration file.
-func setConfig(t testing.TB, g *gateway, old, new string) {
-	t.Helper()
-	b, err := os.ReadFile(g.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(b), old) {
-		t.Fatalf("no %q in the gateway's configuration", old)
-	}
-	if err := os.WriteFile(g.config, []byte(strings.Replace(string(b), old, new, 1)), 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // BenchmarkIngestQoS1 measures durable QoS 1 ingest through the binary:

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -100,19 +98,7 @@ downlink:
 
 // appendUpstream adds keys (indented by two spaces) to the upstream section
 // of the gateway's configuration file.
-func appendUpstream(t *testing.T, g *gateway, keys string) {
+func appendUpstream(t testing.TB, g *gateway, keys string) {
 	t.Helper()
-	b, err := os.ReadFile(g.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const anchor = "  stall_timeout: 5s\n"
-	s := string(b)
-	if !strings.Contains(s, anchor) {
-		t.Fatalf("no %q in the gateway's configuration", anchor)
-	}
-	s = strings.Replace(s, anchor, anchor+keys, 1)
-	if err := os.WriteFile(g.config, []byte(s), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	setConfig(t, g, "\nupstream:\n", "\nupstream:\n"+keys)
 }

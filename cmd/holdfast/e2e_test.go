@@ -107,6 +107,23 @@ log:
 	return g
 }
 
+// setConfig replaces the first old with new in the configuration file
+// newGateway wrote, before the gateway starts: for keys of a section that
+// newGateway already writes (upstream, queue, log).
+func setConfig(t testing.TB, g *gateway, old, new string) {
+	t.Helper()
+	b, err := os.ReadFile(g.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), old) {
+		t.Fatalf("no %q in the gateway's configuration", old)
+	}
+	if err := os.WriteFile(g.config, []byte(strings.Replace(string(b), old, new, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func tail(s string, n int) string {
 	if len(s) > n {
 		return s[len(s)-n:]
@@ -729,14 +746,7 @@ func TestLogFile(t *testing.T) {
 	if err := os.WriteFile(file, []byte("an earlier line\n"), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(g.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := strings.Replace(string(b), "log:\n  level: debug\n", "log:\n  level: debug\n  file: "+file+"\n", 1)
-	if err := os.WriteFile(g.config, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	setConfig(t, g, "\nlog:\n", "\nlog:\n  file: "+file+"\n")
 	g.start()
 	if code := g.term(); code != 0 {
 		t.Fatalf("exit code %d", code)
