@@ -431,16 +431,29 @@ func (c *Client) finished(e *entry) {
 
 // retire removes e from the forwarding state: it is done.
 func (c *Client) retire(e *entry) {
-	if e.id != 0 && c.byID[e.id] == e {
-		delete(c.byID, e.id)
-		c.ids.del(e.id)
-	}
+	c.dropID(e)
 	e.done = true
 	c.doneCount++
 	if c.suspected && e.Seq == c.suspectSeq {
 		c.suspected, c.closes = false, 0
 	}
 	c.finished(e)
+}
+
+// takeID gives e the message packet id id, marked in use and found by
+// byID until dropID.
+func (c *Client) takeID(e *entry, id uint16) {
+	e.id = id
+	c.ids.add(id)
+	c.byID[id] = e
+}
+
+// dropID frees the packet id e holds, unless another entry holds it now.
+func (c *Client) dropID(e *entry) {
+	if e.id != 0 && c.byID[e.id] == e {
+		delete(c.byID, e.id)
+		c.ids.del(e.id)
+	}
 }
 
 // deadLetter moves e to the dead-letter store.

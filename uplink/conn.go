@@ -759,14 +759,10 @@ func (s *conn) leased(lr leaseResult) error {
 				// The server holds none of the client's flows: a new
 				// PUBLISH under the id the mark names, also after PUBREC
 				// (see resume; placeID replaces the rec: mark first).
-				e.id = id
-				c.ids.add(id)
-				c.byID[id] = e
+				c.takeID(e, id)
 			default:
-				e.id, e.sent, e.sentQoS = id, true, 2
-				e.rec = kind == markRec
-				c.ids.add(id)
-				c.byID[id] = e
+				c.takeID(e, id)
+				e.sent, e.sentQoS, e.rec = true, 2, kind == markRec
 			}
 		}
 		c.pending = append(c.pending, e)
@@ -805,8 +801,7 @@ func (s *conn) pump() error {
 				return nil
 			}
 			e.waitCtrl = false
-			c.ids.add(e.id)
-			c.byID[e.id] = e
+			c.takeID(e, e.id)
 		}
 		qos := s.qosOf(e)
 		if (qos > 0 || e.rec) && s.inflight >= s.win() {
@@ -1010,7 +1005,7 @@ func (s *conn) placeID(e *entry, qos byte) (bool, error) {
 		err := c.src.Mark(s.ctx, e.Seq, []byte(want))
 		if errors.Is(err, ErrGone) {
 			c.log.Debug("message left the queue before it was sent", "seq", e.Seq)
-			s.finish(e)
+			c.retire(e)
 			return false, nil
 		}
 		if err != nil {
@@ -1020,13 +1015,8 @@ func (s *conn) placeID(e *entry, qos byte) (bool, error) {
 		e.mark = want
 	}
 	if id != e.id {
-		if e.id != 0 && c.byID[e.id] == e {
-			delete(c.byID, e.id)
-			c.ids.del(e.id)
-		}
-		e.id = id
-		c.ids.add(id)
-		c.byID[id] = e
+		c.dropID(e)
+		c.takeID(e, id)
 	}
 	e.newID = false
 	return true, nil
@@ -1035,13 +1025,10 @@ func (s *conn) placeID(e *entry, qos byte) (bool, error) {
 // complete finishes an entry the upstream has: Source ack, id freed.
 func (s *conn) complete(e *entry) {
 	c := s.c
-	s.finish(e)
+	c.retire(e)
 	c.acks.add(e.Seq)
 	c.update(func(st *Status) { st.Forwarded++ })
 }
-
-// finish removes e from the forwarding state.
-func (s *conn) finish(e *entry) { s.c.retire(e) }
 
 // win is the window in force: 1 while narrowed (see Client.narrowTo).
 func (s *conn) win() int {
@@ -1496,8 +1483,7 @@ func (s *conn) teardown() {
 	for _, e := range c.pending {
 		if e.waitCtrl && !e.done { // its id is free now
 			e.waitCtrl = false
-			c.ids.add(e.id)
-			c.byID[e.id] = e
+			c.takeID(e, e.id)
 		}
 		e.unrel = false
 		if !e.done {
