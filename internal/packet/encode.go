@@ -1,5 +1,7 @@
 package packet
 
+import "reflect"
+
 // Append encodes p for protocol version v and appends it to dst.
 //
 // For 3.1 and 3.1.1 the fields that exist only in 5.0 are left out:
@@ -99,6 +101,47 @@ func protocolName(p *Connect, v Version) string {
 		return "MQIsdp"
 	}
 	return "MQTT"
+}
+
+// typeOf is p.Type() without the call through the interface, which the
+// compiler cannot follow: with it, every packet passed to Append or Size
+// escaped to the heap, so that a caller's packet built on its stack (as
+// localbus builds one to check each message Publish and Ingest take) cost
+// an allocation. 0 for a type not of this package.
+func typeOf(p Packet) Type {
+	switch p.(type) {
+	case *Connect:
+		return CONNECT
+	case *Connack:
+		return CONNACK
+	case *Publish:
+		return PUBLISH
+	case *Puback:
+		return PUBACK
+	case *Pubrec:
+		return PUBREC
+	case *Pubrel:
+		return PUBREL
+	case *Pubcomp:
+		return PUBCOMP
+	case *Subscribe:
+		return SUBSCRIBE
+	case *Suback:
+		return SUBACK
+	case *Unsubscribe:
+		return UNSUBSCRIBE
+	case *Unsuback:
+		return UNSUBACK
+	case *Pingreq:
+		return PINGREQ
+	case *Pingresp:
+		return PINGRESP
+	case *Disconnect:
+		return DISCONNECT
+	case *Auth:
+		return AUTH
+	}
+	return 0
 }
 
 // measure validates p and computes its lengths.
@@ -238,13 +281,13 @@ func (e *encoder) measure(p Packet, v Version) *Error {
 	case nil:
 		return Errorf(MalformedPacket, "nil packet")
 	default:
-		return Errorf(MalformedPacket, "cannot encode %T", p)
+		return Errorf(MalformedPacket, "cannot encode %s", reflect.TypeOf(p)) // %T would let p escape
 	}
 	if e.err != nil {
-		return e.err.in(p.Type().String())
+		return e.err.in(typeOf(p).String())
 	}
 	if n > MaxVarint {
-		return Errorf(PacketTooLarge, "%s of %d bytes exceeds the protocol's maximum packet size", p.Type(), n)
+		return Errorf(PacketTooLarge, "%s of %d bytes exceeds the protocol's maximum packet size", typeOf(p), n)
 	}
 	e.remaining = n
 	return nil
@@ -303,7 +346,7 @@ func (e *encoder) reasonLen(rc ReasonCode, p *Properties, allowed propSet) int {
 // write appends the packet measured by measure.
 func (e *encoder) write(dst []byte, p Packet, v Version) []byte {
 	v5 := v == V5
-	first := byte(p.Type()) << 4
+	first := byte(typeOf(p)) << 4
 	switch p := p.(type) {
 	case *Publish:
 		first |= p.QoS << 1

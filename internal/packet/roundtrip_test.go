@@ -216,3 +216,25 @@ func (n neverReader) Read([]byte) (int, error) {
 	n.t.Error("body read although the fixed header exceeds the limit")
 	return 0, io.EOF
 }
+
+// A packet the caller builds on its stack stays there through Size and
+// Append: neither lets it escape, so checking or encoding one costs no
+// allocation (localbus checks every message Publish and Ingest take so).
+func TestEncodeKeepsPacketOnStack(t *testing.T) {
+	buf := make([]byte, 0, 512)
+	payload := bytes.Repeat([]byte("x"), 200)
+	allocs := testing.AllocsPerRun(100, func() {
+		p := Publish{QoS: 1, PacketID: 1, Topic: "site/line-3/press-7/telemetry", Payload: payload}
+		p.Properties.PayloadFormat, p.Properties.HasPayloadFormat = 1, true
+		if _, err := Size(&p, V5); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if buf, err = Append(buf[:0], &p, V5); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per Size and Append of a packet on the stack, want 0", allocs)
+	}
+}
