@@ -369,11 +369,13 @@ func (c *Client) afterLoss(ctx context.Context, res connResult) {
 		e = nil
 	}
 	switch {
-	case e != nil && c.suspected && e.Seq == c.suspectSeq && res.held:
+	case e != nil && c.suspected && e.Seq == c.suspectSeq:
+		// It went out after the idle link: pump holds a suspect back
+		// until then.
 		c.closes++
 		c.log.Debug("upstream closed the connection right after a message sent alone after an idle link",
 			"seq", e.Seq, "times", c.closes, "err", res.err)
-	case e != nil && !(c.suspected && e.Seq == c.suspectSeq):
+	case e != nil:
 		c.suspected, c.suspectSeq, c.closes = true, e.Seq, 0
 		c.log.Debug("upstream closed the connection right after a message sent alone; it waits for an idle link next time",
 			"seq", e.Seq, "err", res.err)

@@ -28,9 +28,6 @@ type connResult struct {
 	// closed the connection (closedByServer) within poisonWindow of its
 	// PUBLISH, still unanswered; nil otherwise.
 	suspect *entry
-	// held: the Client's suspect went out after the link had idled for
-	// a poison window (see conn.hold).
-	held bool
 }
 
 // serverDisconnect is a DISCONNECT from the server.
@@ -115,8 +112,7 @@ type conn struct {
 	solo    *entry    // the last QoS 1/2 message sent while the window was narrowed
 	soloAt  time.Time // when it was written
 	// The hold of the Client's suspect message (see hold).
-	holdAt     time.Time        // when its PINGREQ was written; zero: not begun
-	holdT      *time.Timer      // fires a poison window after holdAt
+	holdT      *time.Timer      // fires a poison window after its PINGREQ; nil: not begun
 	holdC      <-chan time.Time // holdT's channel until it fired, then nil
 	probing    bool             // the hold's PINGREQ awaits its PINGRESP
 	held       bool             // the hold is over: the suspect may go out
@@ -208,7 +204,6 @@ func (c *Client) connection(ctx context.Context) (res connResult) {
 	res.err = err
 	res.upFor = time.Since(s.connackedAt)
 	res.stalled = s.stalled
-	res.held = s.held
 	if e := s.solo; e != nil && !e.done && e.state == stSent && time.Since(s.soloAt) <= s.poisonWindow() &&
 		closedByServer(err) {
 		res.suspect = e
@@ -846,13 +841,12 @@ func (s *conn) pump() error {
 // after the PUBLISH that follows is likely the server's answer to it.
 func (s *conn) hold() error {
 	switch {
-	case s.holdAt.IsZero():
+	case s.holdT == nil:
 		if err := s.write(&packet.Pingreq{}); err != nil {
 			return err
 		}
-		s.holdAt = time.Now()
 		if s.pingAt.IsZero() {
-			s.pingAt = s.holdAt // keep alive waits for its PINGRESP too
+			s.pingAt = time.Now() // keep alive waits for its PINGRESP too
 		}
 		s.probing = true
 		s.inflightInc()
