@@ -133,6 +133,9 @@ func dropBlocks(head uint64) [][]byte {
 type effects struct {
 	removed   []uint64
 	headMoved bool
+	// headAcked is the bytes of records acked by moving the head past
+	// them (applyHeadAck), whose keys dropDrained removes later.
+	headAcked uint64
 }
 
 // commit writes batch in as few transactions as fit, syncs once, then
@@ -192,6 +195,7 @@ func (q *Queue) commit(batch []*request) {
 		}
 	}
 	q.maybePageOut(written)
+	q.maybeDropHead(eff.headAcked)
 	for i, r := range batch {
 		// Acked, expired and undecodable records that stay stored are due
 		// again. A failed dead letter is not: its caller still holds the
@@ -238,9 +242,9 @@ func (r *request) writesNothing() bool {
 // they were before the segment.
 func (q *Queue) commitSegment(batch []*request, res []error, from int, c *counters, eff *effects) (int, bool, error) {
 	limit := len(batch)
-	segCtr, segEff := *c, len(eff.removed)
+	segCtr, segEff, segAcked := *c, len(eff.removed), eff.headAcked
 	for {
-		*c, eff.removed, eff.headMoved = segCtr, eff.removed[:segEff], false
+		*c, eff.removed, eff.headMoved, eff.headAcked = segCtr, eff.removed[:segEff], false, segAcked
 		txn := q.db.NewTransaction(true)
 		applied, last := 0, -1 // requests applied, index of the last one
 		end := from
@@ -310,7 +314,7 @@ func (q *Queue) commitSegment(batch []*request, res []error, from int, c *counte
 					res[i] = err
 				}
 			}
-			*c, eff.removed = segCtr, eff.removed[:segEff]
+			*c, eff.removed, eff.headAcked = segCtr, eff.removed[:segEff], segAcked
 			return end, true, err
 		}
 		return end, true, nil
@@ -371,6 +375,23 @@ func (q *Queue) maybeReclaim(c counters) {
 	}
 }
 
+// maybeDropHead kicks a reclaim (dropDrained, then value-log GC) once
+// GCAfterDrainBytes of records were acked at the head (applyHeadAck)
+// since the last kick: their keys stay in the LSM tree, and their values
+// in the value log, until dropped, so a queue that keeps flowing without
+// ever backing up gets its space back too.
+func (q *Queue) maybeDropHead(acked uint64) {
+	q.headUndropped += acked
+	if q.headUndropped < uint64(q.opts.GCAfterDrainBytes) {
+		return
+	}
+	q.headUndropped = 0
+	select {
+	case q.gcKick <- struct{}{}:
+	default:
+	}
+}
+
 // maybePageOut kicks a page-out (pageOutMapped) once pageOutBytes of
 // records were written since the last kick, so that a fast fill does not
 // pile up mapped pages between the timed page-outs.
@@ -417,13 +438,16 @@ func (q *Queue) apply(txn *badger.Txn, r *request, c *counters, eff *effects) er
 	case reqWrite:
 		return q.applyWrite(txn, r, c, eff)
 	case reqAck:
+		if q.applyHeadAck(txn, r.seqs, r.sizes, c, eff) {
+			return nil
+		}
 		return q.applyDelete(txn, r.seqs, c, &c.acked, eff)
 	case reqExpire:
 		return q.applyDelete(txn, r.seqs, c, &c.expired, eff)
 	case reqCorrupt:
 		return q.applyDelete(txn, r.seqs, c, &c.corrupt, eff)
 	case reqMark:
-		return q.applyMark(txn, r.seqs[0], r.data)
+		return q.applyMark(txn, r.seqs[0], r.data, c)
 	case reqDeadLetter:
 		return q.applyDeadLetter(txn, r.seqs[0], r.reason, c, eff)
 	}
@@ -560,6 +584,41 @@ func (q *Queue) valueSize(item *badger.Item) (uint64, error) {
 	return uint64(n), err
 }
 
+// applyHeadAck acks seqs by moving the head past them, without reading or
+// deleting a key, when they are exactly head, head+1, ... in that order
+// and their sizes are known from their lease (an uplink acks what it
+// leased, in order): the reads and delete markers of applyDelete were most
+// of the cost of a drain. Their keys (and marks) stay below the head,
+// where no reader looks and every write path treats them as gone, until
+// dropDrained removes them in bulk (kicked by the bytes acked this way,
+// see maybeDropHead). It reports whether it took the ack.
+func (q *Queue) applyHeadAck(txn *badger.Txn, seqs, sizes []uint64, c *counters, eff *effects) bool {
+	if len(seqs) == 0 || len(sizes) != len(seqs) || q.opts.GCAfterDrainBytes <= 0 {
+		return false
+	}
+	if seqs[0] > c.head {
+		// The head moved here last time, but the record at it may be
+		// gone (expired, dead-lettered): find the first live one.
+		c.head = seekLive(txn, c.head, c.nextSeq)
+	}
+	for i, s := range seqs {
+		if s != c.head+uint64(i) {
+			return false
+		}
+	}
+	for i, s := range seqs {
+		c.messages--
+		c.bytes -= min(sizes[i], c.bytes)
+		c.acked++
+		eff.headAcked += sizes[i]
+		eff.removed = append(eff.removed, s)
+	}
+	// No seek for the first live record at the new head: it is the
+	// next record in the common case, and the next head ack looks if not.
+	c.head += uint64(len(seqs))
+	return true
+}
+
 // applyDelete removes records that still exist and counts them in ctr.
 // Seqs close together (an uplink acks what it leased, in order) are found
 // with one iterator pass over their range instead of two point lookups
@@ -586,6 +645,9 @@ func (q *Queue) applyDelete(txn *badger.Txn, seqs []uint64, c *counters, ctr *ui
 			seq := binary.BigEndian.Uint64(k[1:])
 			if seq > hi {
 				break
+			}
+			if seq < c.head {
+				continue // acked at the head: only its key is left
 			}
 			for i < len(sorted) && sorted[i] < seq {
 				i++
@@ -620,6 +682,9 @@ func (q *Queue) applyDelete(txn *badger.Txn, seqs []uint64, c *counters, ctr *ui
 // applyDeleteEach is applyDelete with a point lookup per seq.
 func (q *Queue) applyDeleteEach(txn *badger.Txn, seqs []uint64, c *counters, ctr *uint64, eff *effects) error {
 	for _, s := range seqs {
+		if s < c.head {
+			continue // gone, or acked at the head with only its key left
+		}
 		item, err := txn.Get(recordKey(s))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			continue
@@ -678,7 +743,10 @@ func markOf(txn *badger.Txn, s uint64) ([]byte, error) {
 	return item.ValueCopy(nil)
 }
 
-func (q *Queue) applyMark(txn *badger.Txn, s uint64, data []byte) error {
+func (q *Queue) applyMark(txn *badger.Txn, s uint64, data []byte, c *counters) error {
+	if s < c.head {
+		return ErrNotFound
+	}
 	if _, err := txn.Get(recordKey(s)); err != nil {
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return ErrNotFound
@@ -692,6 +760,9 @@ func (q *Queue) applyMark(txn *badger.Txn, s uint64, data []byte) error {
 }
 
 func (q *Queue) applyDeadLetter(txn *badger.Txn, s uint64, reason string, c *counters, eff *effects) error {
+	if s < c.head {
+		return ErrNotFound
+	}
 	item, err := txn.Get(recordKey(s))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return ErrNotFound

@@ -85,7 +85,7 @@ func (q *Queue) leaseOnce(max int) (out []Record, drops map[reqKind][]uint64, ch
 	q.released = q.released[len(rel):]
 	q.mu.Unlock()
 
-	out, drops, next, err := q.read(rel, from, tail, max)
+	out, sizes, drops, next, err := q.read(rel, from, tail, max)
 
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -98,11 +98,11 @@ func (q *Queue) leaseOnce(max int) (out []Record, drops map[reqKind][]uint64, ch
 	}
 	head := q.ctr.head
 	kept := out[:0]
-	for _, r := range out {
+	for i, r := range out {
 		if r.Seq < head {
 			continue // evicted while it was read
 		}
-		q.leased[r.Seq] = struct{}{}
+		q.leased[r.Seq] = sizes[i]
 		kept = append(kept, r)
 	}
 	if next > q.readSeq {
@@ -113,23 +113,23 @@ func (q *Queue) leaseOnce(max int) (out []Record, drops map[reqKind][]uint64, ch
 
 // read reads up to max records for leaseOnce without holding q.mu: first
 // the released seqs rel, then from the read position from up to tail. It
-// returns the records, the seqs to drop (expired, undecodable) and the
-// new read position.
-func (q *Queue) read(rel []uint64, from, tail uint64, max int) ([]Record, map[reqKind][]uint64, uint64, error) {
+// returns the records and their encoded sizes, the seqs to drop (expired,
+// undecodable) and the new read position.
+func (q *Queue) read(rel []uint64, from, tail uint64, max int) ([]Record, []uint64, map[reqKind][]uint64, uint64, error) {
 	r := recordReader{q: q, now: time.Now(), max: max, drops: map[reqKind][]uint64{}}
 	if len(rel) > 0 {
 		if err := q.db.View(func(txn *badger.Txn) error { return r.released(txn, rel) }); err != nil {
-			return nil, nil, from, err
+			return nil, nil, nil, from, err
 		}
 	}
 	next := from
 	if len(r.out) < max && from < tail {
 		var err error
 		if next, err = q.forward(&r, from, tail); err != nil {
-			return nil, nil, from, err
+			return nil, nil, nil, from, err
 		}
 	}
-	return r.out, r.drops, next, nil
+	return r.out, r.sizes, r.drops, next, nil
 }
 
 // recordReader collects the records of one lease.
@@ -138,6 +138,7 @@ type recordReader struct {
 	now   time.Time
 	max   int
 	out   []Record
+	sizes []uint64 // encoded size of each of out, for Ack (see applyHeadAck)
 	drops map[reqKind][]uint64
 }
 
@@ -155,6 +156,7 @@ func (r *recordReader) take(seq uint64, v []byte) bool {
 	}
 	rec.Seq = seq
 	r.out = append(r.out, rec)
+	r.sizes = append(r.sizes, uint64(len(v)))
 	return true
 }
 

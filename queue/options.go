@@ -130,7 +130,11 @@ type Options struct {
 	// left falls to a quarter, until it is empty or under 1/16 of this),
 	// the drained records' keys are dropped from the LSM tree and
 	// value-log GC runs at once, so the directory shrinks even while new
-	// messages keep arriving. Default 16 MiB; negative disables it.
+	// messages keep arriving. The same amount of records acked at the
+	// head (in order, as an uplink acks) has their keys dropped, since
+	// such acks only move the head and leave the keys behind. Default
+	// 16 MiB; negative disables it, and acks then write a delete marker
+	// per record instead.
 	GCAfterDrainBytes int64
 	// MemTableSize is Badger's memtable size; NumMemtables of them live
 	// in RAM. Default 4 MiB. Larger: fewer L0 flushes, more RAM.

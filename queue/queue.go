@@ -117,6 +117,7 @@ type request struct {
 	size   uint64
 	state  []StateOp
 	seqs   []uint64
+	sizes  []uint64 // of an ack: the encoded size of each of seqs, if all were leased
 	data   []byte
 	reason string
 	err    error // set when the request failed before reaching the committer
@@ -154,6 +155,7 @@ type Queue struct {
 	peakBytes     uint64 // most bytes held since the last reclaim
 	drainLeft     bool   // a reclaim ran and more of the backlog is left to drain
 	sincePageOut  uint64 // record bytes written since the last page-out kick
+	headUndropped uint64 // bytes acked at the head since the last drop kick
 
 	failed *failure
 
@@ -165,10 +167,10 @@ type Queue struct {
 	// consumer-visible state, guarded by mu.
 	mu       sync.Mutex
 	ctr      counters
-	tail     uint64 // records below tail are durable and visible
-	readSeq  uint64 // next seq Lease reads from the store
-	leased   map[uint64]struct{}
-	released []uint64 // sorted, all below readSeq
+	tail     uint64            // records below tail are durable and visible
+	readSeq  uint64            // next seq Lease reads from the store
+	leased   map[uint64]uint64 // leased seq -> its encoded size
+	released []uint64          // sorted, all below readSeq
 	avail    chan struct{}
 	cs       commitStats
 
@@ -269,7 +271,7 @@ func Open(opts Options) (*Queue, error) {
 		ctr:      c,
 		tail:     c.nextSeq,
 		readSeq:  c.head,
-		leased:   make(map[uint64]struct{}),
+		leased:   make(map[uint64]uint64),
 		avail:    make(chan struct{}),
 		closed:   make(chan struct{}),
 		gcKick:   make(chan struct{}, 1),
@@ -545,24 +547,37 @@ const maxAckBatch = 1024
 // others'.
 func (q *Queue) ackRequests(seqs []uint64) []*request {
 	seqs = slices.Clone(seqs)
-	q.forget(seqs)
+	sizes := q.forget(seqs)
 	var rs []*request
 	for len(rs) == 0 || len(seqs) > 0 {
 		n := min(len(seqs), maxAckBatch)
-		rs = append(rs, &request{kind: reqAck, seqs: seqs[:n:n]})
+		r := &request{kind: reqAck, seqs: seqs[:n:n]}
+		if sizes != nil {
+			r.sizes, sizes = sizes[:n:n], sizes[n:]
+		}
+		rs = append(rs, r)
 		seqs = seqs[n:]
 	}
 	return rs
 }
 
-// forget drops seqs from the leased and released sets.
-func (q *Queue) forget(seqs []uint64) {
+// forget drops seqs from the leased and released sets. When every one
+// of seqs was leased it returns their encoded sizes, else nil.
+func (q *Queue) forget(seqs []uint64) []uint64 {
+	sizes := make([]uint64, len(seqs))
 	q.mu.Lock()
-	for _, s := range seqs {
+	for i, s := range seqs {
+		sz, ok := q.leased[s]
+		if !ok {
+			sizes = nil
+		} else if sizes != nil {
+			sizes[i] = sz
+		}
 		delete(q.leased, s)
 		q.removeReleased(s)
 	}
 	q.mu.Unlock()
+	return sizes
 }
 
 // Mark durably stores data beside record seq; later Leases (also after a

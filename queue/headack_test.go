@@ -1,0 +1,152 @@
+package queue
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// keysBelow counts the record and mark keys Badger still holds below seq.
+func keysBelow(t *testing.T, q *Queue, seq uint64) int {
+	t.Helper()
+	n := 0
+	err := q.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if k := it.Item().Key(); len(k) >= recordKeyLen && binary.BigEndian.Uint64(k[1:]) < seq {
+				n++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func headOf(q *Queue) uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.ctr.head
+}
+
+// headAckSetup appends 2000 records, leases them all, marks the fourth and
+// acks the first 1500 in order, 100 at a time.
+func headAckSetup(t *testing.T, q *Queue) (recs []Record, before Stats, acked uint64) {
+	t.Helper()
+	var ms []Message
+	for i := range 2000 {
+		m := msg(i)
+		m.Payload = bytes.Repeat([]byte{'p'}, 100)
+		ms = append(ms, m)
+	}
+	if err := q.Append(ctxT(t), ms...); err != nil {
+		t.Fatal(err)
+	}
+	before = q.Stats()
+	recs = leaseN(t, q, 2000)
+	if err := q.Mark(ctxT(t), recs[3].Seq, []byte("rec:7")); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs[:1500] {
+		enc, err := EncodeRecord(nil, &r.Message)
+		if err != nil {
+			t.Fatal(err)
+		}
+		acked += uint64(len(enc))
+	}
+	for i := 0; i < 1500; i += 100 {
+		var seqs []uint64
+		for _, r := range recs[i : i+100] {
+			seqs = append(seqs, r.Seq)
+		}
+		if err := q.Ack(seqs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return recs, before, acked
+}
+
+// TestHeadAck: acks of leased records in order from the head only move the
+// head, leaving their keys, and the queue treats what is below the head as
+// gone everywhere: counters, Mark, DeadLetter, a second Ack, Scan, a
+// reopen.
+func TestHeadAck(t *testing.T) {
+	dir := t.TempDir()
+	q := open(t, Options{Dir: dir}) // 16 MiB before a drop: none here
+	recs, before, acked := headAckSetup(t, q)
+	head := recs[1500].Seq
+	if h := headOf(q); h != head {
+		t.Fatalf("head %d after acking up to %d, want %d", h, recs[1499].Seq, head)
+	}
+	if n := keysBelow(t, q, head); n != 1501 { // 1500 records and a mark
+		t.Fatalf("%d keys below the head, want the 1501 a head ack leaves", n)
+	}
+	st := q.Stats()
+	if st.Messages != 500 || st.Acked != 1500 || st.Bytes != before.Bytes-acked {
+		t.Fatalf("after 1500 acks: messages %d acked %d bytes %d, want 500, 1500, %d", st.Messages, st.Acked, st.Bytes, before.Bytes-acked)
+	}
+	if err := q.Mark(ctxT(t), recs[3].Seq, []byte("rec:8")); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Mark of an acked record: %v, want ErrNotFound", err)
+	}
+	if err := q.DeadLetter(ctxT(t), recs[10].Seq, "test"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("DeadLetter of an acked record: %v, want ErrNotFound", err)
+	}
+	if err := q.Ack(recs[0].Seq, recs[20].Seq, recs[1499].Seq); err != nil {
+		t.Fatal(err)
+	}
+	if st := q.Stats(); st.Messages != 500 || st.Acked != 1500 || st.DeadLettered != 0 {
+		t.Errorf("after acking acked records again: messages %d acked %d dead-lettered %d, want 500, 1500, 0",
+			st.Messages, st.Acked, st.DeadLettered)
+	}
+	n := 0
+	if err := q.Scan(func(s Scanned) error {
+		if s.Seq < head {
+			t.Errorf("Scan returned acked seq %d", s.Seq)
+		}
+		n++
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n != 500 {
+		t.Errorf("Scan returned %d records, want 500", n)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	q = open(t, Options{Dir: dir})
+	if st := q.Stats(); st.Messages != 500 || st.Acked != 1500 || st.Bytes != before.Bytes-acked {
+		t.Fatalf("reopened: messages %d acked %d bytes %d, want 500, 1500, %d", st.Messages, st.Acked, st.Bytes, before.Bytes-acked)
+	}
+	if got := leaseN(t, q, 500); got[0].Seq != head || got[499].Seq != recs[1999].Seq {
+		t.Fatalf("reopened: leased %d..%d, want %d..%d", got[0].Seq, got[499].Seq, head, recs[1999].Seq)
+	}
+}
+
+// TestHeadAckDropsKeys: each time GCAfterDrainBytes of records were acked
+// at the head, the keys they left are dropped (in whole blocks of 256,
+// dropBlocks), so a queue that keeps flowing gets its space back.
+func TestHeadAckDropsKeys(t *testing.T) {
+	q := open(t, Options{GCAfterDrainBytes: 64 << 10})
+	recs, _, _ := headAckSetup(t, q) // about 180 KiB acked, 120 bytes a record
+	// The last drop came at most 64 KiB (550 records) before the head and
+	// spared at most 255 below it.
+	below := recs[1500-550-256].Seq
+	deadline := time.Now().Add(20 * time.Second)
+	for keysBelow(t, q, below) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d keys below seq %d (head %d) are still stored", keysBelow(t, q, below), below, recs[1500].Seq)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := q.Stats(); st.Messages != 500 || st.Acked != 1500 {
+		t.Errorf("messages %d acked %d, want 500, 1500", st.Messages, st.Acked)
+	}
+}
