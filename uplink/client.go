@@ -607,6 +607,15 @@ func (c *Client) allocCtrl() (uint16, error) {
 	return 0, errNoCtrlID
 }
 
+// ackGather is how long the acker lets acknowledgements gather before it
+// writes them, unless maxAckBatch wait already: every Ack is a synced
+// commit of the queue, and a drain that wrote the few PUBACKs that came
+// during each commit spent much of its time syncing. A crash forgets at
+// most this much more of acknowledgements than it would anyway; those
+// messages go upstream again (QoS 1: at least once; QoS 2 resumes from
+// its mark with PUBREL, never a second PUBLISH).
+const ackGather = 20 * time.Millisecond
+
 // acker hands Source acknowledgements to a goroutine that writes them in
 // batches, so the connection never waits for a durable delete.
 type acker struct {
@@ -625,13 +634,18 @@ func newAcker(src Source, log *slog.Logger) *acker {
 	return a
 }
 
+// add queues seq; it wakes run for the first seq of a batch and for a
+// full one.
 func (a *acker) add(seq uint64) {
 	a.mu.Lock()
 	a.seqs = append(a.seqs, seq)
+	n := len(a.seqs)
 	a.mu.Unlock()
-	select {
-	case a.wake <- struct{}{}:
-	default:
+	if n == 1 || n == maxAckBatch {
+		select {
+		case a.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -644,6 +658,18 @@ func (a *acker) run() {
 		case <-a.stop:
 			a.flush(&batch)
 			return
+		}
+		a.mu.Lock()
+		full := len(a.seqs) >= maxAckBatch
+		a.mu.Unlock()
+		if !full {
+			t := time.NewTimer(ackGather)
+			select {
+			case <-t.C:
+			case <-a.wake: // full
+			case <-a.stop:
+			}
+			t.Stop()
 		}
 		a.flush(&batch)
 	}

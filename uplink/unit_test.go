@@ -219,6 +219,47 @@ func TestAckerBatchesBounded(t *testing.T) {
 	}
 }
 
+// countingAckSource records its Ack calls.
+type countingAckSource struct {
+	memSource
+	mu    sync.Mutex
+	calls [][]uint64
+}
+
+func (s *countingAckSource) Ack(seqs ...uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, slices.Clone(seqs))
+	return nil
+}
+
+// TestAckerGathers: acknowledgements that come one by one are written
+// together, at most one Ack per gather interval (each Ack of the queue is
+// a synced commit), and close writes what is left.
+func TestAckerGathers(t *testing.T) {
+	src := &countingAckSource{}
+	a := newAcker(src, testLogger(t))
+	start := time.Now()
+	for seq := uint64(1); seq <= 50; seq++ {
+		a.add(seq)
+		time.Sleep(time.Millisecond)
+	}
+	a.close()
+	el := time.Since(start)
+	var all []uint64
+	for _, c := range src.calls {
+		all = append(all, c...)
+	}
+	if len(all) != 50 || !slices.IsSorted(all) || all[0] != 1 {
+		t.Fatalf("acked %d seqs (sorted %v), want 1..50 once each", len(all), slices.IsSorted(all))
+	}
+	// A batch is written ackGather after its first seq came, so batches
+	// are at least that far apart; close writes the last one at once.
+	if max := int(el/ackGather) + 2; len(src.calls) > max {
+		t.Errorf("%d Ack calls for 50 seqs added over %v, want at most %d", len(src.calls), el, max)
+	}
+}
+
 // TestClosedByServer: which endings of a connection count as the server
 // closing it because of what it received (see Client.afterLoss).
 func TestClosedByServer(t *testing.T) {
