@@ -88,6 +88,7 @@ type conn struct {
 	c         *Client
 	nc        net.Conn
 	bw        *bufio.Writer
+	armed     bool     // the write deadline is set for what bw holds (see write)
 	unflushed []*entry // QoS 0 messages written to bw, not yet flushed
 	buf       []byte
 	v         packet.Version
@@ -518,7 +519,12 @@ func (s *conn) write(p packet.Packet) error {
 	if err != nil {
 		return err
 	}
-	s.nc.SetWriteDeadline(time.Now().Add(s.writeTimeout()))
+	if !s.armed {
+		// Once between flushes: what bw holds is written through
+		// within the same loop turn, or by the next flush.
+		s.nc.SetWriteDeadline(time.Now().Add(s.writeTimeout()))
+		s.armed = true
+	}
 	_, err = s.bw.Write(s.buf)
 	if len(s.buf) > 64<<10 {
 		s.buf = nil // do not keep a large message's buffer
@@ -542,6 +548,7 @@ func (s *conn) flush() error {
 	if err := s.bw.Flush(); err != nil {
 		return err
 	}
+	s.armed = false
 	s.lastSend = time.Now()
 	for i, e := range s.unflushed {
 		s.complete(e)
@@ -784,6 +791,7 @@ func (s *conn) pump() error {
 	if s.draining || time.Now().Before(c.pauseUntil) {
 		return nil
 	}
+	paused := c.pauseUntil // a refusal in send sets a new pause
 	c.compact(s)
 	for i := s.next; i < len(c.pending); i++ {
 		e := c.pending[i]
@@ -823,7 +831,7 @@ func (s *conn) pump() error {
 		if err := s.send(e); err != nil {
 			return err
 		}
-		if time.Now().Before(c.pauseUntil) { // a refusal in send paused us
+		if !c.pauseUntil.Equal(paused) && time.Now().Before(c.pauseUntil) { // a refusal in send paused us
 			s.next = 0
 			return nil
 		}
