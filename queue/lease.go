@@ -228,7 +228,9 @@ func (q *Queue) forward(r *recordReader, from, tail uint64) (uint64, error) {
 		time.Since(lr.opened) > readerMaxAge || lr.read > readerMaxRecords {
 		lr.close()
 		lr.txn = q.db.NewTransaction(false)
-		lr.it = lr.txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}, PrefetchValues: true, PrefetchSize: 64})
+		// No prefetch: Badger starts a goroutine per item to fetch its
+		// value, and walkRecords copies each value anyway.
+		lr.it = lr.txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
 		lr.snapTail, lr.opened, lr.read = tail, time.Now(), 0
 		lr.it.Seek(recordKey(from))
 	}
