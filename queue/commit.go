@@ -73,13 +73,21 @@ var drainSentinel = append(recordKey(^uint64(0)), 'z')
 // values as value-log garbage. When the queue is empty every record key
 // goes; otherwise every key below the head, in whole blocks of 256
 // sequence numbers (dropBlocks), so at most 255 deleted records stay
-// behind for ordinary compaction. It blocks writes while it runs, which
-// is why only the commit goroutine (the only writer) calls it.
+// behind for ordinary compaction or the next drop. Blocks are of 65,536
+// when the records are small enough that one holds at most
+// GCAfterDrainBytes: a compaction that drops prefixes tests every key
+// against each of them, and at 256 there were about a hundred. It blocks
+// writes while it runs, which is why only the commit goroutine (the only
+// writer) calls it.
 func (q *Queue) dropDrained() error {
 	prefixes := [][]byte{{prefixRecord}}
 	sentinels := [][]byte{drainSentinel}
-	if q.wctr.messages != 0 {
-		prefixes = dropBlocks(q.wctr.head)
+	if c := q.wctr; c.messages != 0 {
+		block := 1 // low bytes of the seq a prefix leaves out
+		if c.bytes/c.messages<<16 <= uint64(q.opts.GCAfterDrainBytes) {
+			block = 2
+		}
+		prefixes = dropBlocks(c.head, block)
 		if len(prefixes) == 0 {
 			return nil
 		}
@@ -109,16 +117,17 @@ func (q *Queue) dropDrained() error {
 }
 
 // dropBlocks returns record-key prefixes that together cover exactly the
-// sequence numbers below head rounded down to a multiple of 256. A
-// prefix of 'm', the first i bytes of head and one smaller byte covers
-// the 256^(7-i) seqs below head that first differ from it there; i stops
-// at 6 so no block is shorter than 256, which keeps the list short (at
-// most 255 per size). No live record has a seq below head.
-func dropBlocks(head uint64) [][]byte {
+// sequence numbers below head rounded down to a multiple of 256^block
+// (block 1 or 2). A prefix of 'm', the first i bytes of head and one
+// smaller byte covers the 256^(7-i) seqs below head that first differ
+// from it there; i stops at 7-block so no block is shorter than
+// 256^block, which keeps the list short (at most 255 per size). No live
+// record has a seq below head.
+func dropBlocks(head uint64, block int) [][]byte {
 	var out [][]byte
 	var h [8]byte
 	binary.BigEndian.PutUint64(h[:], head)
-	for i := 0; i < 7; i++ {
+	for i := 0; i < 8-block; i++ {
 		for b := 0; b < int(h[i]); b++ {
 			p := make([]byte, 0, 2+i)
 			p = append(p, prefixRecord)

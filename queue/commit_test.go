@@ -184,25 +184,28 @@ func TestDropBlocksCoverBelowHead(t *testing.T) {
 		}
 		return n
 	}
-	for _, head := range []uint64{0, 1, 255, 256, 257, 8001, 65536, 1_000_003, 1<<40 + 12345, ^uint64(0)} {
-		ps := dropBlocks(head)
-		limit := head &^ 255
-		probe := []uint64{0, 1, 255, 256, limit / 2, head / 3}
-		if limit > 0 {
-			probe = append(probe, limit-1, limit-256)
-		}
-		for _, s := range probe {
-			if s < limit && covers(ps, s) != 1 {
-				t.Errorf("head %d: seq %d covered %d times, want once", head, s, covers(ps, s))
+	for _, block := range []int{1, 2} {
+		unit := uint64(1) << (8 * block)
+		for _, head := range []uint64{0, 1, 255, 256, 257, 8001, 65535, 65536, 65537, 1_000_003, 1<<40 + 12345, ^uint64(0)} {
+			ps := dropBlocks(head, block)
+			limit := head &^ (unit - 1)
+			probe := []uint64{0, 1, 255, 256, unit - 1, unit, limit / 2, head / 3}
+			if limit > 0 {
+				probe = append(probe, limit-1, limit-256, limit-unit)
 			}
-		}
-		for _, s := range []uint64{limit, head, head + 1, limit + 255} {
-			if s >= limit && covers(ps, s) != 0 {
-				t.Errorf("head %d: seq %d (not below %d) covered", head, s, limit)
+			for _, s := range probe {
+				if s < limit && covers(ps, s) != 1 {
+					t.Errorf("block %d, head %d: seq %d covered %d times, want once", block, head, s, covers(ps, s))
+				}
 			}
-		}
-		if len(ps) > 7*255 {
-			t.Errorf("head %d: %d prefixes", head, len(ps))
+			for _, s := range []uint64{limit, head, head + 1, limit + unit - 1} {
+				if s >= limit && covers(ps, s) != 0 {
+					t.Errorf("block %d, head %d: seq %d (not below %d) covered", block, head, s, limit)
+				}
+			}
+			if len(ps) > (8-block)*255 {
+				t.Errorf("block %d, head %d: %d prefixes", block, head, len(ps))
+			}
 		}
 	}
 }

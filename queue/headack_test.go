@@ -150,3 +150,51 @@ func TestHeadAckDropsKeys(t *testing.T) {
 		t.Errorf("messages %d acked %d, want 500, 1500", st.Messages, st.Acked)
 	}
 }
+
+// TestHeadAckDropsWholeBlocks: with records small enough that 65,536 of
+// them hold at most GCAfterDrainBytes, a drop takes whole blocks of 65,536
+// seqs (far fewer prefixes for Badger to test every key against) and
+// leaves the rest of the block for a later drop.
+func TestHeadAckDropsWholeBlocks(t *testing.T) {
+	q := open(t, Options{GCAfterDrainBytes: 2 << 20})
+	const n = 120_000
+	var ms []Message
+	for i := range n {
+		ms = append(ms, Message{Topic: "t", Payload: []byte("small record"), QoS: 1})
+		if len(ms) == 5000 || i == n-1 {
+			if err := q.Append(ctxT(t), ms...); err != nil {
+				t.Fatal(err)
+			}
+			ms = ms[:0]
+		}
+	}
+	// Acks of more than GCAfterDrainBytes before the head leaves the
+	// second block.
+	if st := q.Stats(); st.Bytes/st.Messages<<16 > 2<<20 || st.Bytes*3/4 < 2<<20 {
+		t.Fatalf("records of %d bytes: a block must hold at most GCAfterDrainBytes and the acks more", st.Bytes/st.Messages)
+	}
+	recs := leaseN(t, q, n)
+	for i := 0; i < n-10_000; i += 1000 { // an empty queue drops every key
+		var seqs []uint64
+		for _, r := range recs[i : i+1000] {
+			seqs = append(seqs, r.Seq)
+		}
+		if err := q.Ack(seqs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	head := headOf(q)
+	if head >= 2<<16 {
+		t.Fatalf("head %d: the test needs it inside the second block", head)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for keysBelow(t, q, 1<<16) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d keys of the first block of 65,536 are still stored", keysBelow(t, q, 1<<16))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if kept := keysBelow(t, q, head); kept != int(head-1<<16) {
+		t.Errorf("%d keys kept below the head %d, want the %d of its own block", kept, head, head-1<<16)
+	}
+}
