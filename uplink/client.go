@@ -126,6 +126,7 @@ type Client struct {
 	unmark     map[uint16]bool
 	bo         *backoff.ExponentialBackOff
 	pause      *backoff.ExponentialBackOff // after retryable refusals (0x97, 0x91, 0x80, 0x83)
+	pauseGrown bool                        // pause has grown since its last Reset
 	pauseUntil time.Time
 	firstConn  bool
 	warned     map[string]bool // guarded by mu

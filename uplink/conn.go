@@ -788,8 +788,14 @@ func (c *Client) isPending(seq uint64) bool {
 // pump sends queued entries in order while the window has room.
 func (s *conn) pump() error {
 	c := s.c
-	if s.draining || time.Now().Before(c.pauseUntil) {
+	if s.draining {
 		return nil
+	}
+	if !c.pauseUntil.IsZero() {
+		if time.Now().Before(c.pauseUntil) {
+			return nil
+		}
+		c.pauseUntil = time.Time{} // over: no clock read per turn from here
 	}
 	paused := c.pauseUntil // a refusal in send sets a new pause
 	c.compact(s)
@@ -1128,9 +1134,10 @@ func (s *conn) handle(p packet.Packet) error {
 	}
 }
 
-// progress records an answer to a packet in flight.
+// progress records an answer to a packet in flight, received at
+// s.lastRecv (handle runs for a packet just received).
 func (s *conn) progress() {
-	now := time.Now()
+	now := s.lastRecv
 	s.progressAt = now
 	if s.inflight > 0 {
 		s.inflight--
@@ -1166,7 +1173,10 @@ func (s *conn) acked(id uint16, t packet.Type, code packet.ReasonCode, pr *packe
 		return s.refusal(e, code, pr)
 	}
 	s.confirmed()
-	c.pause.Reset()
+	if c.pauseGrown {
+		c.pause.Reset()
+		c.pauseGrown = false
+	}
 	c.closes = 0
 	if c.suspected && e.Seq == c.suspectSeq {
 		c.suspected = false // answered: the server does not close on it
@@ -1250,6 +1260,7 @@ func (s *conn) refusal(e *entry, code packet.ReasonCode, pr *packet.Properties) 
 	}
 	c.narrowTo(e)
 	d := c.pause.NextBackOff()
+	c.pauseGrown = true
 	c.pauseUntil = time.Now().Add(d)
 	c.log.Warn("upstream refused a message; pausing before sending it again", "seq", e.Seq,
 		"reason", code.String(), "pause", d.Round(time.Millisecond))
