@@ -145,7 +145,11 @@ type recordReader struct {
 // take decodes record seq; an undecodable or expired one goes to drops.
 func (r *recordReader) take(seq uint64, v []byte) bool {
 	var rec Record
-	if err := DecodeRecord(v, &rec.Message); err != nil {
+	var prev *Message
+	if len(r.out) > 0 {
+		prev = &r.out[len(r.out)-1].Message
+	}
+	if err := decodeRecord(v, &rec.Message, prev); err != nil {
 		r.q.opts.Logger.Error("queue: dropping undecodable record", "seq", seq, "err", err)
 		r.drops[reqCorrupt] = append(r.drops[reqCorrupt], seq)
 		return false

@@ -248,12 +248,36 @@ func (d *decoder) str(what string, required bool) string {
 	return string(p)
 }
 
+// strAs is str for an optional string that is often the same as same
+// (a string decoded before): it returns same itself, without copying or
+// validating again, when the bytes equal it.
+func (d *decoder) strAs(what, same string) string {
+	p := d.bytes(what)
+	if d.err == nil && len(p) > 0 && string(p) == same {
+		return same
+	}
+	if d.err != nil {
+		return ""
+	}
+	if !utf8.Valid(p) {
+		d.fail(what + ": invalid utf-8")
+		return ""
+	}
+	return string(p)
+}
+
 // DecodeRecord decodes a record written by EncodeRecord into m. It
 // validates the version, flags, every length and the UTF-8 of every
 // string, and rejects trailing bytes and non-canonical encodings (overlong
 // varints, optional fields flagged present but empty); errors
 // wrap ErrCorrupt. Payload and CorrelationData alias b.
-func DecodeRecord(b []byte, m *Message) error {
+func DecodeRecord(b []byte, m *Message) error { return decodeRecord(b, m, nil) }
+
+// decodeRecord is DecodeRecord sharing the topic and source strings of
+// prev (a message decoded before; may be nil) when they are the same, as
+// they mostly are from one record to the next: a lease then allocates
+// neither.
+func decodeRecord(b []byte, m *Message, prev *Message) error {
 	if len(b) < 2 {
 		return fmt.Errorf("%w: record too short (%d bytes)", ErrCorrupt, len(b))
 	}
@@ -278,8 +302,12 @@ func DecodeRecord(b []byte, m *Message) error {
 		d.fail("expiry: out of range")
 	}
 	m.Expiry = time.Duration(exp)
-	m.Topic = d.str("topic", false)
-	m.Source = d.str("source", false)
+	var topic, source string
+	if prev != nil {
+		topic, source = prev.Topic, prev.Source
+	}
+	m.Topic = d.strAs("topic", topic)
+	m.Source = d.strAs("source", source)
 	if flags&flagContentType != 0 {
 		m.ContentType = d.str("content type", true)
 	}

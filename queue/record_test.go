@@ -3,6 +3,7 @@ package queue
 import (
 	"bytes"
 	"errors"
+	"reflect"
 	"slices"
 	"syscall"
 	"testing"
@@ -111,6 +112,14 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 		if !bytes.Equal(again, b) {
 			t.Fatalf("re-encoding differs:\n in  %x\n out %x", b, again)
+		}
+		// Decoded after a message with its strings (or another's), it
+		// decodes the same.
+		for _, prev := range []*Message{&m, &recordCases[0]} {
+			var m2 Message
+			if err := decodeRecord(b, &m2, prev); err != nil || !reflect.DeepEqual(m2, m) {
+				t.Fatalf("decoded after %q/%q: %+v, %v; want %+v", prev.Topic, prev.Source, m2, err, m)
+			}
 		}
 	})
 }
