@@ -74,7 +74,8 @@ var drainSentinel = append(recordKey(^uint64(0)), 'z')
 // goes; otherwise every key below the head, in whole blocks of 256
 // sequence numbers (dropBlocks), so at most 255 deleted records stay
 // behind for ordinary compaction or the next drop. Blocks are of 65,536
-// when the records are small enough that one holds at most
+// when the records acked at the head since the last drop (those a drop
+// is mostly for) are small enough that one holds at most
 // GCAfterDrainBytes: a compaction that drops prefixes tests every key
 // against each of them, and at 256 there were about a hundred. It blocks
 // writes while it runs, which is why only the commit goroutine (the only
@@ -84,7 +85,7 @@ func (q *Queue) dropDrained() error {
 	sentinels := [][]byte{drainSentinel}
 	if c := q.wctr; c.messages != 0 {
 		block := 1 // low bytes of the seq a prefix leaves out
-		if c.bytes/c.messages<<16 <= uint64(q.opts.GCAfterDrainBytes) {
+		if s := q.sinceDrop; s.n > 0 && s.bytes/s.n<<16 <= uint64(q.opts.GCAfterDrainBytes) {
 			block = 2
 		}
 		prefixes = dropBlocks(c.head, block)
@@ -113,6 +114,7 @@ func (q *Queue) dropDrained() error {
 	if err != nil {
 		return fmt.Errorf("queue: drop drained records: %w", err)
 	}
+	q.sinceDrop = sizeCount{}
 	return nil
 }
 
@@ -142,9 +144,9 @@ func dropBlocks(head uint64, block int) [][]byte {
 type effects struct {
 	removed   []uint64
 	headMoved bool
-	// headAcked is the bytes of records acked by moving the head past
-	// them (applyHeadAck), whose keys dropDrained removes later.
-	headAcked uint64
+	// headAcked counts the records acked by moving the head past them
+	// (applyHeadAck), whose keys dropDrained removes later.
+	headAcked sizeCount
 }
 
 // commit writes batch in as few transactions as fit, syncs once, then
@@ -384,13 +386,20 @@ func (q *Queue) maybeReclaim(c counters) {
 	}
 }
 
+// sizeCount is a number of records and their bytes.
+type sizeCount struct{ n, bytes uint64 }
+
+func (s *sizeCount) add(size uint64) { s.n, s.bytes = s.n+1, s.bytes+size }
+
 // maybeDropHead kicks a reclaim (dropDrained, then value-log GC) once
 // GCAfterDrainBytes of records were acked at the head (applyHeadAck)
 // since the last kick: their keys stay in the LSM tree, and their values
 // in the value log, until dropped, so a queue that keeps flowing without
 // ever backing up gets its space back too.
-func (q *Queue) maybeDropHead(acked uint64) {
-	q.headUndropped += acked
+func (q *Queue) maybeDropHead(acked sizeCount) {
+	q.headUndropped += acked.bytes
+	q.sinceDrop.n += acked.n
+	q.sinceDrop.bytes += acked.bytes
 	if q.headUndropped < uint64(q.opts.GCAfterDrainBytes) {
 		return
 	}
@@ -619,7 +628,7 @@ func (q *Queue) applyHeadAck(txn *badger.Txn, seqs, sizes []uint64, c *counters,
 		c.messages--
 		c.bytes -= min(sizes[i], c.bytes)
 		c.acked++
-		eff.headAcked += sizes[i]
+		eff.headAcked.add(sizes[i])
 		eff.removed = append(eff.removed, s)
 	}
 	// No seek for the first live record at the new head: it is the

@@ -198,3 +198,31 @@ func TestHeadAckDropsWholeBlocks(t *testing.T) {
 		t.Errorf("%d keys kept below the head %d, want the %d of its own block", kept, head, head-1<<16)
 	}
 }
+
+// TestDropBlockSizeFromAcked: the block size of a drop follows the records
+// acked since the last one, not those still queued: large records drained
+// with a few small ones left behind are dropped to within 256 seqs.
+func TestDropBlockSizeFromAcked(t *testing.T) {
+	q := open(t, Options{GCAfterDrainBytes: 64 << 20}) // no drop until asked
+	var ms []Message
+	for i := range 3000 {
+		m := msg(i)
+		m.Payload = bytes.Repeat([]byte{'b'}, 2000)
+		ms = append(ms, m)
+	}
+	if err := q.Append(ctxT(t), ms...); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, q, 3000, 10) // small ones stay queued
+	recs := leaseN(t, q, 3000)
+	if err := q.Ack(seqs(recs)...); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.wait(ctxT(t), &request{kind: reqDrain}); err != nil {
+		t.Fatal(err)
+	}
+	head := headOf(q)
+	if n := keysBelow(t, q, head&^255); n != 0 {
+		t.Errorf("%d keys below seq %d (head %d) left after a drop", n, head&^255, head)
+	}
+}

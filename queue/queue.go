@@ -152,10 +152,11 @@ type Queue struct {
 	wctr          counters
 	diskFull      atomic.Bool
 	lastDiskCheck time.Time
-	peakBytes     uint64 // most bytes held since the last reclaim
-	drainLeft     bool   // a reclaim ran and more of the backlog is left to drain
-	sincePageOut  uint64 // record bytes written since the last page-out kick
-	headUndropped uint64 // bytes acked at the head since the last drop kick
+	peakBytes     uint64    // most bytes held since the last reclaim
+	drainLeft     bool      // a reclaim ran and more of the backlog is left to drain
+	sincePageOut  uint64    // record bytes written since the last page-out kick
+	headUndropped uint64    // bytes acked at the head since the last drop kick
+	sinceDrop     sizeCount // records acked at the head since the last drop
 
 	failed *failure
 
