@@ -36,19 +36,25 @@ func headOf(q *Queue) uint64 {
 	return q.ctr.head
 }
 
-// headAckSetup appends 2000 records, leases them all, marks the fourth and
-// acks the first 1500 in order, 100 at a time.
-func headAckSetup(t *testing.T, q *Queue) (recs []Record, before Stats, acked uint64) {
+// appendSized appends n messages with payloads of size bytes in one write.
+func appendSized(t *testing.T, q *Queue, n, size int) {
 	t.Helper()
 	var ms []Message
-	for i := range 2000 {
+	for i := range n {
 		m := msg(i)
-		m.Payload = bytes.Repeat([]byte{'p'}, 100)
+		m.Payload = bytes.Repeat([]byte{'p'}, size)
 		ms = append(ms, m)
 	}
 	if err := q.Append(ctxT(t), ms...); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// headAckSetup appends 2000 records, leases them all, marks the fourth and
+// acks the first 1500 in order, 100 at a time.
+func headAckSetup(t *testing.T, q *Queue) (recs []Record, before Stats, acked uint64) {
+	t.Helper()
+	appendSized(t, q, 2000, 100)
 	before = q.Stats()
 	recs = leaseN(t, q, 2000)
 	if err := q.Mark(ctxT(t), recs[3].Seq, []byte("rec:7")); err != nil {
@@ -204,15 +210,7 @@ func TestHeadAckDropsWholeBlocks(t *testing.T) {
 // with a few small ones left behind are dropped to within 256 seqs.
 func TestDropBlockSizeFromAcked(t *testing.T) {
 	q := open(t, Options{GCAfterDrainBytes: 64 << 20}) // no drop until asked
-	var ms []Message
-	for i := range 3000 {
-		m := msg(i)
-		m.Payload = bytes.Repeat([]byte{'b'}, 2000)
-		ms = append(ms, m)
-	}
-	if err := q.Append(ctxT(t), ms...); err != nil {
-		t.Fatal(err)
-	}
+	appendSized(t, q, 3000, 2000)
 	appendN(t, q, 3000, 10) // small ones stay queued
 	recs := leaseN(t, q, 3000)
 	if err := q.Ack(seqs(recs)...); err != nil {
