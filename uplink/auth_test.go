@@ -2,9 +2,6 @@ package uplink
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,21 +16,7 @@ import (
 // mosquitto_passwd: the right password forwards, a wrong one is refused
 // (both versions), and nothing is forwarded then.
 func TestUsernamePassword(t *testing.T) {
-	passwd := testenv.LookTool(t, "mosquitto_passwd", "mosquitto")
-	file := filepath.Join(t.TempDir(), "passwd")
-	if out, err := exec.Command(passwd, "-c", "-b", file, "gateway", "s3cret:with spaces").CombinedOutput(); err != nil {
-		t.Fatalf("mosquitto_passwd: %v: %s", err, out)
-	}
-	if out, err := exec.Command(passwd, "-b", file, "reader", "r").CombinedOutput(); err != nil {
-		t.Fatalf("mosquitto_passwd: %v: %s", err, out)
-	}
-	extra := fmt.Sprintf("allow_anonymous false\npassword_file %s\n", file)
-	if os.Geteuid() == 0 {
-		// Started as root, mosquitto reads the password file as its own
-		// user, which cannot read the test's private directory.
-		extra += "user root\n"
-	}
-	m := testenv.StartMosquitto(t, testenv.MosquittoOptions{Extra: extra})
+	m := testenv.StartMosquitto(t, testenv.MosquittoOptions{Users: map[string]string{"gateway": "s3cret:with spaces", "reader": "r"}})
 	for _, v := range []packet.Version{packet.V5, packet.V311} {
 		t.Run(v.String(), func(t *testing.T) {
 			sub, err := testclient.Dial(m.Addr(), testclient.Options{ClientID: "reader" + v.String(), Version: v,

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -17,20 +15,8 @@ import (
 // read from upstream.password_file (its one line; the newline is not part
 // of it), and a device's message arrives.
 func TestUpstreamPasswordFile(t *testing.T) {
-	passwd := testenv.LookTool(t, "mosquitto_passwd", "mosquitto")
 	dir := t.TempDir()
-	users := filepath.Join(dir, "passwd")
-	if out, err := exec.Command(passwd, "-c", "-b", users, "gateway", "s3cret pass").CombinedOutput(); err != nil {
-		t.Fatalf("mosquitto_passwd: %v: %s", err, out)
-	}
-	if out, err := exec.Command(passwd, "-b", users, "reader", "r").CombinedOutput(); err != nil {
-		t.Fatalf("mosquitto_passwd: %v: %s", err, out)
-	}
-	extra := fmt.Sprintf("allow_anonymous false\npassword_file %s\n", users)
-	if os.Geteuid() == 0 {
-		extra += "user root\n" // mosquitto reads the file as its own user otherwise
-	}
-	up := testenv.StartMosquitto(t, testenv.MosquittoOptions{Extra: extra})
+	up := testenv.StartMosquitto(t, testenv.MosquittoOptions{Users: map[string]string{"gateway": "s3cret pass", "reader": "r"}})
 	sub, err := testclient.Dial(up.Addr(), testclient.Options{ClientID: "reader", CleanStart: true, Username: "reader", Password: "r"})
 	if err != nil {
 		t.Fatal(err)

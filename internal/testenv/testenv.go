@@ -9,11 +9,13 @@ package testenv
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -89,6 +91,10 @@ type MosquittoOptions struct {
 	Persistent bool
 	// TLS, when set, adds a TLS listener (on TLSPort) with these PEM files.
 	TLS *MosquittoTLS
+	// Users, when set, makes the broker refuse anonymous clients and accept
+	// these user names with their passwords (a password file written with
+	// mosquitto_passwd; the test skips when it is not installed).
+	Users map[string]string
 	// Extra is appended to the generated mosquitto.conf verbatim.
 	Extra string
 }
@@ -115,6 +121,24 @@ type Mosquitto struct {
 	log  LockedBuffer
 }
 
+// passwordFile writes users into a mosquitto password file in the broker's
+// directory and returns its path.
+func (m *Mosquitto) passwordFile(users map[string]string) string {
+	m.t.Helper()
+	passwd := LookTool(m.t, "mosquitto_passwd", "mosquitto")
+	file := filepath.Join(m.dir, "passwd")
+	for i, name := range slices.Sorted(maps.Keys(users)) {
+		args := []string{"-b", file, name, users[name]}
+		if i == 0 {
+			args = append([]string{"-c"}, args...)
+		}
+		if out, err := exec.Command(passwd, args...).CombinedOutput(); err != nil {
+			m.t.Fatalf("mosquitto_passwd: %v: %s", err, out)
+		}
+	}
+	return file
+}
+
 // StartMosquitto starts a broker on a free loopback port and stops it when the
 // test ends. It skips the test when mosquitto is not installed.
 func StartMosquitto(t testing.TB, opts MosquittoOptions) *Mosquitto {
@@ -133,11 +157,15 @@ func StartMosquitto(t testing.TB, opts MosquittoOptions) *Mosquitto {
 	}
 	if opts.Persistent {
 		fmt.Fprintf(&conf, "persistence true\npersistence_location %s/\nautosave_interval 1\n", m.dir)
-		if os.Geteuid() == 0 {
-			// Started as root, mosquitto drops to its own user, which cannot
-			// write the persistence file in the test's private directory.
-			conf.WriteString("user root\n")
-		}
+	}
+	if len(opts.Users) > 0 {
+		fmt.Fprintf(&conf, "allow_anonymous false\npassword_file %s\n", m.passwordFile(opts.Users))
+	}
+	if (opts.Persistent || len(opts.Users) > 0) && os.Geteuid() == 0 {
+		// Started as root, mosquitto drops to its own user, which can
+		// neither write the persistence file nor read the password file in
+		// the test's private directory.
+		conf.WriteString("user root\n")
 	}
 	conf.WriteString(opts.Extra)
 	m.conf = filepath.Join(m.dir, "mosquitto.conf")
