@@ -624,12 +624,11 @@ func (q *Queue) applyHeadAck(txn *badger.Txn, seqs, sizes []uint64, c *counters,
 			return false
 		}
 	}
-	for i, s := range seqs {
+	for i := range seqs {
 		c.messages--
 		c.bytes -= min(sizes[i], c.bytes)
 		c.acked++
 		eff.headAcked.add(sizes[i])
-		eff.removed = append(eff.removed, s)
 	}
 	// No seek for the first live record at the new head: it is the
 	// next record in the common case, and the next head ack looks if not.
@@ -700,10 +699,7 @@ func (q *Queue) applyDelete(txn *badger.Txn, seqs []uint64, c *counters, ctr *ui
 // applyDeleteEach is applyDelete with a point lookup per seq.
 func (q *Queue) applyDeleteEach(txn *badger.Txn, seqs []uint64, c *counters, ctr *uint64, eff *effects) error {
 	for _, s := range seqs {
-		if s < c.head {
-			continue // gone, or acked at the head with only its key left
-		}
-		item, err := txn.Get(recordKey(s))
+		item, err := liveRecord(txn, s, c)
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			continue
 		}
@@ -761,11 +757,17 @@ func markOf(txn *badger.Txn, s uint64) ([]byte, error) {
 	return item.ValueCopy(nil)
 }
 
-func (q *Queue) applyMark(txn *badger.Txn, s uint64, data []byte, c *counters) error {
+// liveRecord looks record s up; below the head it is gone
+// (badger.ErrKeyNotFound) even where a head ack left its key.
+func liveRecord(txn *badger.Txn, s uint64, c *counters) (*badger.Item, error) {
 	if s < c.head {
-		return ErrNotFound
+		return nil, badger.ErrKeyNotFound
 	}
-	if _, err := txn.Get(recordKey(s)); err != nil {
+	return txn.Get(recordKey(s))
+}
+
+func (q *Queue) applyMark(txn *badger.Txn, s uint64, data []byte, c *counters) error {
+	if _, err := liveRecord(txn, s, c); err != nil {
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return ErrNotFound
 		}
@@ -778,10 +780,7 @@ func (q *Queue) applyMark(txn *badger.Txn, s uint64, data []byte, c *counters) e
 }
 
 func (q *Queue) applyDeadLetter(txn *badger.Txn, s uint64, reason string, c *counters, eff *effects) error {
-	if s < c.head {
-		return ErrNotFound
-	}
-	item, err := txn.Get(recordKey(s))
+	item, err := liveRecord(txn, s, c)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return ErrNotFound
 	}
@@ -796,21 +795,15 @@ func (q *Queue) applyDeadLetter(txn *badger.Txn, s uint64, reason string, c *cou
 	if err != nil {
 		return err
 	}
-	if err := q.deleteRecord(txn, s); err != nil {
+	// A stored mark is never empty (applyMark deletes it instead).
+	if err := (located{seq: s, mark: mark != nil}).delete(txn); err != nil {
 		return err
 	}
 	if err := txn.Set(deadLetterKey(s), encodeDeadLetter(reason, time.Now(), mark, rec)); err != nil {
 		return err
 	}
-	c.messages--
-	c.bytes -= min(uint64(len(rec)), c.bytes)
-	c.deadLettered++
 	c.deadLetters++
-	if s == c.head {
-		c.head++
-		eff.headMoved = true
-	}
-	eff.removed = append(eff.removed, s)
+	q.countDelete(s, uint64(len(rec)), c, &c.deadLettered, eff)
 	return nil
 }
 

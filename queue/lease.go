@@ -166,10 +166,7 @@ func (r *recordReader) take(seq uint64, v []byte) bool {
 
 // released reads the released records rel (and their marks) by key.
 func (r *recordReader) released(txn *badger.Txn, rel []uint64) error {
-	for _, seq := range rel {
-		if len(r.out) >= r.max {
-			break
-		}
+	for _, seq := range rel { // at most max of them (leaseOnce)
 		item, err := txn.Get(recordKey(seq))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			continue

@@ -501,9 +501,6 @@ func (q *Queue) ScanState(prefix string, fn func(key string, value []byte) error
 // a record that is gone (already acked, evicted by drop_oldest, expired)
 // is a no-op. The records stop counting as leased at once.
 func (q *Queue) Ack(seqs ...uint64) error {
-	if q.opts.ReadOnly {
-		return ErrReadOnly
-	}
 	rs := q.ackRequests(seqs)
 	if err := q.submit(rs...); err != nil {
 		return err

@@ -232,31 +232,19 @@ func (d *decoder) bytes(what string) []byte {
 	return p
 }
 
-func (d *decoder) str(what string, required bool) string {
+// str decodes a length-prefixed UTF-8 string; required refuses an empty
+// one. When the bytes equal same (a string decoded before, often the
+// same topic), same itself is returned.
+func (d *decoder) str(what string, required bool, same string) string {
 	p := d.bytes(what)
 	if d.err != nil {
 		return ""
+	}
+	if len(p) > 0 && string(p) == same {
+		return same // validated when same was decoded; no copy
 	}
 	if required && len(p) == 0 {
 		d.fail(what + ": flagged present but empty")
-		return ""
-	}
-	if !utf8.Valid(p) {
-		d.fail(what + ": invalid utf-8")
-		return ""
-	}
-	return string(p)
-}
-
-// strAs is str for an optional string that is often the same as same
-// (a string decoded before): it returns same itself, without copying or
-// validating again, when the bytes equal it.
-func (d *decoder) strAs(what, same string) string {
-	p := d.bytes(what)
-	if d.err == nil && len(p) > 0 && string(p) == same {
-		return same
-	}
-	if d.err != nil {
 		return ""
 	}
 	if !utf8.Valid(p) {
@@ -306,13 +294,13 @@ func decodeRecord(b []byte, m *Message, prev *Message) error {
 	if prev != nil {
 		topic, source = prev.Topic, prev.Source
 	}
-	m.Topic = d.strAs("topic", topic)
-	m.Source = d.strAs("source", source)
+	m.Topic = d.str("topic", false, topic)
+	m.Source = d.str("source", false, source)
 	if flags&flagContentType != 0 {
-		m.ContentType = d.str("content type", true)
+		m.ContentType = d.str("content type", true, "")
 	}
 	if flags&flagResponseTopic != 0 {
-		m.ResponseTopic = d.str("response topic", true)
+		m.ResponseTopic = d.str("response topic", true, "")
 	}
 	if flags&flagCorrelation != 0 {
 		m.CorrelationData = d.bytes("correlation data")
@@ -329,8 +317,8 @@ func decodeRecord(b []byte, m *Message, prev *Message) error {
 		if d.err == nil {
 			m.UserProperties = make([]UserProperty, n)
 			for i := range m.UserProperties {
-				m.UserProperties[i].Key = d.str("user property key", false)
-				m.UserProperties[i].Value = d.str("user property value", false)
+				m.UserProperties[i].Key = d.str("user property key", false, "")
+				m.UserProperties[i].Value = d.str("user property value", false, "")
 			}
 		}
 	}
