@@ -376,6 +376,9 @@ func (c *Client) afterLoss(ctx context.Context, res connResult) {
 		c.closes++
 		c.log.Debug("upstream closed the connection right after a message sent alone after an idle link",
 			"seq", e.Seq, "times", c.closes, "err", res.err)
+		if c.closes >= MaxRefusals {
+			c.deadLetterRefused(ctx, e, res.err)
+		}
 	case e != nil:
 		c.suspected, c.suspectSeq, c.closes = true, e.Seq, 0
 		c.log.Debug("upstream closed the connection right after a message sent alone; it waits for an idle link next time",
@@ -385,18 +388,6 @@ func (c *Client) afterLoss(ctx context.Context, res connResult) {
 		c.log.Debug("connection lost while a suspect message was held back or later than a refusal comes; count reset",
 			"seq", c.suspectSeq, "err", res.err)
 	}
-	if e != nil && c.suspected && e.Seq == c.suspectSeq && c.closes >= MaxRefusals {
-		last := "a close"
-		if res.err != nil {
-			last = res.err.Error()
-		}
-		reason := fmt.Sprintf("upstream closed the connection right after this message, sent alone after an idle link, %d times in a row (last: %s)",
-			c.closes, last)
-		if err := c.deadLetter(ctx, e, reason); err != nil {
-			c.log.Warn("dead-lettering a message the upstream closes the connection on failed; sending it again",
-				"seq", e.Seq, "err", err)
-		}
-	}
 	for _, e := range c.pending {
 		if !e.done {
 			if e.sent || e.rec {
@@ -404,6 +395,22 @@ func (c *Client) afterLoss(ctx context.Context, res connResult) {
 			}
 			break
 		}
+	}
+}
+
+// deadLetterRefused dead-letters e, which the upstream closed the
+// connection on MaxRefusals times in a row (see afterLoss); lastErr is
+// how the last connection ended.
+func (c *Client) deadLetterRefused(ctx context.Context, e *entry, lastErr error) {
+	last := "a close"
+	if lastErr != nil {
+		last = lastErr.Error()
+	}
+	reason := fmt.Sprintf("upstream closed the connection right after this message, sent alone after an idle link, %d times in a row (last: %s)",
+		c.closes, last)
+	if err := c.deadLetter(ctx, e, reason); err != nil {
+		c.log.Warn("dead-lettering a message the upstream closes the connection on failed; sending it again",
+			"seq", e.Seq, "err", err)
 	}
 }
 

@@ -116,7 +116,6 @@ type conn struct {
 	holdT      *time.Timer      // fires a poison window after its PINGREQ; nil: not begun
 	holdC      <-chan time.Time // holdT's channel until it fired, then nil
 	probing    bool             // the hold's PINGREQ awaits its PINGRESP
-	held       bool             // the hold is over: the suspect may go out
 	rtt        time.Duration    // round trip of the handshake, CONNECT to CONNACK
 	inflight   int              // QoS 1/2 PUBLISH/PUBREL awaiting an answer (control packets included)
 	next       int              // pump resumes here in c.pending
@@ -797,7 +796,6 @@ func (s *conn) pump() error {
 		}
 		c.pauseUntil = time.Time{} // over: no clock read per turn from here
 	}
-	paused := c.pauseUntil // a refusal in send sets a new pause
 	c.compact(s)
 	for i := s.next; i < len(c.pending); i++ {
 		e := c.pending[i]
@@ -825,11 +823,11 @@ func (s *conn) pump() error {
 			s.next = i
 			return nil
 		}
-		if c.suspected && e.Seq == c.suspectSeq && !s.held {
+		if c.suspected && e.Seq == c.suspectSeq && !s.holdOver() {
 			if err := s.hold(); err != nil {
 				return err
 			}
-			if !s.held {
+			if !s.holdOver() {
 				s.next = i
 				return nil
 			}
@@ -837,7 +835,7 @@ func (s *conn) pump() error {
 		if err := s.send(e); err != nil {
 			return err
 		}
-		if !c.pauseUntil.Equal(paused) && time.Now().Before(c.pauseUntil) { // a refusal in send paused us
+		if !c.pauseUntil.IsZero() && time.Now().Before(c.pauseUntil) { // a refusal in send paused us
 			s.next = 0
 			return nil
 		}
@@ -849,7 +847,7 @@ func (s *conn) pump() error {
 // hold keeps the Client's suspect message (see Client.afterLoss) back
 // until the link has idled for a poison window and answered a PINGREQ
 // sent at its start (counted in flight, so a link that swallows it
-// stalls); s.held says when that is over. A connection that dies during
+// stalls); holdOver says when that is over. A connection that dies during
 // the hold shows a failing network, not a refusing server; one that lives
 // through it shows a link that carries packets both ways, so a close right
 // after the PUBLISH that follows is likely the server's answer to it.
@@ -868,11 +866,13 @@ func (s *conn) hold() error {
 		s.holdC = s.holdT.C
 		s.c.log.Debug("holding back a message the upstream may have closed the connection on, while the link idles",
 			"seq", s.c.suspectSeq, "window", s.poisonWindow())
-	case !s.probing && s.holdC == nil:
-		s.held = true
 	}
 	return nil
 }
+
+// holdOver reports whether the hold (see hold) began and is over: its
+// window passed and its PINGREQ was answered.
+func (s *conn) holdOver() bool { return s.holdT != nil && s.holdC == nil && !s.probing }
 
 // qosOf is the QoS e goes out with on this connection.
 func (s *conn) qosOf(e *entry) byte {

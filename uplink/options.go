@@ -65,12 +65,11 @@ const (
 	// maxLeaseBatch caps one Lease call.
 	maxLeaseBatch = 1024
 
-	// maxAckBatch caps one Source.Ack call. Acknowledgements that arrive
-	// while an Ack is being written are gathered for the next, and a slow
-	// write (a queue compaction, a slow disk) at tens of thousands of
-	// messages a second gathers more than the queue takes in one
-	// transaction (about 15% of its memtable: some 10,000 deletes by
-	// default).
+	// maxAckBatch caps one Source.Ack call, and a batch this full is
+	// written without waiting for ackGather. holdfast's queue splits a
+	// longer Ack itself; the cap keeps a Source that takes one
+	// transaction per Ack (Badger's holds deletes up to about 15% of a
+	// memtable) from refusing a batch gathered behind a slow write.
 	maxAckBatch = 1024
 )
 
