@@ -111,14 +111,7 @@ type queueRig struct {
 }
 
 func newQueueRig(t *testing.T) *queueRig {
-	dir, err := os.MkdirTemp("", "holdfast-upgrade-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := testenv.SharedTempDir(t, "holdfast-upgrade-")
 	u, err := user.Lookup("holdfast")
 	if err != nil {
 		t.Fatal(err)

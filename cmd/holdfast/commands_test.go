@@ -306,14 +306,7 @@ func TestQueueCommandsWithoutPermission(t *testing.T) {
 	}
 	g := queuedGateway(t, "perm", 1)
 	// The binary where nobody may run it; the queue stays root's (0700).
-	binDir, err := os.MkdirTemp("", "holdfast-perm-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(binDir) })
-	if err := os.Chmod(binDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	binDir := testenv.SharedTempDir(t, "holdfast-perm-")
 	bin := filepath.Join(binDir, "holdfast")
 	b, err := os.ReadFile(binPath)
 	if err != nil {

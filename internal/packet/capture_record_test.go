@@ -377,12 +377,7 @@ func TestRecordCaptures(t *testing.T) {
 		t.Run(sc.name, func(t *testing.T) {
 			// mosquitto started as root reads the password file after
 			// dropping privileges: a world-readable directory under /tmp.
-			pwdir, err := os.MkdirTemp("", "holdfast-capture-")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { os.RemoveAll(pwdir) })
-			os.Chmod(pwdir, 0o755)
+			pwdir := testenv.SharedTempDir(t, "holdfast-capture-")
 			empty := filepath.Join(pwdir, "passwd")
 			if err := os.WriteFile(empty, nil, 0o644); err != nil {
 				t.Fatal(err)

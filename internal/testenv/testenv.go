@@ -29,6 +29,23 @@ import (
 // never pass by not running.
 const RequireToolsEnv = "HOLDFAST_REQUIRE_TOOLS"
 
+// SharedTempDir returns a new directory under the system's temporary
+// directory that every user may enter and read (0755), removed when the
+// test ends: t.TempDir's is private (0700), which a process dropped to
+// another user (mosquitto, holdfast as its service user) cannot pass.
+func SharedTempDir(t testing.TB, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // LookTool returns the path of an executable from PATH or the sbin directories
 // (where Debian installs mosquitto), or skips the test with a message that names
 // the package to install. With HOLDFAST_REQUIRE_TOOLS=1 in the environment a
