@@ -37,6 +37,19 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// serve starts a Server on addr for the rest of the test.
+func serve(t *testing.T, addr string, src Source) *Server {
+	t.Helper()
+	s, err := Listen(addr, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go s.Serve(ctx)
+	return s
+}
+
 func TestEndpoints(t *testing.T) {
 	src := &fakeSource{}
 	s, err := Listen("127.0.0.1:0", src)
@@ -124,14 +137,7 @@ func (p *peekSource) Peek(n int, fn func(any) error) error {
 // last error line after it; a Source without Peek has no such endpoint.
 func TestQueuePeek(t *testing.T) {
 	src := &peekSource{records: 50}
-	s, err := Listen("127.0.0.1:0", src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go s.Serve(ctx)
-	base := "http://" + s.Addr() + "/api/queue/peek"
+	base := "http://" + serve(t, "127.0.0.1:0", src).Addr() + "/api/queue/peek"
 
 	lines := func(body string) []string { return strings.Split(strings.TrimSuffix(body, "\n"), "\n") }
 	if code, body := get(t, base); code != 200 || len(lines(body)) != DefaultPeek || src.asked != DefaultPeek {
@@ -158,11 +164,7 @@ func TestQueuePeek(t *testing.T) {
 		t.Errorf("peek failing at the third record: %d %q", code, body)
 	}
 
-	plain, err := Listen("127.0.0.1:0", &fakeSource{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go plain.Serve(ctx)
+	plain := serve(t, "127.0.0.1:0", &fakeSource{})
 	if code, _ := get(t, "http://"+plain.Addr()+"/api/queue/peek"); code != 404 {
 		t.Errorf("peek on a Source without Peek: %d, want 404", code)
 	}
@@ -175,14 +177,7 @@ func TestQueuePeek(t *testing.T) {
 func TestQueuePeekOnlyOnLoopback(t *testing.T) {
 	src := &peekSource{records: 5}
 	src.ready.Store(true)
-	s, err := Listen(":0", src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go s.Serve(ctx)
-	_, port, _ := net.SplitHostPort(s.Addr())
+	_, port, _ := net.SplitHostPort(serve(t, ":0", src).Addr())
 	base := "http://127.0.0.1:" + port
 	if code, body := get(t, base+"/api/queue/peek?n=3"); code != http.StatusForbidden || body != ErrPeekNotLoopback.Error()+"\n" || src.asked != 0 {
 		t.Errorf("peek on an endpoint on every address: %d %q (asked %d), want 403 %q", code, body, src.asked, ErrPeekNotLoopback)
@@ -192,11 +187,7 @@ func TestQueuePeekOnlyOnLoopback(t *testing.T) {
 			t.Errorf("%s on an endpoint on every address: %d, want 200", path, code)
 		}
 	}
-	local, err := Listen("localhost:0", src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go local.Serve(ctx)
+	local := serve(t, "localhost:0", src)
 	if code, _ := get(t, "http://"+local.Addr()+"/api/queue/peek?n=3"); code != 200 || src.asked != 3 {
 		t.Errorf("peek on localhost: %d (asked %d), want 200", code, src.asked)
 	}
