@@ -116,7 +116,12 @@ func (q *Queue) leaseOnce(max int) (out []Record, drops map[reqKind][]uint64, ch
 // returns the records and their encoded sizes, the seqs to drop (expired,
 // undecodable) and the new read position.
 func (q *Queue) read(rel []uint64, from, tail uint64, max int) ([]Record, []uint64, map[reqKind][]uint64, uint64, error) {
-	r := recordReader{q: q, now: time.Now(), max: max, drops: map[reqKind][]uint64{}}
+	r := recordReader{q: q, now: time.Now(), max: max, drops: map[reqKind][]uint64{}, slab: &q.reader.slab}
+	room := max // the most records this lease can hold
+	if n := uint64(len(rel)) + tail - min(from, tail); n < uint64(max) {
+		room = int(n)
+	}
+	r.out, r.sizes = make([]Record, 0, room), make([]uint64, 0, room)
 	if len(rel) > 0 {
 		if err := q.db.View(func(txn *badger.Txn) error { return r.released(txn, rel) }); err != nil {
 			return nil, nil, nil, from, err
@@ -140,6 +145,7 @@ type recordReader struct {
 	out   []Record
 	sizes []uint64 // encoded size of each of out, for Ack (see applyHeadAck)
 	drops map[reqKind][]uint64
+	slab  *slab // where the records' bytes are copied to
 }
 
 // take decodes record seq; an undecodable or expired one goes to drops.
@@ -174,7 +180,7 @@ func (r *recordReader) released(txn *badger.Txn, rel []uint64) error {
 		if err != nil {
 			return err
 		}
-		v, err := item.ValueCopy(nil)
+		v, err := r.slab.value(item)
 		if err != nil {
 			return err
 		}
@@ -211,6 +217,7 @@ type leaseReader struct {
 	snapTail uint64 // records below it are in the snapshot
 	opened   time.Time
 	read     int
+	slab     slab // shared by the records of consecutive Leases
 }
 
 func (lr *leaseReader) close() {
@@ -235,7 +242,7 @@ func (q *Queue) forward(r *recordReader, from, tail uint64) (uint64, error) {
 		lr.snapTail, lr.opened, lr.read = tail, time.Now(), 0
 		lr.it.Seek(recordKey(from))
 	}
-	next, err := walkRecords(lr.it, min(tail, lr.snapTail), func(seq uint64, v, mark []byte) (bool, error) {
+	next, err := walkRecords(lr.it, min(tail, lr.snapTail), r.slab, func(seq uint64, v, mark []byte) (bool, error) {
 		if r.take(seq, v) {
 			r.out[len(r.out)-1].Mark = mark
 		}
@@ -256,10 +263,10 @@ func (q *Queue) forward(r *recordReader, from, tail uint64) (uint64, error) {
 // walkRecords reads the records below end from it's position on, each
 // with its mark (which sorts right after it), and calls fn with the
 // record's seq and copies of its value and its mark (nil when it has
-// none). It stops after the record for which fn returns false, or at the
-// first error, and returns the seq of the record the iterator is left
-// at: end when none below end is left.
-func walkRecords(it *badger.Iterator, end uint64, fn func(seq uint64, v, mark []byte) (bool, error)) (uint64, error) {
+// none), cut from sl. It stops after the record for which fn returns
+// false, or at the first error, and returns the seq of the record the
+// iterator is left at: end when none below end is left.
+func walkRecords(it *badger.Iterator, end uint64, sl *slab, fn func(seq uint64, v, mark []byte) (bool, error)) (uint64, error) {
 	for it.Valid() {
 		item := it.Item()
 		k := item.Key()
@@ -271,7 +278,7 @@ func walkRecords(it *badger.Iterator, end uint64, fn func(seq uint64, v, mark []
 			it.Next() // a mark (or drain sentinel) without its record
 			continue
 		}
-		v, err := item.ValueCopy(nil)
+		v, err := sl.value(item)
 		if err != nil {
 			return seq, err
 		}
@@ -279,7 +286,7 @@ func walkRecords(it *badger.Iterator, end uint64, fn func(seq uint64, v, mark []
 		var mark []byte
 		if it.Valid() {
 			if mi := it.Item(); isMarkOf(mi.Key(), seq) {
-				if mark, err = mi.ValueCopy(nil); err != nil {
+				if mark, err = sl.value(mi); err != nil {
 					return seq, err
 				}
 				it.Next()
@@ -294,6 +301,45 @@ func walkRecords(it *badger.Iterator, end uint64, fn func(seq uint64, v, mark []
 		}
 	}
 	return end, nil
+}
+
+// slab hands out copies of stored values cut from shared chunks, so a
+// Lease of many small records costs a few allocations, not one per
+// record. A chunk is freed once nothing cut from it is referenced; a
+// large value gets its own allocation, so it never keeps a chunk alive
+// nor is kept alive by one.
+type slab struct{ buf []byte }
+
+const (
+	slabChunk = 32 << 10
+	slabMax   = slabChunk / 16 // larger values are not cut from a chunk
+)
+
+// value returns a copy of item's value.
+func (s *slab) value(item *badger.Item) ([]byte, error) {
+	var v []byte
+	err := item.Value(func(b []byte) error {
+		v = s.copy(b)
+		return nil
+	})
+	return v, err
+}
+
+// copy returns a copy of b (nil for an empty b) whose capacity ends with
+// it, so an append to it cannot overwrite the next one.
+func (s *slab) copy(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	if len(b) > slabMax {
+		return slices.Clone(b)
+	}
+	if cap(s.buf)-len(s.buf) < len(b) {
+		s.buf = make([]byte, 0, slabChunk)
+	}
+	n := len(s.buf)
+	s.buf = append(s.buf, b...)
+	return s.buf[n:len(s.buf):len(s.buf)]
 }
 
 // closeIdleReader closes the kept reader once it is older than

@@ -38,7 +38,8 @@ func (q *Queue) Scan(fn func(Scanned) error) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}, PrefetchValues: true, PrefetchSize: 64})
 		defer it.Close()
 		it.Seek(recordKey(head))
-		_, err := walkRecords(it, tail, func(seq uint64, v, mark []byte) (bool, error) {
+		var sl slab
+		_, err := walkRecords(it, tail, &sl, func(seq uint64, v, mark []byte) (bool, error) {
 			s := Scanned{Record: Record{Seq: seq, Mark: mark}}
 			if err := DecodeRecord(v, &s.Message); err != nil {
 				s.Message, s.Corrupt = Message{}, err
