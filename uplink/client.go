@@ -494,13 +494,13 @@ func redact(s string) string {
 
 // entry is one leased message on its way upstream.
 type entry struct {
-	Message
-	id      uint16
-	state   entryState
-	sent    bool // a PUBLISH with id may have reached the server's session
-	sentQoS byte // the QoS it went out with, when sent
-	rec     bool // PUBREC came and "rec:<id>" is stored durably
-	unrel   bool // counted in conn.unrel
+	*Message // in the slice Source.Lease returned, which the Client owns
+	id       uint16
+	state    entryState
+	sent     bool // a PUBLISH with id may have reached the server's session
+	sentQoS  byte // the QoS it went out with, when sent
+	rec      bool // PUBREC came and "rec:<id>" is stored durably
+	unrel    bool // counted in conn.unrel
 	// waitCtrl: id, from the mark, is held by a control packet of this
 	// connection; the message waits for that packet's answer.
 	waitCtrl bool

@@ -725,6 +725,9 @@ func (s *conn) leased(lr leaseResult) error {
 		}
 		return nil
 	}
+	// One allocation for the batch: pending keeps it until its last
+	// entry is compacted away.
+	block := make([]entry, len(lr.msgs))
 	for i := range lr.msgs {
 		if seq := lr.msgs[i].Seq; seq > c.topSeq {
 			c.topSeq = seq
@@ -732,10 +735,12 @@ func (s *conn) leased(lr leaseResult) error {
 			c.warnOnce("duplease", "queue handed out a message already leased; ignoring the second lease", "seq", seq)
 			continue
 		}
-		e := &entry{Message: lr.msgs[i], mark: string(lr.msgs[i].Mark)}
-		e.Mark = nil
+		mark := lr.msgs[i].Mark
+		e := &block[i]
+		e.Message, e.mark = &lr.msgs[i], string(mark)
+		e.Mark = nil // e.mark is what counts from here
 		if e.mark != "" {
-			kind, id, ok := parseMark(lr.msgs[i].Mark)
+			kind, id, ok := parseMark(mark)
 			switch {
 			case !ok:
 				c.warnOnce("badmark", "ignoring a queue mark this version did not write (replaced when the message is sent)",
