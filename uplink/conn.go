@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -392,12 +391,10 @@ func (s *conn) loop(ctx context.Context, r *packet.Reader) error {
 		if s.draining && (s.inflight == 0 || !time.Now().Before(s.drainUntil)) {
 			return s.disconnect()
 		}
-		if s.bw.Buffered() > 0 && len(s.pkts) == 0 && s.win() > 1 {
-			// Let the reader hand over acks already on the socket, so one
-			// write carries many messages rather than one per ack (with a
-			// window of 1 there is nothing to gather).
-			runtime.Gosched()
-		}
+		// One write for what the packets handed over so far let out. The
+		// loop does not yield to the reader first to gather more: yielding
+		// put it behind the queue's goroutines on a busy machine, and
+		// the window waited longer than the writes it saved.
 		if s.bw.Buffered() > 0 && (len(s.pkts) == 0 || s.bw.Buffered() >= 16<<10) {
 			if err := s.flush(); err != nil {
 				return err
