@@ -75,7 +75,7 @@ func benchMosquitto(b *testing.B, nodelay bool) *testenv.Mosquitto {
 func BenchmarkForward(b *testing.B) {
 	for _, nodelay := range []bool{false, true} {
 		m := benchMosquitto(b, nodelay)
-		for _, inflight := range []int{32, 1} {
+		for _, inflight := range []int{DefaultInflight, 1} {
 			b.Run(fmt.Sprintf("nodelay=%v/inflight=%d", nodelay, inflight), func(b *testing.B) {
 				src := newBenchSource(b.N, 1)
 				c := newClient(b, Options{URL: m.URL(), ClientID: fmt.Sprintf("bench%d", inflight), Inflight: inflight,
@@ -100,12 +100,12 @@ func BenchmarkForward(b *testing.B) {
 // queue, no state, no status. It is as fast as a simple client written for
 // speed: the writer keeps the window full, encoding every PUBLISH the free
 // window allows into a buffered writer and flushing once per batch; a reader
-// goroutine decodes the PUBACKs and hands credits back. nodelay=false,
-// inflight=32 is BenchmarkDrainQueue's setting.
+// goroutine decodes the PUBACKs and hands credits back. nodelay=false with
+// inflight=DefaultInflight (64) is BenchmarkDrainQueue's setting.
 func BenchmarkPlainPublisher(b *testing.B) {
 	for _, nodelay := range []bool{false, true} {
 		m := benchMosquitto(b, nodelay)
-		for _, window := range []int{32, 1} {
+		for _, window := range []int{DefaultInflight, 1} {
 			b.Run(fmt.Sprintf("nodelay=%v/inflight=%d", nodelay, window), func(b *testing.B) {
 				b.ReportAllocs()
 				el := plainPublish(b, m.Addr(), b.N, window)

@@ -17,7 +17,7 @@ import (
 // Defaults applied by New to zero fields of Options.
 const (
 	DefaultProtocol       = packet.V5
-	DefaultInflight       = 32
+	DefaultInflight       = 64 // the agent's default too (upstream.inflight)
 	DefaultKeepAlive      = 60 * time.Second
 	DefaultSessionExpiry  = 7 * 24 * time.Hour
 	DefaultConnectTimeout = 15 * time.Second
@@ -157,7 +157,7 @@ type Options struct {
 	// packet ids.
 	CleanStart bool
 	// Inflight is how many QoS 1/2 messages may await an acknowledgement at
-	// once; lowered to the server's Receive Maximum. Default 32.
+	// once; lowered to the server's Receive Maximum. Default 64.
 	Inflight int
 
 	// ConnectTimeout bounds dialing, TLS and the wait for CONNACK.

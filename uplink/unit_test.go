@@ -142,7 +142,7 @@ func TestOptionsDefaultsAndErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := c.opts
-	if o.Protocol != packet.V5 || o.Inflight != 32 || o.KeepAlive != 60*time.Second ||
+	if o.Protocol != packet.V5 || o.Inflight != 64 || o.KeepAlive != 60*time.Second ||
 		o.SessionExpiry != 7*24*time.Hour || o.ConnectTimeout != 15*time.Second || o.StallTimeout != 60*time.Second ||
 		o.Backoff.Initial != time.Second || o.Backoff.Max != 2*time.Minute || o.Backoff.Multiplier != 2 ||
 		o.Backoff.Randomization != 0.5 || o.Backoff.StableAfter != time.Minute {
