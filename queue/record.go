@@ -193,16 +193,26 @@ func (d *decoder) fail(what string) {
 }
 
 func (d *decoder) uvarint(what string) uint64 {
+	v, ok := d.readUvarint()
+	if !ok {
+		d.fail(what + ": bad varint")
+	}
+	return v
+}
+
+// readUvarint reads a canonical uvarint; false (and 0) after an error
+// or for a bad one, which the caller reports: the field names of an error
+// are only put together when there is one.
+func (d *decoder) readUvarint() (uint64, bool) {
 	if d.err != nil {
-		return 0
+		return 0, true // reported already
 	}
 	v, n := binary.Uvarint(d.b)
 	if n <= 0 || n != len(binary.AppendUvarint(d.tmp[:0], v)) {
-		d.fail(what + ": bad varint")
-		return 0
+		return 0, false
 	}
 	d.b = d.b[n:]
-	return v
+	return v, true
 }
 
 func (d *decoder) varint(what string) int64 {
@@ -219,7 +229,10 @@ func (d *decoder) varint(what string) int64 {
 }
 
 func (d *decoder) bytes(what string) []byte {
-	n := d.uvarint(what + " length")
+	n, ok := d.readUvarint()
+	if !ok {
+		d.fail(what + " length: bad varint")
+	}
 	if d.err != nil {
 		return nil
 	}
