@@ -224,3 +224,28 @@ func TestDropBlockSizeFromAcked(t *testing.T) {
 		t.Errorf("%d keys below seq %d (head %d) left after a drop", n, head&^255, head)
 	}
 }
+
+// TestHeadAckRacingDeadLetter dead-letters a leased record between an
+// in-order ack of it being made ready and its submission: the record is
+// counted once, by the dead letter, and the ack takes the rest.
+func TestHeadAckRacingDeadLetter(t *testing.T) {
+	q := open(t, Options{})
+	appendSized(t, q, 10, 50)
+	recs := leaseN(t, q, 10)
+	rs := q.ackRequests(seqs(recs))
+	if err := q.DeadLetter(ctxT(t), recs[5].Seq, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.submit(rs...); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		if err := <-r.ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := q.Stats()
+	if st.Messages != 0 || st.Acked != 9 || st.DeadLettered != 1 {
+		t.Fatalf("stats %+v: want 0 messages, 9 acked, 1 dead-lettered", st)
+	}
+}

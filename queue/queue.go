@@ -133,7 +133,8 @@ type Queue struct {
 	// resolved), for pageOutMapped.
 	mapDir string
 
-	// pending writes, guarded by pmu.
+	// pending writes, guarded by pmu. pmu is taken before mu where both
+	// are held (forget), never after.
 	pmu           sync.Mutex
 	pending       []*request
 	closing       bool
@@ -545,26 +546,31 @@ const maxAckBatch = 1024
 // others'.
 func (q *Queue) ackRequests(seqs []uint64) []*request {
 	seqs = slices.Clone(seqs)
-	sizes := q.forget(seqs)
 	var rs []*request
 	for len(rs) == 0 || len(seqs) > 0 {
 		n := min(len(seqs), maxAckBatch)
-		r := &request{kind: reqAck, seqs: seqs[:n:n]}
-		if sizes != nil {
-			r.sizes, sizes = sizes[:n:n], sizes[n:]
-		}
-		rs = append(rs, r)
+		rs = append(rs, &request{kind: reqAck, seqs: seqs[:n:n]})
 		seqs = seqs[n:]
 	}
 	return rs
 }
 
-// forget drops seqs from the leased and released sets. When every one
-// of seqs was leased it returns their encoded sizes, else nil.
-func (q *Queue) forget(seqs []uint64) []uint64 {
-	sizes := make([]uint64, len(seqs))
+// forget drops the seqs of a request that removes records (ack, dead
+// letter) from the leased and released sets; submit and enqueue call it
+// under q.pmu as they queue r, so the request that forgets a seq first
+// is committed first. An ack of seqs that were all leased gets their
+// encoded sizes (see applyHeadAck), which holds only because no request
+// that removed one of them can be committed before it.
+func (q *Queue) forget(r *request) {
+	if r.kind != reqAck && r.kind != reqDeadLetter {
+		return
+	}
+	var sizes []uint64
+	if r.kind == reqAck {
+		sizes = make([]uint64, len(r.seqs))
+	}
 	q.mu.Lock()
-	for i, s := range seqs {
+	for i, s := range r.seqs {
 		sz, ok := q.leased[s]
 		if !ok {
 			sizes = nil
@@ -575,7 +581,7 @@ func (q *Queue) forget(seqs []uint64) []uint64 {
 		q.removeReleased(s)
 	}
 	q.mu.Unlock()
-	return sizes
+	r.sizes = sizes
 }
 
 // Mark durably stores data beside record seq; later Leases (also after a
@@ -593,7 +599,6 @@ func (q *Queue) Mark(ctx context.Context, seq uint64, data []byte) error {
 // into the dead-letter store with reason, and counts it. The record
 // stops being leased. It returns ErrNotFound when the record is gone.
 func (q *Queue) DeadLetter(ctx context.Context, seq uint64, reason string) error {
-	q.forget([]uint64{seq})
 	r := &request{kind: reqDeadLetter, seqs: []uint64{seq}, reason: reason}
 	if err := q.wait(ctx, r); err != nil {
 		return fmt.Errorf("queue: dead letter %d: %w", seq, err)
@@ -679,6 +684,9 @@ func (q *Queue) submit(rs ...*request) error {
 		r.ch = make(chan error, 1)
 	}
 	q.pmu.Lock()
+	for _, r := range rs {
+		q.forget(r)
+	}
 	if q.closing {
 		q.pmu.Unlock()
 		return ErrClosed
@@ -697,6 +705,7 @@ func (q *Queue) enqueue(r *request) {
 		r.err = ErrReadOnly
 	}
 	q.pmu.Lock()
+	q.forget(r)
 	if q.closing && r.err == nil {
 		r.err = ErrClosed
 	}

@@ -971,7 +971,6 @@ func TestFailedDeadLetterStaysLeased(t *testing.T) {
 	q := open(t, Options{})
 	appendN(t, q, 0, 2)
 	recs := leaseN(t, q, 2)
-	q.forget([]uint64{recs[0].Seq})
 	r := &request{kind: reqDeadLetter, seqs: []uint64{recs[0].Seq}, reason: "test", err: ErrTooLarge}
 	errc := make(chan error, 1)
 	r.done = func(err error) { errc <- err }
