@@ -87,7 +87,6 @@ type conn struct {
 	c         *Client
 	nc        net.Conn
 	bw        *bufio.Writer
-	armed     bool     // the write deadline is set for what bw holds (see write)
 	unflushed []*entry // QoS 0 messages written to bw, not yet flushed
 	buf       []byte
 	v         packet.Version
@@ -515,11 +514,10 @@ func (s *conn) write(p packet.Packet) error {
 	if err != nil {
 		return err
 	}
-	if !s.armed {
-		// Once between flushes: what bw holds is written through
-		// within the same loop turn, or by the next flush.
+	if len(s.buf) > s.bw.Available() {
+		// bw writes to the socket now; otherwise only flush does, and it
+		// sets its own deadline.
 		s.nc.SetWriteDeadline(time.Now().Add(s.writeTimeout()))
-		s.armed = true
 	}
 	_, err = s.bw.Write(s.buf)
 	if len(s.buf) > 64<<10 {
@@ -544,7 +542,6 @@ func (s *conn) flush() error {
 	if err := s.bw.Flush(); err != nil {
 		return err
 	}
-	s.armed = false
 	s.lastSend = time.Now()
 	for i, e := range s.unflushed {
 		s.complete(e)

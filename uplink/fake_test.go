@@ -681,3 +681,25 @@ func TestFailedAckSentAgain(t *testing.T) {
 		t.Errorf("log line %q, want it to say the messages go again in this run, out of queue order", line)
 	}
 }
+
+// TestWriteDeadlineFromTheFirstTurn: a server that answers CONNECT and
+// then reads nothing, while the first turn of the connection writes
+// messages far beyond the socket's buffers: the write is bounded by the
+// write deadline, so the client gives the connection up and connects
+// again instead of blocking for ever.
+func TestWriteDeadlineFromTheFirstTurn(t *testing.T) {
+	f := startFake(t)
+	src := newMemSource()
+	payload := make([]byte, 256<<10)
+	for range 64 {
+		src.add(Message{Topic: "wd/a", Payload: payload, QoS: 1})
+	}
+	c := newClient(t, Options{URL: f.URL(), ClientID: "wd", KeepAlive: -1, StallTimeout: time.Second,
+		Backoff: Backoff{Initial: 100 * time.Millisecond, Max: time.Second}}, src, nil)
+	run(t, c)
+	f.accept().connack(false, packet.Properties{}) // and never read from again
+	f.accept()                                     // fails the test if none comes within 30s
+	if st := c.Status(); !strings.Contains(st.LastError, "write") || !strings.Contains(st.LastError, "timeout") {
+		t.Fatalf("last error %q, want the write's timeout", st.LastError)
+	}
+}
