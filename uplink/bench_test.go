@@ -101,7 +101,7 @@ func BenchmarkForward(b *testing.B) {
 // speed: the writer keeps the window full, encoding every PUBLISH the free
 // window allows into a buffered writer and flushing once per batch; a reader
 // goroutine decodes the PUBACKs and hands credits back. nodelay=false with
-// inflight=DefaultInflight (64) is BenchmarkDrainQueue's setting.
+// inflight=DefaultInflight is BenchmarkDrainQueue's setting.
 func BenchmarkPlainPublisher(b *testing.B) {
 	for _, nodelay := range []bool{false, true} {
 		m := benchMosquitto(b, nodelay)

@@ -390,10 +390,8 @@ func (s *conn) loop(ctx context.Context, r *packet.Reader) error {
 		if s.draining && (s.inflight == 0 || !time.Now().Before(s.drainUntil)) {
 			return s.disconnect()
 		}
-		// One write for what the packets handed over so far let out. The
-		// loop does not yield to the reader first to gather more: yielding
-		// put it behind the queue's goroutines on a busy machine, and
-		// the window waited longer than the writes it saved.
+		// Flush once the reader has handed over nothing more, or 16 KiB
+		// are buffered.
 		if s.bw.Buffered() > 0 && (len(s.pkts) == 0 || s.bw.Buffered() >= 16<<10) {
 			if err := s.flush(); err != nil {
 				return err
@@ -729,12 +727,10 @@ func (s *conn) leased(lr leaseResult) error {
 			c.warnOnce("duplease", "queue handed out a message already leased; ignoring the second lease", "seq", seq)
 			continue
 		}
-		mark := lr.msgs[i].Mark
 		e := &block[i]
-		e.Message, e.mark = &lr.msgs[i], string(mark)
-		e.Mark = nil // e.mark is what counts from here
+		e.Message, e.mark = &lr.msgs[i], string(lr.msgs[i].Mark)
 		if e.mark != "" {
-			kind, id, ok := parseMark(mark)
+			kind, id, ok := parseMark(e.Mark)
 			switch {
 			case !ok:
 				c.warnOnce("badmark", "ignoring a queue mark this version did not write (replaced when the message is sent)",
@@ -826,17 +822,11 @@ func (s *conn) pump() error {
 			if err := s.hold(); err != nil {
 				return err
 			}
-			if !s.holdOver() {
-				s.next = i
-				return nil
-			}
+			s.next = i
+			return nil
 		}
 		if err := s.send(e); err != nil {
 			return err
-		}
-		if !c.pauseUntil.IsZero() && time.Now().Before(c.pauseUntil) { // a refusal in send paused us
-			s.next = 0
-			return nil
 		}
 	}
 	s.next = len(c.pending)
@@ -851,21 +841,21 @@ func (s *conn) pump() error {
 // through it shows a link that carries packets both ways, so a close right
 // after the PUBLISH that follows is likely the server's answer to it.
 func (s *conn) hold() error {
-	switch {
-	case s.holdT == nil:
-		if err := s.write(&packet.Pingreq{}); err != nil {
-			return err
-		}
-		if s.pingAt.IsZero() {
-			s.pingAt = time.Now() // keep alive waits for its PINGRESP too
-		}
-		s.probing = true
-		s.inflightInc()
-		s.holdT = time.NewTimer(s.poisonWindow())
-		s.holdC = s.holdT.C
-		s.c.log.Debug("holding back a message the upstream may have closed the connection on, while the link idles",
-			"seq", s.c.suspectSeq, "window", s.poisonWindow())
+	if s.holdT != nil {
+		return nil // begun: holdOver says when it is over
 	}
+	if err := s.write(&packet.Pingreq{}); err != nil {
+		return err
+	}
+	if s.pingAt.IsZero() {
+		s.pingAt = time.Now() // keep alive waits for its PINGRESP too
+	}
+	s.probing = true
+	s.inflightInc()
+	s.holdT = time.NewTimer(s.poisonWindow())
+	s.holdC = s.holdT.C
+	s.c.log.Debug("holding back a message the upstream may have closed the connection on, while the link idles",
+		"seq", s.c.suspectSeq, "window", s.poisonWindow())
 	return nil
 }
 
@@ -1119,7 +1109,7 @@ func (s *conn) handle(p packet.Packet) error {
 		if s.probing { // the hold's PINGREQ (see hold)
 			s.probing = false
 			s.inflight--
-			s.progressAt = time.Now()
+			s.progressAt = s.lastRecv
 		}
 		return nil
 	case *packet.Disconnect:

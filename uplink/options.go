@@ -338,8 +338,8 @@ type Source interface {
 	// Lease blocks until at least one message is available (or ctx is
 	// done) and returns up to max messages from the head, in queue order.
 	// Leased messages are hidden from later Leases until Ack or Release.
-	// The returned slice is the Client's from then on: it keeps the
-	// messages in it and may change them, so the Source must not.
+	// The Client keeps the messages of the returned slice, so the Source
+	// must not change them afterwards.
 	Lease(ctx context.Context, max int) ([]Message, error)
 	// Ack deletes messages durably: the upstream has them. When it fails
 	// they stay in the source; the queue leases them again (after what is
