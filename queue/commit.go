@@ -656,15 +656,13 @@ func (q *Queue) applyDelete(txn *badger.Txn, seqs []uint64, c *counters, ctr *ui
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
 		defer it.Close()
 		i := 0
-		for it.Seek(recordKey(lo)); it.Valid() && i < len(sorted); it.Next() {
+		// Below the head only keys of acked records are left.
+		for it.Seek(recordKey(max(lo, c.head))); it.Valid() && i < len(sorted); it.Next() {
 			item := it.Item()
 			k := item.Key()
 			seq := binary.BigEndian.Uint64(k[1:])
 			if seq > hi {
 				break
-			}
-			if seq < c.head {
-				continue // acked at the head: only its key is left
 			}
 			for i < len(sorted) && sorted[i] < seq {
 				i++

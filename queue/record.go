@@ -200,9 +200,10 @@ func (d *decoder) uvarint(what string) uint64 {
 	return v
 }
 
-// readUvarint reads a canonical uvarint; false (and 0) after an error
-// or for a bad one, which the caller reports: the field names of an error
-// are only put together when there is one.
+// readUvarint reads a canonical uvarint; false (and 0) for a bad one,
+// which the caller reports, so the field names of an error are only put
+// together when there is one. After an earlier error it returns 0 and
+// true: that one is reported already.
 func (d *decoder) readUvarint() (uint64, bool) {
 	if d.err != nil {
 		return 0, true // reported already
