@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"testing"
-	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -68,11 +67,7 @@ func headAckSetup(t *testing.T, q *Queue) (recs []Record, before Stats, acked ui
 		acked += uint64(len(enc))
 	}
 	for i := 0; i < 1500; i += 100 {
-		var seqs []uint64
-		for _, r := range recs[i : i+100] {
-			seqs = append(seqs, r.Seq)
-		}
-		if err := q.Ack(seqs...); err != nil {
+		if err := q.Ack(seqs(recs[i : i+100])...); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -145,13 +140,7 @@ func TestHeadAckDropsKeys(t *testing.T) {
 	// The last drop came at most 64 KiB (550 records) before the head and
 	// spared at most 255 below it.
 	below := recs[1500-550-256].Seq
-	deadline := time.Now().Add(20 * time.Second)
-	for keysBelow(t, q, below) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d keys below seq %d (head %d) are still stored", keysBelow(t, q, below), below, recs[1500].Seq)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, "the keys below the last drop dropped", func() bool { return keysBelow(t, q, below) == 0 })
 	if st := q.Stats(); st.Messages != 500 || st.Acked != 1500 {
 		t.Errorf("messages %d acked %d, want 500, 1500", st.Messages, st.Acked)
 	}
@@ -181,11 +170,7 @@ func TestHeadAckDropsWholeBlocks(t *testing.T) {
 	}
 	recs := leaseN(t, q, n)
 	for i := 0; i < n-10_000; i += 1000 { // an empty queue drops every key
-		var seqs []uint64
-		for _, r := range recs[i : i+1000] {
-			seqs = append(seqs, r.Seq)
-		}
-		if err := q.Ack(seqs...); err != nil {
+		if err := q.Ack(seqs(recs[i : i+1000])...); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -193,13 +178,7 @@ func TestHeadAckDropsWholeBlocks(t *testing.T) {
 	if head >= 2<<16 {
 		t.Fatalf("head %d: the test needs it inside the second block", head)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for keysBelow(t, q, 1<<16) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d keys of the first block of 65,536 are still stored", keysBelow(t, q, 1<<16))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, "the keys of the first block of 65,536 dropped", func() bool { return keysBelow(t, q, 1<<16) == 0 })
 	if kept := keysBelow(t, q, head); kept != int(head-1<<16) {
 		t.Errorf("%d keys kept below the head %d, want the %d of its own block", kept, head, head-1<<16)
 	}

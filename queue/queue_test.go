@@ -942,9 +942,7 @@ func TestAckDenseAndSparse(t *testing.T) {
 		}
 		// No mark of an acked record is left behind either (below the
 		// head, keys wait for dropDrained: see TestHeadAck).
-		q.mu.Lock()
-		head := q.ctr.head
-		q.mu.Unlock()
+		head := headOf(q)
 		n := 0
 		if err := q.db.View(func(txn *badger.Txn) error {
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
