@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -62,6 +64,20 @@ func (s *benchSource) Release(seqs ...uint64)                           {}
 func (s *benchSource) Mark(context.Context, uint64, []byte) error       { return nil }
 func (s *benchSource) DeadLetter(context.Context, uint64, string) error { return nil }
 
+// benchWindow is the window of the benchmarks: DefaultInflight, or
+// HOLDFAST_BENCH_INFLIGHT to compare others (docs/benchmarks.md).
+func benchWindow(b *testing.B) int {
+	v := os.Getenv("HOLDFAST_BENCH_INFLIGHT")
+	if v == "" {
+		return DefaultInflight
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 65535 {
+		b.Fatalf("HOLDFAST_BENCH_INFLIGHT=%q: want a window of 1..65535", v)
+	}
+	return n
+}
+
 func benchMosquitto(b *testing.B, nodelay bool) *testenv.Mosquitto {
 	extra := ""
 	if nodelay {
@@ -75,7 +91,7 @@ func benchMosquitto(b *testing.B, nodelay bool) *testenv.Mosquitto {
 func BenchmarkForward(b *testing.B) {
 	for _, nodelay := range []bool{false, true} {
 		m := benchMosquitto(b, nodelay)
-		for _, inflight := range []int{DefaultInflight, 1} {
+		for _, inflight := range []int{benchWindow(b), 1} {
 			b.Run(fmt.Sprintf("nodelay=%v/inflight=%d", nodelay, inflight), func(b *testing.B) {
 				src := newBenchSource(b.N, 1)
 				c := newClient(b, Options{URL: m.URL(), ClientID: fmt.Sprintf("bench%d", inflight), Inflight: inflight,
@@ -101,11 +117,11 @@ func BenchmarkForward(b *testing.B) {
 // speed: the writer keeps the window full, encoding every PUBLISH the free
 // window allows into a buffered writer and flushing once per batch; a reader
 // goroutine decodes the PUBACKs and hands credits back. nodelay=false with
-// inflight=DefaultInflight is BenchmarkDrainQueue's setting.
+// inflight=benchWindow is BenchmarkDrainQueue's setting.
 func BenchmarkPlainPublisher(b *testing.B) {
 	for _, nodelay := range []bool{false, true} {
 		m := benchMosquitto(b, nodelay)
-		for _, window := range []int{DefaultInflight, 1} {
+		for _, window := range []int{benchWindow(b), 1} {
 			b.Run(fmt.Sprintf("nodelay=%v/inflight=%d", nodelay, window), func(b *testing.B) {
 				b.ReportAllocs()
 				el := plainPublish(b, m.Addr(), b.N, window)
@@ -196,7 +212,7 @@ func plainPublish(b *testing.B, addr string, n, window int) time.Duration {
 }
 
 // BenchmarkDrainQueue drains a backlog of b.N QoS 1 messages from the real
-// queue (Badger, durable acks) to mosquitto with the default window.
+// queue (Badger, durable acks) to mosquitto with benchWindow (the default window unless set).
 func BenchmarkDrainQueue(b *testing.B) {
 	m := benchMosquitto(b, false)
 	q, err := queue.Open(queue.Options{Dir: b.TempDir(), Logger: testLogger(b)})
@@ -215,7 +231,7 @@ func BenchmarkDrainQueue(b *testing.B) {
 			batch = batch[:0]
 		}
 	}
-	c := newClient(b, Options{URL: m.URL(), ClientID: "drain", CleanStart: true, Inflight: DefaultInflight}, queueSource{q}, nil)
+	c := newClient(b, Options{URL: m.URL(), ClientID: "drain", CleanStart: true, Inflight: benchWindow(b)}, queueSource{q}, nil)
 	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()
