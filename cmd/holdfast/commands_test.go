@@ -107,7 +107,14 @@ func TestStatusAndQueueCommands(t *testing.T) {
 	const n = 5
 	g := queuedGateway(t, "cmds", n)
 
-	human := hf(t, "status", "--config", g.config)
+	// The uplink backs off between attempts to reach the upstream, and is
+	// "connecting" for the moment of each one: read the status until it
+	// is taken during a backoff.
+	var human string
+	testenv.WaitFor(t, 30*time.Second, "status during a backoff", func() bool {
+		human = hf(t, "status", "--config", g.config)
+		return strings.Contains(human, "backoff")
+	})
 	for _, want := range []string{"backlog:   5 messages", "upstream:", "backoff", "local:     1 clients, 1 sessions"} {
 		if !strings.Contains(human, want) {
 			t.Errorf("holdfast status does not say %q:\n%s", want, human)
